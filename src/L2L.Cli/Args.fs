@@ -1,0 +1,107 @@
+/// The command line's vocabulary (Argu). Parsing only: no work is done here.
+module L2L.Cli.Args
+
+open Argu
+
+type TrainArgs =
+    | [<Mandatory>] Task of name: string
+    | [<Mandatory>] Out of dir: string
+    | Meta_Iterations of n: int
+    | Seed of seed: int64
+    | Unroll of steps: int
+    | Steps of horizon: int
+    | Meta_Lr of lr: float
+    | Out_Scale of scale: float
+    | Hidden of units: int
+    | Layers of n: int
+    | Preprocessing of kind: string
+    | P of p: float
+    | Dim of d: int
+    | Batch_Functions of n: int
+    | Validate_Every of n: int
+    | Second_Order
+    | Device of device: string
+    | Threads of n: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Task _ -> "task family to meta-train on (quadratic)."
+            | Out _ -> "directory for optimizer.json (the best φ), train-log.csv and train.json."
+            | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories)."
+            | Seed _ -> "seed of φ's initialisation and of the meta-training problems; default 0."
+            | Unroll _ -> "truncated BPTT length; must divide --steps; default 20."
+            | Steps _ -> "horizon T: optimizee steps per trajectory; default 100."
+            | Meta_Lr _ -> "Adam learning rate on φ; default 0.003."
+            | Out_Scale _ -> "multiplier of the LSTM's output; default 0.1."
+            | Hidden _ -> "hidden units per LSTM layer; default 20."
+            | Layers _ -> "LSTM layers; default 2."
+            | Preprocessing _ -> "gradient preprocessing: logsign or none; default logsign."
+            | P _ -> "p of the logsign preprocessing; default 10."
+            | Dim _ -> "quadratic dimension; default 10."
+            | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
+            | Validate_Every _ -> "validate on 1000 held-out functions every N meta-iterations (0: never); default 250."
+            | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
+            | Device _ -> "cpu, cuda or auto; default cpu."
+            | Threads _ -> "intra-op threads; default: the number of cores."
+
+type EvaluateArgs =
+    | [<Mandatory>] Task of name: string
+    | [<Mandatory>] Optimizer of file: string
+    | Steps of s: int
+    | Runs of n: int
+    | Dim of d: int
+    | Seed of seed: uint64
+    | Tune_Baselines
+    | Tune_Seed of seed: uint64
+    | Tune_Runs of n: int
+    | Tune_Steps of s: int
+    | [<Mandatory>] Out of file: string
+    | Device of device: string
+    | Threads of n: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Task _ -> "task family (quadratic)."
+            | Optimizer _ -> "a trained optimizer file (optimizer.json)."
+            | Steps _ -> "optimizee steps S; default 200."
+            | Runs _ -> "fresh problems N (quadratic: functions); default 1000."
+            | Dim _ -> "quadratic dimension; default 10."
+            | Seed _ -> "portable-stream seed of the evaluation problems; default 1000."
+            | Tune_Baselines -> "also tune and evaluate SGD, momentum, NAG, RMSprop and Adam."
+            | Tune_Seed _ -> "portable-stream seed of the held-out tuning problems; default 2000."
+            | Tune_Runs _ -> "held-out tuning problems; default 1000."
+            | Tune_Steps _ -> "tuning criterion: mean loss at this step; default 100."
+            | Out _ -> "results file (JSON)."
+            | Device _ -> "cpu, cuda or auto; default cpu."
+            | Threads _ -> "intra-op threads; default: the number of cores."
+
+type ReproduceArgs =
+    | [<MainCommand; Mandatory>] Experiment of name: string
+    | Out of dir: string
+    | Meta_Iterations of n: int
+    | Seed of seed: int64
+    | Threads of n: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Experiment _ -> "experiment to reproduce (quadratic)."
+            | Out _ -> "output directory; default runs/<experiment>."
+            | Meta_Iterations _ -> "meta-training budget; default that of train."
+            | Seed _ -> "meta-training seed; default 0."
+            | Threads _ -> "intra-op threads; default: the number of cores."
+
+[<RequireSubcommand>]
+type CliArgs =
+    | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
+    | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
+    | [<CliPrefix(CliPrefix.None)>] Reproduce of ParseResults<ReproduceArgs>
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Train _ -> "meta-train an LSTM optimizer."
+            | Evaluate _ -> "evaluate a trained optimizer (and tuned baselines) on fresh problems."
+            | Reproduce _ -> "train, tune and evaluate one of the paper's experiments."

@@ -1,0 +1,273 @@
+/// The commands: user input turned into core calls, progress and tables on stdout.
+module L2L.Cli.Commands
+
+open System
+open System.Diagnostics
+open System.IO
+open System.Text.Json.Nodes
+open Argu
+open TorchSharp
+open L2L
+open L2L.Cli.Args
+
+/// A problem with the user's input: printed as one line, exit code 2.
+exception UsageError of string
+
+let fail fmt = Printf.kprintf (fun s -> raise (UsageError s)) fmt
+
+let private orFail (r: Result<'T, string list>) =
+    match r with
+    | Ok v -> v
+    | Error errs -> fail "%s" (String.concat "; " errs)
+
+let private parseTask (name: string) (dim: int) =
+    match name.Trim().ToLowerInvariant() with
+    | "quadratic" -> Quadratic dim
+    | other -> fail "unknown task '%s' (known: quadratic)" other
+
+let private setThreads (n: int option) =
+    match n with
+    | Some n when n < 1 -> fail "threads must be ≥ 1"
+    | Some n -> torch.set_num_threads n
+    | None -> torch.set_num_threads Environment.ProcessorCount
+
+let private parseDevice (s: string option) =
+    match s with
+    | None -> Cpu
+    | Some s ->
+        match DeviceChoice.parse s with
+        | Ok d -> d
+        | Error e -> fail "%s" e
+
+let private fmt (v: float) = if Double.IsFinite v then sprintf "%.4g" v else "diverged"
+
+/// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json.
+let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
+    let cfg = MetaConfig.validate cfg |> orFail
+    Directory.CreateDirectory outDir |> ignore
+    let logPath = Path.Combine(outDir, "train-log.csv")
+    use log = new StreamWriter(logPath)
+    log.WriteLine("iteration,trajectory,step,meta_loss,train_loss,validation_loss,seconds")
+    let total = Stopwatch.StartNew()
+    let mutable window = ResizeArray<float>()
+    let mutable stepSeconds = 0.0
+    let mutable skipped = 0
+    printfn "meta-training m_φ (%d×%d LSTM, %s, out ×%g) on %s: %d meta-iterations = %d trajectories of %d steps, unroll %d, meta-lr %g, seed %d"
+        cfg.Lstm.Layers cfg.Lstm.Hidden (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
+        (TaskSpec.name cfg.Task) cfg.MetaIterations (cfg.MetaIterations * cfg.Unroll.Unroll / cfg.Horizon)
+        cfg.Horizon cfg.Unroll.Unroll cfg.MetaLr cfg.Seed
+    let state0 = MetaTrain.init cfg
+    let report (r: IterationReport) =
+        window.Add r.MetaLoss
+        stepSeconds <- stepSeconds + r.Seconds
+        if not r.Finite then skipped <- skipped + 1
+        log.WriteLine(
+            sprintf "%d,%d,%d,%s,%s,%s,%.6f" r.Iteration r.Trajectory r.Step (string r.MetaLoss) (string r.TrainLoss)
+                (r.Validation |> Option.map string |> Option.defaultValue "") r.Seconds)
+        match r.Validation with
+        | Some v ->
+            printfn "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
+                r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
+                (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds
+            window.Clear()
+            stepSeconds <- 0.0
+        | None -> ()
+    let final = MetaTrain.run cfg report (fun () -> false) state0
+    let seconds = total.Elapsed.TotalSeconds
+    let best = final.Best
+    let training: (string * JsonNode) list =
+        [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
+          "dim", JsonValue.Create(match cfg.Task with Quadratic d -> d)
+          "meta_iterations", JsonValue.Create(final.Iteration)
+          "horizon", JsonValue.Create(cfg.Horizon)
+          "unroll", JsonValue.Create(cfg.Unroll.Unroll)
+          "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
+          "meta_lr", JsonValue.Create(cfg.MetaLr)
+          "batch_functions", JsonValue.Create(cfg.BatchFunctions)
+          "seed", JsonValue.Create(cfg.Seed)
+          "best_iteration", JsonValue.Create(final.BestIteration)
+          "best_validation_loss", (if Double.IsFinite final.BestLoss then JsonValue.Create(final.BestLoss) :> JsonNode else null)
+          "skipped_updates", JsonValue.Create(skipped)
+          "seconds", JsonValue.Create(seconds) ]
+    OptimizerFile.save (Path.Combine(outDir, "optimizer.json")) best training
+    let summary = JsonObject()
+    for k, v in training do
+        summary[k] <- (if isNull v then null else v.DeepClone())
+    File.WriteAllText(Path.Combine(outDir, "train.json"), summary.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
+    printfn "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
+        seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json"))
+    best, final
+
+type EvalSettings =
+    { Task: TaskSpec
+      Steps: int
+      Runs: int
+      Seed: uint64
+      Tune: bool
+      TuneSeed: uint64
+      TuneRuns: int
+      TuneSteps: int
+      Device: DeviceChoice }
+
+/// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
+let evaluate (s: EvalSettings) (phi: Phi) : EvaluationResults =
+    if s.Steps < 1 then fail "steps must be ≥ 1 (got %d)" s.Steps
+    if s.Runs < 1 then fail "runs must be ≥ 1 (got %d)" s.Runs
+    if s.Tune && s.TuneRuns < 1 then fail "tune-runs must be ≥ 1 (got %d)" s.TuneRuns
+    if s.Tune && s.TuneSteps < 1 then fail "tune-steps must be ≥ 1 (got %d)" s.TuneSteps
+    if s.Tune && s.TuneSeed = s.Seed then fail "tune-seed must differ from seed: baselines are never tuned on the evaluation problems"
+    TaskSpec.validate s.Task |> orFail |> ignore
+    let device = DeviceChoice.resolve s.Device
+    let dtype = phi.WOut.dtype
+    let at = Evaluate.reportSteps s.Steps
+    let problem = TaskSpec.portableProblem s.Task s.Seed s.Runs device dtype
+    try
+        let tuned =
+            if not s.Tune then []
+            else
+                let tuneProblem = TaskSpec.portableProblem s.Task s.TuneSeed s.TuneRuns device dtype
+                try
+                    let lrs = Tuning.grid 1e-5 10.0 6
+                    printfn "tuning %d baselines on %d held-out problems (seed %d), %d learning rates each, criterion mean f(θ_%d)"
+                        Baselines.names.Length s.TuneRuns s.TuneSeed lrs.Length s.TuneSteps
+                    [ for name in Baselines.names ->
+                          let r = Tuning.tune name lrs [ tuneProblem ] s.TuneSteps
+                          printfn "  %-9s lr %-9.3g f(θ_%d) %s%s" name r.Lr s.TuneSteps (fmt r.Score)
+                              (if r.AtGridEdge then "  (at the grid's edge)" else "")
+                          r ]
+                finally
+                    Problem.dispose tuneProblem
+        let optimizers = Learned.optimizer phi :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
+        let summaries =
+            [ for opt in optimizers ->
+                  let run = Evaluate.run opt [ problem ] s.Steps
+                  Evaluate.summarize opt run at ]
+        printfn "\n%s, %d fresh problems (seed %d), mean loss ± 95%% CI:" (TaskSpec.name s.Task) s.Runs s.Seed
+        printfn "  %-9s %-9s %s %10s" "optimizer" "lr" (at |> List.map (fun t -> sprintf "%22s" (sprintf "step %d" t)) |> String.concat "") "steps/s"
+        for sm in summaries do
+            let lr = sm.Hyper |> List.tryFind (fun (k, _) -> k = "lr") |> Option.map (snd >> sprintf "%.3g") |> Option.defaultValue "-"
+            let cells =
+                List.map2 (fun (_, m) (_, c) -> sprintf "%22s" (sprintf "%s ± %s" (fmt m) (fmt c))) sm.LossAt sm.Ci95At
+                |> String.concat ""
+            printfn "  %-9s %-9s %s %10.0f" sm.Name lr cells sm.StepsPerSecond
+        match summaries with
+        | lstm :: baselines when not baselines.IsEmpty ->
+            for t, v in lstm.LossAt do
+                let bestName, bestValue =
+                    baselines |> List.map (fun b -> b.Name, b.LossAt |> List.find (fun (u, _) -> u = t) |> snd) |> List.minBy snd
+                printfn "  step %d: lstm / best baseline (%s) = %.3f (%s)" t bestName (v / bestValue)
+                    (if v < bestValue then "LSTM better" else "LSTM not better")
+        | _ -> ()
+        let tuning = JsonObject()
+        for r in tuned do
+            let o = JsonObject()
+            o["lr"] <- JsonValue.Create(r.Lr)
+            o["score"] <- (if Double.IsFinite r.Score then JsonValue.Create(r.Score) :> JsonNode else null)
+            o["at_grid_edge"] <- JsonValue.Create(r.AtGridEdge)
+            tuning[r.Name] <- o
+        { Task = TaskSpec.name s.Task
+          Dim = (match s.Task with Quadratic d -> d)
+          Steps = s.Steps
+          Runs = s.Runs
+          Seed = s.Seed
+          Optimizers = summaries
+          Extra =
+            [ if s.Tune then
+                  "tuning", (tuning :> JsonNode)
+                  "tune_seed", (JsonValue.Create(s.TuneSeed) :> JsonNode)
+                  "tune_runs", (JsonValue.Create(s.TuneRuns) :> JsonNode)
+                  "tune_steps", (JsonValue.Create(s.TuneSteps) :> JsonNode) ] }
+    finally
+        Problem.dispose problem
+
+let private metaConfigOf (a: ParseResults<TrainArgs>) =
+    let d = MetaConfig.quadratic
+    let pre =
+        match a.TryGetResult TrainArgs.Preprocessing with
+        | None
+        | Some "logsign" -> LogSign(a.GetResult(TrainArgs.P, 10.0))
+        | Some "none" -> Identity
+        | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
+    { d with
+        Task = parseTask (a.GetResult TrainArgs.Task) (a.GetResult(TrainArgs.Dim, 10))
+        Lstm =
+            { d.Lstm with
+                Layers = a.GetResult(TrainArgs.Layers, d.Lstm.Layers)
+                Hidden = a.GetResult(TrainArgs.Hidden, d.Lstm.Hidden)
+                Preprocessing = pre
+                OutScale = a.GetResult(TrainArgs.Out_Scale, d.Lstm.OutScale) }
+        Horizon = a.GetResult(TrainArgs.Steps, d.Horizon)
+        Unroll =
+            { d.Unroll with
+                Unroll = a.GetResult(TrainArgs.Unroll, d.Unroll.Unroll)
+                SecondOrder = a.Contains TrainArgs.Second_Order }
+        BatchFunctions = a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions)
+        MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
+        MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
+        ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
+        Seed = a.GetResult(TrainArgs.Seed, d.Seed)
+        Device = parseDevice (a.TryGetResult TrainArgs.Device) }
+
+let runTrain (a: ParseResults<TrainArgs>) =
+    setThreads (a.TryGetResult TrainArgs.Threads)
+    let cfg = metaConfigOf a
+    train cfg (a.GetResult TrainArgs.Out) |> ignore
+    0
+
+let private loadPhi (path: string) (device: DeviceChoice) =
+    match OptimizerFile.load path (DeviceChoice.resolve device) torch.ScalarType.Float32 with
+    | Ok phi -> phi
+    | Error e -> fail "%s" e
+
+let runEvaluate (a: ParseResults<EvaluateArgs>) =
+    setThreads (a.TryGetResult EvaluateArgs.Threads)
+    let device = parseDevice (a.TryGetResult EvaluateArgs.Device)
+    let settings =
+        { Task = parseTask (a.GetResult EvaluateArgs.Task) (a.GetResult(EvaluateArgs.Dim, 10))
+          Steps = a.GetResult(EvaluateArgs.Steps, 200)
+          Runs = a.GetResult(EvaluateArgs.Runs, 1000)
+          Seed = a.GetResult(EvaluateArgs.Seed, 1000UL)
+          Tune = a.Contains EvaluateArgs.Tune_Baselines
+          TuneSeed = a.GetResult(EvaluateArgs.Tune_Seed, 2000UL)
+          TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, 1000)
+          TuneSteps = a.GetResult(EvaluateArgs.Tune_Steps, 100)
+          Device = device }
+    // validate the cheap things before loading anything
+    if settings.Steps < 1 then fail "steps must be ≥ 1 (got %d)" settings.Steps
+    if settings.Runs < 1 then fail "runs must be ≥ 1 (got %d)" settings.Runs
+    let phi = loadPhi (a.GetResult EvaluateArgs.Optimizer) device
+    let results = evaluate settings phi
+    let out = a.GetResult EvaluateArgs.Out
+    Results.save out results
+    printfn "results → %s" out
+    0
+
+let runReproduce (a: ParseResults<ReproduceArgs>) =
+    setThreads (a.TryGetResult ReproduceArgs.Threads)
+    match a.GetResult ReproduceArgs.Experiment with
+    | "quadratic" ->
+        let outDir = a.GetResult(ReproduceArgs.Out, Path.Combine("runs", "quadratic"))
+        let d = MetaConfig.quadratic
+        let cfg =
+            { d with
+                MetaIterations = a.GetResult(ReproduceArgs.Meta_Iterations, d.MetaIterations)
+                Seed = a.GetResult(ReproduceArgs.Seed, d.Seed) }
+        let phi, final = train cfg outDir
+        let results =
+            evaluate
+                { Task = cfg.Task
+                  Steps = 200
+                  Runs = 1000
+                  Seed = 1000UL
+                  Tune = true
+                  TuneSeed = 2000UL
+                  TuneRuns = 1000
+                  TuneSteps = cfg.Horizon
+                  Device = cfg.Device }
+                phi
+        let out = Path.Combine(outDir, "results.json")
+        Results.save out results
+        TrainState.dispose final
+        printfn "results → %s" out
+        0
+    | other -> fail "unknown experiment '%s' (known: quadratic)" other

@@ -1,0 +1,216 @@
+/// Meta-training: Adam on φ by truncated backpropagation through the unrolled inner loop
+/// (paper §2, Fig. 2), with validation on held-out functions and the best φ kept.
+namespace L2L
+
+open System
+open System.Diagnostics
+open TorchSharp
+
+/// Everything that defines a meta-training run.
+type MetaConfig =
+    { Task: TaskSpec
+      Lstm: LstmConfig
+      /// T: optimizee steps per trajectory.
+      Horizon: int
+      Unroll: UnrollConfig
+      /// Functions optimised side by side in each meta-training problem.
+      BatchFunctions: int
+      /// Meta-iterations (= φ updates = truncations) to run.
+      MetaIterations: int
+      MetaLr: float
+      /// Validate every this many meta-iterations (0: never; the last φ is then kept).
+      ValidateEvery: int
+      ValidationFunctions: int
+      /// Portable-stream seed of the held-out validation functions.
+      ValidationSeed: uint64
+      Seed: int64
+      Device: DeviceChoice
+      DType: torch.ScalarType }
+
+module MetaConfig =
+    /// The paper's setting for the quadratics, with the default budget of `tools/l2l train`.
+    let quadratic =
+        { Task = Quadratic 10
+          Lstm = LstmConfig.paper
+          Horizon = 100
+          Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false }
+          BatchFunctions = 128
+          MetaIterations = 5000
+          MetaLr = 0.003
+          ValidateEvery = 250
+          ValidationFunctions = 1000
+          ValidationSeed = 2000UL
+          Seed = 0L
+          Device = Cpu
+          DType = torch.ScalarType.Float32 }
+
+    let validate (c: MetaConfig) : Result<MetaConfig, string list> =
+        [ match TaskSpec.validate c.Task with
+          | Error e -> yield! e
+          | Ok _ -> ()
+          match LstmConfig.validate c.Lstm with
+          | Error e -> yield! e
+          | Ok _ -> ()
+          if c.Horizon < 1 then "steps (horizon) must be ≥ 1"
+          if c.Unroll.Unroll < 1 then "unroll must be ≥ 1"
+          elif c.Horizon % c.Unroll.Unroll <> 0 then
+              sprintf "unroll %d does not divide the horizon %d" c.Unroll.Unroll c.Horizon
+          if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
+          if c.MetaIterations < 0 then "meta-iterations must be ≥ 0"
+          if not (Double.IsFinite c.MetaLr) || c.MetaLr <= 0.0 then "meta-lr must be a positive number"
+          if c.ValidateEvery < 0 then "validate-every must be ≥ 0"
+          if c.ValidateEvery > 0 && c.ValidationFunctions < 1 then "validation functions must be ≥ 1" ]
+        |> function
+            | [] -> Ok c
+            | errs -> Error errs
+
+/// The whole meta-training state between two meta-iterations.
+type TrainState =
+    { Phi: Phi
+      /// Adam's state for each of φ's tensors (in `Phi.tensors` order).
+      MetaOpt: OptState list
+      /// Meta-iterations done.
+      Iteration: int
+      /// The trajectory under way (None: the next iteration starts a new one).
+      Trajectory: Trajectory option
+      /// Trajectories started so far (the counter of the next meta-training problem).
+      Trajectories: int64
+      Best: Phi
+      BestLoss: float
+      BestIteration: int }
+
+module TrainState =
+    let tensors (s: TrainState) =
+        Phi.tensors s.Phi
+        @ (s.MetaOpt |> List.collect (fun o -> o.Slots))
+        @ (s.Trajectory |> Option.map Trajectory.tensors |> Option.defaultValue [])
+        @ Phi.tensors s.Best
+
+    let dispose (s: TrainState) = Scope.disposeReplaced (tensors s) []
+
+/// What one meta-iteration reports.
+type IterationReport =
+    { Iteration: int
+      /// L(φ) of the truncation just run.
+      MetaLoss: float
+      /// f(θ) per function at the end of the truncation.
+      TrainLoss: float
+      Trajectory: int64
+      Step: int
+      /// false: a non-finite loss or meta-gradient; the update was skipped.
+      Finite: bool
+      /// Mean f(θ_T) on the validation functions, when validated at this iteration.
+      Validation: float option
+      Seconds: float }
+
+module MetaTrain =
+    let private metaAdam (lr: float) = Baselines.adam lr 0.9 0.999 1e-8
+
+    /// A detached copy of φ that requires grad (for keeping the best φ).
+    let snapshot (phi: Phi) = phi |> Phi.map (fun t -> t.detach().clone().requires_grad_(true))
+
+    let init (cfg: MetaConfig) : TrainState =
+      Tensors.build TrainState.tensors (fun () ->
+        let device = DeviceChoice.resolve cfg.Device
+        use gen = Seeds.generator cfg.Seed 0UL 0L
+        let phi = Phi.init cfg.Lstm device cfg.DType gen
+        let adam = metaAdam cfg.MetaLr
+        { Phi = phi
+          MetaOpt = Phi.tensors phi |> List.map adam.Init
+          Iteration = 0
+          Trajectory = None
+          Trajectories = 0L
+          Best = snapshot phi
+          BestLoss = Double.PositiveInfinity
+          BestIteration = 0 })
+
+    /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on.
+    let metaGradient (cfg: MetaConfig) (phi: Phi) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+        let loss, carried = MetaLoss.unroll cfg.Unroll (Learned.optimizer phi) tr
+        let grads = torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi), allow_unused = true)
+        let grads = Seq.zip (Phi.tensors phi) grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
+        loss, grads, carried
+
+    /// One meta-iteration: one truncation of the current trajectory (starting a new one when
+    /// needed), then one Adam step on φ. Pure in the state: the old state's tensors are left as
+    /// they were (the caller disposes what it no longer needs).
+    let step (cfg: MetaConfig) (s: TrainState) : TrainState * IterationReport =
+        let sw = Stopwatch.StartNew()
+        let device = DeviceChoice.resolve cfg.Device
+        let tr =
+            match s.Trajectory with
+            | Some tr -> tr
+            | None ->
+                let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions device cfg.DType
+                MetaLoss.start (Learned.optimizer s.Phi) problem s.Trajectories
+        let loss, grads, carried = metaGradient cfg s.Phi tr
+        let lossValue = loss.ToDouble()
+        let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
+        let phi, metaOpt =
+            if finite then
+                use _ = torch.no_grad()
+                let adam = metaAdam cfg.MetaLr
+                let updated =
+                    List.map3
+                        (fun (p: Tensor) (g: Tensor) (o: OptState) ->
+                            let struct (d, o') = adam.Update o g
+                            (Update.apply p d).requires_grad_(true), o')
+                        (Phi.tensors s.Phi) grads s.MetaOpt
+                Phi.ofTensors cfg.Lstm (List.map fst updated), List.map snd updated
+            else
+                s.Phi, s.MetaOpt
+        let finished = carried.Step >= cfg.Horizon
+        let next =
+            { s with
+                Phi = phi
+                MetaOpt = metaOpt
+                Iteration = s.Iteration + 1
+                Trajectory = if finished then None else Some carried
+                Trajectories = if s.Trajectory.IsNone then s.Trajectories + 1L else s.Trajectories }
+        next,
+        { Iteration = next.Iteration
+          MetaLoss = lossValue
+          TrainLoss = carried.Loss
+          Trajectory = carried.Index
+          Step = carried.Step
+          Finite = finite
+          Validation = None
+          Seconds = sw.Elapsed.TotalSeconds }
+
+    /// The validation problem: held-out functions from the portable stream.
+    let validationProblem (cfg: MetaConfig) =
+        TaskSpec.portableProblem cfg.Task cfg.ValidationSeed cfg.ValidationFunctions (DeviceChoice.resolve cfg.Device) cfg.DType
+
+    /// Mean f(θ_T) of m_φ over the validation problem.
+    let validate (cfg: MetaConfig) (problem: Problem) (phi: Phi) =
+        let r = Evaluate.run (Learned.optimizer phi) [ problem ] cfg.Horizon
+        let v = Evaluate.mean r.Losses[cfg.Horizon]
+        if Double.IsFinite v then v else Double.PositiveInfinity
+
+    /// Runs meta-iterations from `state` until cfg.MetaIterations are done or `stop ()` says so.
+    /// Each iteration runs in its own dispose scope; the replaced state's tensors are disposed.
+    /// `report` sees every iteration. Returns the final state (its Best is the φ to keep).
+    let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
+        let validation = if cfg.ValidateEvery > 0 then Some(validationProblem cfg) else None
+        try
+            let mutable s = state
+            while s.Iteration < cfg.MetaIterations && not (stop ()) do
+                let next, r =
+                    Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
+                        let n, r = step cfg s
+                        match validation with
+                        | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
+                            let v = validate cfg vp n.Phi
+                            let n =
+                                if v < n.BestLoss then
+                                    { n with Best = snapshot n.Phi; BestLoss = v; BestIteration = n.Iteration }
+                                else n
+                            n, { r with Validation = Some v }
+                        | Some _ -> n, r
+                        | None -> { n with Best = snapshot n.Phi; BestIteration = n.Iteration }, r)
+                Scope.disposeReplaced (TrainState.tensors s) (TrainState.tensors next)
+                s <- next
+                report r
+            s
+        finally
+            validation |> Option.iter Problem.dispose

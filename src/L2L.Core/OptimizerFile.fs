@@ -1,0 +1,208 @@
+/// The saved form of a trained optimizer: one JSON document, versioned, that records m_φ's
+/// hyper-parameters and φ's values.
+///
+///   { "format": "l2l-functional/optimizer", "version": 1,
+///     "config": { "layers": 2, "hidden": 20, "preprocessing": "logsign", "p": 10,
+///                 "out_scale": 0.1, "forget_bias": 1 },
+///     "layout": "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; w_out [1,H]; b_out [1]; row-major",
+///     "params": { "w_ih.0": { "shape": [80, 2], "data": [ ... ] }, ..., "b_out": { ... } },
+///     "training": { ...free-form numbers and strings describing how φ was trained... } }
+///
+/// Values are float32 written in shortest round-trip form, so save → load is exact. The files of
+/// the reference PyTorch implementation (`--save-lstm`, no "format" field) load too.
+namespace L2L
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json
+open TorchSharp
+
+module OptimizerFile =
+    [<Literal>]
+    let Format = "l2l-functional/optimizer"
+
+    [<Literal>]
+    let Version = 1
+
+    let private layout =
+        "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; w_out [1,H]; b_out [1]; row-major"
+
+    /// The JSON text of φ (with optional training metadata).
+    let toJson (phi: Phi) (training: (string * Nodes.JsonNode) list) : string =
+        use ms = new MemoryStream()
+        (
+            use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = false))
+            w.WriteStartObject()
+            w.WriteString("format", Format)
+            w.WriteNumber("version", Version)
+            w.WriteStartObject("config")
+            let c = phi.Config
+            w.WriteNumber("layers", c.Layers)
+            w.WriteNumber("hidden", c.Hidden)
+            match c.Preprocessing with
+            | LogSign p ->
+                w.WriteString("preprocessing", "logsign")
+                w.WriteNumber("p", p)
+            | Identity -> w.WriteString("preprocessing", "none")
+            w.WriteNumber("out_scale", c.OutScale)
+            w.WriteNumber("forget_bias", c.ForgetBias)
+            w.WriteEndObject()
+            w.WriteString("layout", layout)
+            w.WriteStartObject("params")
+            for name, shape, t in List.zip3 (Phi.names c) (Phi.savedShapes c) (Phi.tensors phi) do
+                w.WriteStartObject(name)
+                w.WriteStartArray("shape")
+                for d in shape do
+                    w.WriteNumberValue(d)
+                w.WriteEndArray()
+                w.WriteStartArray("data")
+                let values =
+                    Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () ->
+                        t.detach().to_type(torch.ScalarType.Float32).cpu().contiguous().data<float32>().ToArray())
+                for v in values do
+                    w.WriteNumberValue(v)
+                w.WriteEndArray()
+                w.WriteEndObject()
+            w.WriteEndObject()
+            if not training.IsEmpty then
+                w.WriteStartObject("training")
+                for k, v in training do
+                    w.WritePropertyName(k)
+                    v.WriteTo(w)
+                w.WriteEndObject()
+            w.WriteEndObject()
+        )
+        Encoding.UTF8.GetString(ms.ToArray())
+
+    /// Writes φ to `path` atomically (a temporary file in the same folder, flushed, then renamed).
+    let save (path: string) (phi: Phi) (training: (string * Nodes.JsonNode) list) =
+        let full = Path.GetFullPath path
+        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
+        let tmp = full + ".tmp"
+        (
+            use fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None)
+            let bytes = Encoding.UTF8.GetBytes(toJson phi training)
+            fs.Write(bytes, 0, bytes.Length)
+            fs.Flush(true)
+        )
+        File.Move(tmp, full, true)
+
+    let private tryProp (e: JsonElement) (name: string) =
+        match e.TryGetProperty(name) with
+        | true, v -> Some v
+        | _ -> None
+
+    /// Reads φ from JSON text. Every problem is reported as a message naming the field.
+    let ofJson (text: string) (device: torch.Device) (dtype: torch.ScalarType) : Result<Phi, string> =
+        let fail fmt = Printf.kprintf Error fmt
+        try
+            use doc = JsonDocument.Parse(text)
+            let root = doc.RootElement
+            if root.ValueKind <> JsonValueKind.Object then fail "not a JSON object"
+            else
+            match tryProp root "format" with
+            | Some f when f.ValueKind <> JsonValueKind.String || f.GetString() <> Format ->
+                fail "format is '%s', expected '%s'" (f.ToString()) Format
+            | _ ->
+            match tryProp root "version" with
+            | Some v when v.ValueKind <> JsonValueKind.Number || v.GetInt32() <> Version ->
+                fail "version %s is not supported (this build reads version %d)" (v.ToString()) Version
+            | _ ->
+            match tryProp root "config", tryProp root "params" with
+            | None, _ -> fail "missing 'config'"
+            | _, None -> fail "missing 'params'"
+            | Some cfg, Some ps ->
+                let num name dflt =
+                    match tryProp cfg name with
+                    | Some v when v.ValueKind = JsonValueKind.Number -> Ok(v.GetDouble())
+                    | Some _ -> Error(sprintf "config.%s is not a number" name)
+                    | None ->
+                        match dflt with
+                        | Some d -> Ok d
+                        | None -> Error(sprintf "config.%s is missing" name)
+                let pre =
+                    match tryProp cfg "preprocessing" |> Option.orElse (tryProp cfg "preproc") with
+                    | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "logsign" ->
+                        num "p" (Some 10.0) |> Result.map LogSign
+                    | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "none" -> Ok Identity
+                    | Some v -> Error(sprintf "config.preprocessing '%s' is not 'logsign' or 'none'" (v.ToString()))
+                    | None -> Error "config.preprocessing is missing"
+                match num "layers" None, num "hidden" None, pre, num "out_scale" None, num "forget_bias" (Some 1.0) with
+                | Error e, _, _, _, _
+                | _, Error e, _, _, _
+                | _, _, Error e, _, _
+                | _, _, _, Error e, _
+                | _, _, _, _, Error e -> Error e
+                | Ok layers, Ok hidden, Ok pre, Ok outScale, Ok forget ->
+                    if layers <> floor layers || hidden <> floor hidden then fail "config.layers and config.hidden must be integers"
+                    else
+                    let c =
+                        { Layers = int layers
+                          Hidden = int hidden
+                          Preprocessing = pre
+                          OutScale = outScale
+                          ForgetBias = forget }
+                    match LstmConfig.validate c with
+                    | Error errs -> fail "config: %s" (String.concat "; " errs)
+                    | Ok c ->
+                        let read (name: string) (shape: int64[]) : Result<float32[], string> =
+                            match tryProp ps name with
+                            | None -> fail "params.%s is missing" name
+                            | Some p ->
+                                match tryProp p "shape", tryProp p "data" with
+                                | Some s, Some d when s.ValueKind = JsonValueKind.Array && d.ValueKind = JsonValueKind.Array ->
+                                    let got = [| for x in s.EnumerateArray() -> x.GetInt64() |]
+                                    if got <> shape then
+                                        fail "params.%s has shape [%s], expected [%s]" name
+                                            (got |> Array.map string |> String.concat ",")
+                                            (shape |> Array.map string |> String.concat ",")
+                                    else
+                                        let values = [| for x in d.EnumerateArray() -> if x.ValueKind = JsonValueKind.Number then x.GetDouble() else nan |]
+                                        let expected = shape |> Array.fold (*) 1L
+                                        if int64 values.Length <> expected then
+                                            fail "params.%s has %d values, expected %d" name values.Length expected
+                                        elif values |> Array.exists (Double.IsFinite >> not) then
+                                            fail "params.%s holds a non-finite or non-numeric value" name
+                                        else Ok(values |> Array.map float32)
+                                | _ -> fail "params.%s needs 'shape' and 'data' arrays" name
+                        let results = List.map2 read (Phi.names c) (Phi.savedShapes c)
+                        match results |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+                        | Some e -> Error e
+                        | None ->
+                            let h = int64 c.Hidden
+                            let internalShapes =
+                                [ for k in 0 .. c.Layers - 1 do
+                                      let inputs = if k = 0 then int64 (Preprocess.features c.Preprocessing) else h
+                                      yield [| 4L * h; inputs |]
+                                      yield [| 4L * h; h |]
+                                      yield [| 4L * h; 1L |]
+                                  yield [| 1L; h |]
+                                  yield [| 1L; 1L |] ]
+                            let tensors =
+                              Tensors.build id (fun () ->
+                                List.map2
+                                    (fun r (shape: int64[]) ->
+                                        match r with
+                                        | Ok (data: float32[]) ->
+                                            let t = torch.tensor(data).reshape(shape)
+                                            t.to_type(dtype).``to``(device).requires_grad_(true)
+                                        | Error _ -> failwith "unreachable")
+                                    results internalShapes)
+                            Ok(Phi.ofTensors c tensors)
+        with
+        | :? JsonException as e -> fail "not valid JSON (%s)" e.Message
+        | :? InvalidOperationException as e -> fail "unexpected JSON value (%s)" e.Message
+        | :? FormatException as e -> fail "unexpected JSON value (%s)" e.Message
+
+    /// Loads φ from a file; errors name the file and what is wrong.
+    let load (path: string) (device: torch.Device) (dtype: torch.ScalarType) : Result<Phi, string> =
+        if not (File.Exists path) then
+            Error(sprintf "optimizer file '%s' does not exist" path)
+        else
+            let text =
+                try Ok(File.ReadAllText path)
+                with e -> Error(sprintf "optimizer file '%s' cannot be read: %s" path e.Message)
+            text
+            |> Result.bind (fun t -> ofJson t device dtype)
+            |> Result.mapError (fun e -> if e.StartsWith "optimizer file" then e else sprintf "optimizer file '%s': %s" path e)

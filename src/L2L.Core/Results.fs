@@ -1,0 +1,71 @@
+/// The results file of an evaluation:
+///   {"task":..,"dim":..,"steps":S,"runs":N,"seed":..,"optimizers":[{"name":..,"hyper":{..},
+///    "loss_at":{"100":mean,..},"ci95_at":{..},"curve_mean":[S+1 numbers],"steps_per_s":..}],..}
+/// Non-finite numbers (a diverged run) are written as null, so the JSON stays strict.
+namespace L2L
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json
+
+type EvaluationResults =
+    { Task: string
+      Dim: int
+      Steps: int
+      Runs: int
+      Seed: uint64
+      Optimizers: Summary list
+      /// Extra top-level fields (tuning tables, timings).
+      Extra: (string * Nodes.JsonNode) list }
+
+module Results =
+    let private num (w: Utf8JsonWriter) (v: float) =
+        if Double.IsFinite v then w.WriteNumberValue(v) else w.WriteNullValue()
+
+    let toJson (r: EvaluationResults) : string =
+        use ms = new MemoryStream()
+        (
+            use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true))
+            w.WriteStartObject()
+            w.WriteString("task", r.Task)
+            w.WriteNumber("dim", r.Dim)
+            w.WriteNumber("steps", r.Steps)
+            w.WriteNumber("runs", r.Runs)
+            w.WriteNumber("seed", r.Seed)
+            w.WriteStartArray("optimizers")
+            for s in r.Optimizers do
+                w.WriteStartObject()
+                w.WriteString("name", s.Name)
+                w.WriteStartObject("hyper")
+                for k, v in s.Hyper do
+                    w.WritePropertyName(k)
+                    num w v
+                w.WriteEndObject()
+                for field, values in [ "loss_at", s.LossAt; "ci95_at", s.Ci95At ] do
+                    w.WriteStartObject(field)
+                    for t, v in values do
+                        w.WritePropertyName(string t)
+                        num w v
+                    w.WriteEndObject()
+                w.WriteStartArray("curve_mean")
+                for v in s.CurveMean do
+                    num w v
+                w.WriteEndArray()
+                w.WritePropertyName("steps_per_s")
+                num w s.StepsPerSecond
+                w.WriteEndObject()
+            w.WriteEndArray()
+            for k, v in r.Extra do
+                w.WritePropertyName(k)
+                v.WriteTo(w)
+            w.WriteEndObject()
+        )
+        Encoding.UTF8.GetString(ms.ToArray())
+
+    let save (path: string) (r: EvaluationResults) =
+        let full = Path.GetFullPath path
+        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
+        let tmp = full + ".tmp"
+        File.WriteAllText(tmp, toJson r)
+        File.Move(tmp, full, true)

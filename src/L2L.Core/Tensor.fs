@@ -1,0 +1,102 @@
+/// Tensor plumbing shared by the whole core: the Tensor alias, dispose scopes, devices, seeds.
+/// The only module that knows TorchSharp's disposal rules.
+namespace L2L
+
+open System
+open System.Collections.Generic
+open TorchSharp
+
+type Tensor = torch.Tensor
+
+/// Where every tensor of a run lives. `Auto` takes CUDA when libtorch reports it, else the CPU.
+type DeviceChoice =
+    | Cpu
+    | Cuda
+    | Auto
+
+module DeviceChoice =
+    let parse (s: string) =
+        match s.Trim().ToLowerInvariant() with
+        | "cpu" -> Ok Cpu
+        | "cuda" -> Ok Cuda
+        | "auto" -> Ok Auto
+        | other -> Error(sprintf "unknown device '%s' (expected cpu, cuda or auto)" other)
+
+    let name =
+        function
+        | Cpu -> "cpu"
+        | Cuda -> "cuda"
+        | Auto -> "auto"
+
+    /// The torch device for a choice. Asking for CUDA where libtorch has none is an error, not a fallback.
+    let resolve (choice: DeviceChoice) : torch.Device =
+        match choice with
+        | Cpu -> torch.CPU
+        | Cuda ->
+            if torch.cuda.is_available () then torch.CUDA
+            else invalidOp "device 'cuda' was asked for, but this libtorch has no CUDA device"
+        | Auto -> if torch.cuda.is_available () then torch.CUDA else torch.CPU
+
+module Scope =
+    /// Runs `f` in a fresh dispose scope; the tensors named by `keep` survive into the caller's scope,
+    /// everything else created inside is disposed on return.
+    let run (keep: 'T -> #seq<Tensor>) (f: unit -> 'T) : 'T =
+        use scope = torch.NewDisposeScope()
+        let r = f ()
+        for t in keep r do
+            t.MoveToOuterDisposeScope() |> ignore
+        r
+
+    /// Disposes the tensors of `old` that `current` does not hold (reference identity).
+    /// Used by loops that replace a state each iteration while sharing some tensors with it.
+    let disposeReplaced (old: seq<Tensor>) (current: seq<Tensor>) =
+        let live = HashSet<Tensor>(current, HashIdentity.Reference)
+        let seen = HashSet<Tensor>(HashIdentity.Reference)
+        for t in old do
+            if not (live.Contains t) && seen.Add t && not t.IsInvalid then
+                t.Dispose()
+
+/// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
+/// Scalar and Tensor overloads from F#).
+[<AutoOpen>]
+module ScalarOps =
+    let inline sc (x: float) : Scalar = Scalar.op_Implicit x
+    let inline sci (x: int) : Scalar = Scalar.op_Implicit x
+
+module Seeds =
+    /// SplitMix64 finaliser: decorrelates seeds derived from one another (seed, stream, index).
+    let mix64 (z: uint64) =
+        let z = (z ^^^ (z >>> 30)) * 0xBF58476D1CE4E5B9UL
+        let z = (z ^^^ (z >>> 27)) * 0x94D049BB133111EBUL
+        z ^^^ (z >>> 31)
+
+    /// A seed for item `index` of stream `stream` under a run's seed: the same triple always gives
+    /// the same seed, and no global RNG is involved.
+    let derive (seed: int64) (stream: uint64) (index: int64) : int64 =
+        let a = mix64 (uint64 seed + 0x9E3779B97F4A7C15UL * (stream + 1UL))
+        int64 (mix64 (a + 0x9E3779B97F4A7C15UL * (uint64 index + 1UL)) &&& 0x7FFFFFFFFFFFFFFFUL)
+
+    /// A CPU generator for that item. Random tensors are drawn on the CPU and then moved to the
+    /// run's device, so a seed gives the same numbers on every device.
+    let generator (seed: int64) (stream: uint64) (index: int64) =
+        new torch.Generator(uint64 (derive seed stream index), torch.CPU)
+
+module Tensors =
+    /// A float64 copy of a tensor's values on the host.
+    let toArray (t: Tensor) : float[] =
+        Scope.run (fun _ -> Seq.empty<Tensor>) (fun () ->
+            let c = t.detach().to_type(torch.ScalarType.Float64).cpu().contiguous()
+            c.data<float>().ToArray())
+
+    /// Builds tensors in a scope of their own: intermediates are freed, the results survive.
+    let build (keep: 'T -> #seq<Tensor>) (f: unit -> 'T) : 'T = Scope.run keep f
+
+    let scalar (t: Tensor) : float = t.ToDouble()
+
+    let isFinite (t: Tensor) : bool =
+        Scope.run (fun _ -> Seq.empty<Tensor>) (fun () -> torch.isfinite(t).all().ToBoolean())
+
+    /// Shape check for the public functions: a programmer error, so an exception.
+    let expectShape (what: string) (expected: int64[]) (t: Tensor) =
+        if t.shape <> expected then
+            invalidArg what (sprintf "%s: expected shape %A, got %A" what expected t.shape)

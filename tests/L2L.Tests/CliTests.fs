@@ -1,0 +1,82 @@
+/// The command line: bad input gives one line naming the problem and exit code 2.
+module L2L.Tests.CliTests
+
+open System
+open System.IO
+open Expecto
+open L2L.Tests.Helpers
+
+/// Runs the CLI in-process; returns (exit code, stdout, stderr).
+let cli (args: string list) =
+    let out = new StringWriter()
+    let err = new StringWriter()
+    let o, e = Console.Out, Console.Error
+    Console.SetOut out
+    Console.SetError err
+    try
+        let code = L2L.Cli.Program.main (List.toArray args)
+        code, out.ToString(), err.ToString()
+    finally
+        Console.SetOut o
+        Console.SetError e
+
+let expectUsageError (args: string list) (fragment: string) =
+    let code, _, err = cli args
+    Expect.equal code 2 "exit code 2"
+    let lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+    Expect.equal lines.Length 1 (sprintf "one line on stderr: %s" err)
+    Expect.stringContains lines[0] fragment "names the problem"
+    Expect.isFalse (err.Contains "   at ") "no stack trace"
+
+let tmpDir () = Path.Combine(Path.GetTempPath(), "l2l-cli-" + Guid.NewGuid().ToString("N"))
+
+[<Tests>]
+let tests =
+    testList "cli" [
+        testCase "unknown task" <| fun () -> expectUsageError [ "train"; "--task"; "rosenbrock"; "--out"; tmpDir () ] "unknown task 'rosenbrock'"
+        testCase "steps ≤ 0" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--steps"; "0" ] "steps"
+        testCase "unroll not dividing the horizon" <| fun () ->
+            expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--unroll"; "30" ] "unroll 30 does not divide the horizon 100"
+        testCase "missing optimizer file" <| fun () ->
+            expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "/nonexistent/o.json"; "--out"; "r.json" ] "/nonexistent/o.json"
+        testCase "malformed optimizer file" <| fun () ->
+            let d = tmpDir ()
+            Directory.CreateDirectory d |> ignore
+            let f = Path.Combine(d, "bad.json")
+            File.WriteAllText(f, "{\"format\": 3")
+            expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; f; "--out"; Path.Combine(d, "r.json") ] "not valid JSON"
+        testCase "evaluate with steps ≤ 0" <| fun () ->
+            expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "x.json"; "--steps"; "-5"; "--out"; "r.json" ] "steps must be ≥ 1"
+        testCase "unknown option" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--bogus" ] "--bogus"
+        testCase "unknown command" <| fun () -> expectUsageError [ "fly" ] "fly"
+        testCase "unknown experiment" <| fun () -> expectUsageError [ "reproduce"; "cifar" ] "unknown experiment 'cifar'"
+
+        testCase "train then evaluate end to end, results.json in the documented schema" <| fun () ->
+            let d = tmpDir ()
+            let code, out, err =
+                cli [ "train"; "--task"; "quadratic"; "--out"; d; "--meta-iterations"; "10"; "--steps"; "10"; "--unroll"; "5"
+                      "--validate-every"; "5"; "--hidden"; "6"; "--threads"; "2" ]
+            Expect.equal code 0 (sprintf "train succeeded: %s" err)
+            Expect.stringContains out "best φ at iteration" "reports the best φ"
+            for f in [ "optimizer.json"; "train-log.csv"; "train.json" ] do
+                Expect.isTrue (File.Exists(Path.Combine(d, f))) f
+            Expect.equal (File.ReadAllLines(Path.Combine(d, "train-log.csv")).Length) 11 "header + one row per meta-iteration"
+            let results = Path.Combine(d, "results.json")
+            let code, out, err =
+                cli [ "evaluate"; "--task"; "quadratic"; "--optimizer"; Path.Combine(d, "optimizer.json"); "--steps"; "120"; "--runs"; "20"
+                      "--tune-baselines"; "--tune-runs"; "20"; "--tune-steps"; "10"; "--out"; results ]
+            Expect.equal code 0 (sprintf "evaluate succeeded: %s" err)
+            Expect.stringContains out "momentum" "table lists the baselines"
+            use doc = Text.Json.JsonDocument.Parse(File.ReadAllText results)
+            let root = doc.RootElement
+            Expect.equal (root.GetProperty("task").GetString()) "quadratic" "task"
+            Expect.equal (root.GetProperty("steps").GetInt32()) 120 "steps"
+            Expect.equal (root.GetProperty("runs").GetInt32()) 20 "runs"
+            let names = [ for o in root.GetProperty("optimizers").EnumerateArray() -> o.GetProperty("name").GetString() ]
+            Expect.equal names [ "lstm"; "sgd"; "momentum"; "nag"; "rmsprop"; "adam" ] "optimizers"
+            for o in root.GetProperty("optimizers").EnumerateArray() do
+                Expect.equal (o.GetProperty("curve_mean").GetArrayLength()) 121 "S + 1 curve points"
+                let keys = [ for p in o.GetProperty("loss_at").EnumerateObject() -> p.Name ]
+                Expect.equal keys [ "50"; "100"; "120" ] "loss_at: multiples of 50 and S"
+                Expect.equal [ for p in o.GetProperty("ci95_at").EnumerateObject() -> p.Name ] keys "ci95_at"
+    ]

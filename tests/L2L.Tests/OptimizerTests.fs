@@ -1,0 +1,78 @@
+/// The optimizer shape: baselines against their textbook formulas, the θ update, m_φ as an optimizer.
+module L2L.Tests.OptimizerTests
+
+open System
+open Expecto
+open TorchSharp
+open L2L
+open L2L.Tests.Helpers
+
+/// Textbook update rules over plain arrays, one coordinate at a time: (state, ∇, t) -> (g, state).
+let textbook (name: string) (lr: float) : (float[] -> float -> int -> float * float[]) * float[] =
+    match name with
+    | "sgd" -> (fun s g _ -> -lr * g, s), [||]
+    | "momentum" -> (fun s g _ -> let v = 0.9 * s[0] + g in -lr * v, [| v |]), [| 0.0 |]
+    | "nag" -> (fun s g _ -> let v = 0.9 * s[0] + g in -lr * (g + 0.9 * v), [| v |]), [| 0.0 |]
+    | "rmsprop" -> (fun s g _ -> let r = 0.99 * s[0] + 0.01 * g * g in -lr * g / (sqrt r + 1e-8), [| r |]), [| 0.0 |]
+    | "adam" ->
+        (fun s g t ->
+            let m = 0.9 * s[0] + 0.1 * g
+            let v = 0.999 * s[1] + 0.001 * g * g
+            let mh = m / (1.0 - 0.9 ** float t)
+            let vh = v / (1.0 - 0.999 ** float t)
+            -lr * mh / (sqrt vh + 1e-8), [| m; v |]), [| 0.0; 0.0 |]
+    | _ -> failwith name
+
+[<Tests>]
+let tests =
+    testList "optimizers" ([
+        for name in Baselines.names ->
+            testPropertyWithConfig propConfig (sprintf "%s equals its textbook formula over 6 steps" name) <| fun (Grads xs) (seed: int) ->
+                scoped (fun () ->
+                    let lr = 10.0 ** (float (abs seed % 60) / 10.0 - 5.0)
+                    let opt = Baselines.byName name lr
+                    let rng = Random(seed)
+                    let steps = [ for k in 0..5 -> xs |> Array.map (fun x -> x * (0.5 + rng.NextDouble()) * (if k % 3 = 2 then -1.0 else 1.0)) ]
+                    let theta0 = tensorOf (Array.zeroCreate xs.Length) f64
+                    let mutable state = opt.Init theta0
+                    let rule, s0 = textbook name lr
+                    let mutable ref = Array.init xs.Length (fun _ -> Array.copy s0)
+                    steps |> List.iteri (fun k g ->
+                        let struct (d, s') = opt.Update state (tensorOf g f64)
+                        state <- s'
+                        let got = toArray d
+                        for i in 0 .. xs.Length - 1 do
+                            let e, r = rule ref[i] g[i] (k + 1)
+                            ref[i] <- r
+                            let tol = 1e-12 * max 1.0 (abs e)
+                            Expect.isTrue (abs (got[i] - e) <= tol) (sprintf "step %d coordinate %d: %g vs %g" (k + 1) i got[i] e)))
+    ] @ [
+
+        testPropertyWithConfig propConfig "θ_{t+1} − θ_t = g_t" <| fun (Grads xs) ->
+            scoped (fun () ->
+                let theta = tensorOf (xs |> Array.map (fun x -> x * 0.37 + 1.0)) f64
+                let g = tensorOf (xs |> Array.map (fun x -> -x)) f64
+                let next = Update.apply theta g
+                Expect.sequenceEqual (toArray (next.sub(theta))) (toArray (theta.add(g).sub(theta))) "difference is g"
+                Expect.isLessThan (maxAbsDiff (toArray (next.sub(theta))) (toArray g)) (1e-12 * (1.0 + (xs |> Array.map abs |> Array.max))) "≈ g")
+
+        testPropertyWithConfig propConfig "zero output weights and bias ⇒ g = 0 ⇒ θ unchanged over an evaluation run" <| fun (seed: int) ->
+            scoped (fun () ->
+                let phi = phiOf tinyLstm (int64 seed) f64
+                phi.WOut.detach().zero_() |> ignore
+                phi.BOut.detach().zero_() |> ignore
+                let q = Quadratic.portable (uint64 (abs seed)) 3 4 torch.CPU f64
+                let p = Quadratic.problem q
+                let run = Evaluate.run (Learned.optimizer phi) [ p ] 5
+                for t in 1..5 do
+                    Expect.sequenceEqual run.Losses[t] run.Losses[0] (sprintf "loss unchanged at step %d" t))
+
+        testCase "the learned optimizer carries one state column per coordinate" <| fun () ->
+            scoped (fun () ->
+                let phi = phiOf tinyLstm 1L f64
+                let opt = Learned.optimizer phi
+                let s = opt.Init(torch.zeros(7L, dtype = f64))
+                Expect.equal s.Slots.Length (2 * tinyLstm.Layers) "h and c per layer"
+                for t in s.Slots do
+                    Expect.equal t.shape [| int64 tinyLstm.Hidden; 7L |] "[H; n]")
+    ])
