@@ -93,11 +93,44 @@ type ReproduceArgs =
             | Seed _ -> "meta-training seed; default 0."
             | Threads _ -> "intra-op threads; default: the number of cores."
 
+type SubmitArgs =
+    | [<MainCommand; Mandatory>] Spec of file: string
+    | [<Mandatory>] Jobs of dir: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Spec _ -> "the job spec (JSON) to validate and submit."
+            | Jobs _ -> "the worker's jobs directory."
+
+type StatusArgs =
+    | [<MainCommand>] Id of job: string
+    | [<Mandatory>] Jobs of dir: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Id _ -> "show one job only."
+            | Jobs _ -> "the worker's jobs directory."
+
+type CancelArgs =
+    | [<MainCommand; Mandatory>] Id of job: string
+    | [<Mandatory>] Jobs of dir: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Id _ -> "the job to cancel."
+            | Jobs _ -> "the worker's jobs directory."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] Reproduce of ParseResults<ReproduceArgs>
+    | [<CliPrefix(CliPrefix.None)>] Submit of ParseResults<SubmitArgs>
+    | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<StatusArgs>
+    | [<CliPrefix(CliPrefix.None)>] Cancel of ParseResults<CancelArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -105,3 +138,6 @@ type CliArgs =
             | Train _ -> "meta-train an LSTM optimizer."
             | Evaluate _ -> "evaluate a trained optimizer (and tuned baselines) on fresh problems."
             | Reproduce _ -> "train, tune and evaluate one of the paper's experiments."
+            | Submit _ -> "validate a job spec and hand it to the worker (tools/worker)."
+            | Status _ -> "list the worker's jobs with their state and progress."
+            | Cancel _ -> "cancel a queued or running job."

@@ -98,87 +98,14 @@ let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
         seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json"))
     best, final
 
-type EvalSettings =
-    { Task: TaskSpec
-      Steps: int
-      Runs: int
-      Seed: uint64
-      Tune: bool
-      TuneSeed: uint64
-      TuneRuns: int
-      TuneSteps: int
-      Device: DeviceChoice }
-
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
 let evaluate (s: EvalSettings) (phi: Phi) : EvaluationResults =
-    if s.Steps < 1 then fail "steps must be ≥ 1 (got %d)" s.Steps
-    if s.Runs < 1 then fail "runs must be ≥ 1 (got %d)" s.Runs
-    if s.Tune && s.TuneRuns < 1 then fail "tune-runs must be ≥ 1 (got %d)" s.TuneRuns
-    if s.Tune && s.TuneSteps < 1 then fail "tune-steps must be ≥ 1 (got %d)" s.TuneSteps
-    if s.Tune && s.TuneSeed = s.Seed then fail "tune-seed must differ from seed: baselines are never tuned on the evaluation problems"
-    TaskSpec.validate s.Task |> orFail |> ignore
-    let device = DeviceChoice.resolve s.Device
-    let dtype = phi.WOut.dtype
-    let at = Evaluate.reportSteps s.Steps
-    let problem = TaskSpec.portableProblem s.Task s.Seed s.Runs device dtype
-    try
-        let tuned =
-            if not s.Tune then []
-            else
-                let tuneProblem = TaskSpec.portableProblem s.Task s.TuneSeed s.TuneRuns device dtype
-                try
-                    let lrs = Tuning.grid 1e-5 10.0 6
-                    printfn "tuning %d baselines on %d held-out problems (seed %d), %d learning rates each, criterion mean f(θ_%d)"
-                        Baselines.names.Length s.TuneRuns s.TuneSeed lrs.Length s.TuneSteps
-                    [ for name in Baselines.names ->
-                          let r = Tuning.tune name lrs [ tuneProblem ] s.TuneSteps
-                          printfn "  %-9s lr %-9.3g f(θ_%d) %s%s" name r.Lr s.TuneSteps (fmt r.Score)
-                              (if r.AtGridEdge then "  (at the grid's edge)" else "")
-                          r ]
-                finally
-                    Problem.dispose tuneProblem
-        let optimizers = Learned.optimizer phi :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
-        let summaries =
-            [ for opt in optimizers ->
-                  let run = Evaluate.run opt [ problem ] s.Steps
-                  Evaluate.summarize opt run at ]
-        printfn "\n%s, %d fresh problems (seed %d), mean loss ± 95%% CI:" (TaskSpec.name s.Task) s.Runs s.Seed
-        printfn "  %-9s %-9s %s %10s" "optimizer" "lr" (at |> List.map (fun t -> sprintf "%22s" (sprintf "step %d" t)) |> String.concat "") "steps/s"
-        for sm in summaries do
-            let lr = sm.Hyper |> List.tryFind (fun (k, _) -> k = "lr") |> Option.map (snd >> sprintf "%.3g") |> Option.defaultValue "-"
-            let cells =
-                List.map2 (fun (_, m) (_, c) -> sprintf "%22s" (sprintf "%s ± %s" (fmt m) (fmt c))) sm.LossAt sm.Ci95At
-                |> String.concat ""
-            printfn "  %-9s %-9s %s %10.0f" sm.Name lr cells sm.StepsPerSecond
-        match summaries with
-        | lstm :: baselines when not baselines.IsEmpty ->
-            for t, v in lstm.LossAt do
-                let bestName, bestValue =
-                    baselines |> List.map (fun b -> b.Name, b.LossAt |> List.find (fun (u, _) -> u = t) |> snd) |> List.minBy snd
-                printfn "  step %d: lstm / best baseline (%s) = %.3f (%s)" t bestName (v / bestValue)
-                    (if v < bestValue then "LSTM better" else "LSTM not better")
-        | _ -> ()
-        let tuning = JsonObject()
-        for r in tuned do
-            let o = JsonObject()
-            o["lr"] <- JsonValue.Create(r.Lr)
-            o["score"] <- (if Double.IsFinite r.Score then JsonValue.Create(r.Score) :> JsonNode else null)
-            o["at_grid_edge"] <- JsonValue.Create(r.AtGridEdge)
-            tuning[r.Name] <- o
-        { Task = TaskSpec.name s.Task
-          Dim = (match s.Task with Quadratic d -> d)
-          Steps = s.Steps
-          Runs = s.Runs
-          Seed = s.Seed
-          Optimizers = summaries
-          Extra =
-            [ if s.Tune then
-                  "tuning", (tuning :> JsonNode)
-                  "tune_seed", (JsonValue.Create(s.TuneSeed) :> JsonNode)
-                  "tune_runs", (JsonValue.Create(s.TuneRuns) :> JsonNode)
-                  "tune_steps", (JsonValue.Create(s.TuneSteps) :> JsonNode) ] }
-    finally
-        Problem.dispose problem
+    let s = EvalSettings.validate s |> orFail
+    let results = Experiment.evaluate s phi (printfn "%s")
+    printfn ""
+    for line in Experiment.table results do
+        printfn "%s" line
+    results
 
 let private metaConfigOf (a: ParseResults<TrainArgs>) =
     let d = MetaConfig.quadratic
@@ -271,3 +198,60 @@ let runReproduce (a: ParseResults<ReproduceArgs>) =
         printfn "results → %s" out
         0
     | other -> fail "unknown experiment '%s' (known: quadratic)" other
+
+/// Validates a spec and drops it into the jobs directory (atomically: the worker never sees half a file).
+let runSubmit (a: ParseResults<SubmitArgs>) =
+    let file = a.GetResult SubmitArgs.Spec
+    let jobs = a.GetResult SubmitArgs.Jobs
+    if not (File.Exists file) then fail "spec file '%s' does not exist" file
+    let text = File.ReadAllText file
+    match JobSpec.parse text with
+    | Error errs -> fail "spec '%s' is invalid: %s" file (String.concat "; " errs)
+    | Ok spec ->
+        Directory.CreateDirectory jobs |> ignore
+        if Directory.Exists(Path.Combine(jobs, spec.Id)) || File.Exists(Path.Combine(jobs, spec.Id + ".json")) then
+            fail "a job '%s' already exists in %s" spec.Id jobs
+        let tmp = Path.Combine(jobs, "." + spec.Id + ".json.tmp")
+        File.WriteAllText(tmp, text)
+        File.Move(tmp, Path.Combine(jobs, spec.Id + ".json"))
+        printfn "submitted job %s (%d meta-iterations) to %s" spec.Id spec.Meta.MetaIterations jobs
+        0
+
+let runStatus (a: ParseResults<StatusArgs>) =
+    let jobs = a.GetResult StatusArgs.Jobs
+    if not (Directory.Exists jobs) then fail "jobs directory '%s' does not exist" jobs
+    let only = a.TryGetResult StatusArgs.Id
+    let pending =
+        Directory.GetFiles(jobs, "*.json")
+        |> Array.map Path.GetFileNameWithoutExtension
+        |> Array.filter (fun id -> only.IsNone || only = Some id)
+    let dirs =
+        Directory.GetDirectories jobs
+        |> Array.sort
+        |> Array.filter (fun d -> only.IsNone || only = Some(Path.GetFileName d))
+    if only.IsSome && pending.Length = 0 && dirs.Length = 0 then fail "no job '%s' in %s" only.Value jobs
+    printfn "%-20s %-10s %15s %12s  %s" "job" "state" "meta-iteration" "best val" "reason"
+    for id in pending do
+        printfn "%-20s %-10s %15s %12s  %s" id "submitted" "-" "-" "waiting for the worker"
+    for d in dirs do
+        match JobStatus.read d with
+        | Ok s ->
+            printfn "%-20s %-10s %15s %12s  %s" s.Id (JobState.name s.State) (sprintf "%d/%d" s.Iteration s.MetaIterations)
+                (s.BestValidation |> Option.map (sprintf "%.4g") |> Option.defaultValue "-") (s.Reason |> Option.defaultValue "")
+        | Error e -> printfn "%-20s %-10s %15s %12s  %s" (Path.GetFileName d) "?" "-" "-" e
+    0
+
+let runCancel (a: ParseResults<CancelArgs>) =
+    let jobs = a.GetResult CancelArgs.Jobs
+    let id = a.GetResult CancelArgs.Id
+    if not (JobSpec.validId id) then fail "'%s' is not a job id" id
+    let dir = Path.Combine(jobs, id)
+    let pending = Path.Combine(jobs, id + ".json")
+    if not (Directory.Exists dir) && not (File.Exists pending) then fail "no job '%s' in %s" id jobs
+    match JobStatus.read dir with
+    | Ok s when JobState.isFinal s.State -> fail "job '%s' is already %s" id (JobState.name s.State)
+    | _ ->
+        Directory.CreateDirectory dir |> ignore
+        File.WriteAllText(Path.Combine(dir, "cancel"), DateTimeOffset.UtcNow.ToString("o"))
+        printfn "cancellation of job %s requested" id
+        0

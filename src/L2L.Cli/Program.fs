@@ -14,6 +14,9 @@ let main argv =
         | Train a -> runTrain a
         | Evaluate a -> runEvaluate a
         | Reproduce a -> runReproduce a
+        | Submit a -> runSubmit a
+        | Status a -> runStatus a
+        | Cancel a -> runCancel a
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message
@@ -23,7 +26,7 @@ let main argv =
         let first = e.Message.Split('\n') |> Array.find (fun l -> l.Trim() <> "")
         eprintfn "l2l: %s (see 'l2l %s--help')" (Text.RegularExpressions.Regex.Replace(first.Trim(), "^ERROR:\\s*", ""))
             (match argv |> Array.tryHead with
-             | Some c when c = "train" || c = "evaluate" || c = "reproduce" -> c + " "
+             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "submit"; "status"; "cancel" ] -> c + " "
              | _ -> "")
         2
     | UsageError msg ->

@@ -6,6 +6,12 @@ open System
 open System.Diagnostics
 open TorchSharp
 
+/// What happens when a meta-iteration's loss or meta-gradient is not finite: the update is discarded
+/// (φ and the meta-optimizer stay at the last good state), the trajectory is restarted on a fresh
+/// problem, and the meta-learning rate is multiplied by LrFactor. After MaxConsecutive such
+/// iterations in a row, training stops (the caller reports the run as failed).
+type FaultPolicy = { LrFactor: float; MaxConsecutive: int }
+
 /// Everything that defines a meta-training run.
 type MetaConfig =
     { Task: TaskSpec
@@ -25,7 +31,10 @@ type MetaConfig =
       ValidationSeed: uint64
       Seed: int64
       Device: DeviceChoice
-      DType: torch.ScalarType }
+      DType: torch.ScalarType
+      Faults: FaultPolicy }
+
+
 
 module MetaConfig =
     /// The paper's setting for the quadratics, with the default budget of `tools/l2l train`.
@@ -42,7 +51,8 @@ module MetaConfig =
           ValidationSeed = 2000UL
           Seed = 0L
           Device = Cpu
-          DType = torch.ScalarType.Float32 }
+          DType = torch.ScalarType.Float32
+          Faults = { LrFactor = 0.5; MaxConsecutive = 5 } }
 
     let validate (c: MetaConfig) : Result<MetaConfig, string list> =
         [ match TaskSpec.validate c.Task with
@@ -59,7 +69,9 @@ module MetaConfig =
           if c.MetaIterations < 0 then "meta-iterations must be ≥ 0"
           if not (Double.IsFinite c.MetaLr) || c.MetaLr <= 0.0 then "meta-lr must be a positive number"
           if c.ValidateEvery < 0 then "validate-every must be ≥ 0"
-          if c.ValidateEvery > 0 && c.ValidationFunctions < 1 then "validation functions must be ≥ 1" ]
+          if c.ValidateEvery > 0 && c.ValidationFunctions < 1 then "validation functions must be ≥ 1"
+          if not (c.Faults.LrFactor > 0.0 && c.Faults.LrFactor <= 1.0) then "fault lr factor must be in (0, 1]"
+          if c.Faults.MaxConsecutive < 1 then "max consecutive faults must be ≥ 1" ]
         |> function
             | [] -> Ok c
             | errs -> Error errs
@@ -77,7 +89,12 @@ type TrainState =
       Trajectories: int64
       Best: Phi
       BestLoss: float
-      BestIteration: int }
+      BestIteration: int
+      /// The meta-learning rate now (reduced after each fault).
+      MetaLr: float
+      /// Non-finite meta-iterations in a row, and in all.
+      ConsecutiveFaults: int
+      Faults: int }
 
 module TrainState =
     let tensors (s: TrainState) =
@@ -87,6 +104,9 @@ module TrainState =
         @ Phi.tensors s.Best
 
     let dispose (s: TrainState) = Scope.disposeReplaced (tensors s) []
+
+    /// True when the fault policy stopped training.
+    let failed (cfg: MetaConfig) (s: TrainState) = s.ConsecutiveFaults >= cfg.Faults.MaxConsecutive
 
 /// What one meta-iteration reports.
 type IterationReport =
@@ -122,7 +142,10 @@ module MetaTrain =
           Trajectories = 0L
           Best = snapshot phi
           BestLoss = Double.PositiveInfinity
-          BestIteration = 0 })
+          BestIteration = 0
+          MetaLr = cfg.MetaLr
+          ConsecutiveFaults = 0
+          Faults = 0 })
 
     /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on.
     let metaGradient (cfg: MetaConfig) (phi: Phi) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
@@ -149,7 +172,7 @@ module MetaTrain =
         let phi, metaOpt =
             if finite then
                 use _ = torch.no_grad()
-                let adam = metaAdam cfg.MetaLr
+                let adam = metaAdam s.MetaLr
                 let updated =
                     List.map3
                         (fun (p: Tensor) (g: Tensor) (o: OptState) ->
@@ -159,14 +182,18 @@ module MetaTrain =
                 Phi.ofTensors cfg.Lstm (List.map fst updated), List.map snd updated
             else
                 s.Phi, s.MetaOpt
-        let finished = carried.Step >= cfg.Horizon
+        // after a fault θ may be unusable: the next iteration starts a fresh trajectory
+        let finished = carried.Step >= cfg.Horizon || not finite
         let next =
             { s with
                 Phi = phi
                 MetaOpt = metaOpt
                 Iteration = s.Iteration + 1
                 Trajectory = if finished then None else Some carried
-                Trajectories = if s.Trajectory.IsNone then s.Trajectories + 1L else s.Trajectories }
+                Trajectories = if s.Trajectory.IsNone then s.Trajectories + 1L else s.Trajectories
+                MetaLr = if finite then s.MetaLr else s.MetaLr * cfg.Faults.LrFactor
+                ConsecutiveFaults = if finite then 0 else s.ConsecutiveFaults + 1
+                Faults = if finite then s.Faults else s.Faults + 1 }
         next,
         { Iteration = next.Iteration
           MetaLoss = lossValue
@@ -187,30 +214,44 @@ module MetaTrain =
         let v = Evaluate.mean r.Losses[cfg.Horizon]
         if Double.IsFinite v then v else Double.PositiveInfinity
 
-    /// Runs meta-iterations from `state` until cfg.MetaIterations are done or `stop ()` says so.
-    /// Each iteration runs in its own dispose scope; the replaced state's tensors are disposed.
-    /// `report` sees every iteration. Returns the final state (its Best is the φ to keep).
-    let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
+    /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
+    /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
+    /// cfg.ValidateEvery = 0: the last φ is then the one kept).
+    let iterate (cfg: MetaConfig) (validation: Problem option) (s: TrainState) : TrainState * IterationReport =
+        let next, r =
+            Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
+                let n, r = step cfg s
+                match validation with
+                | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
+                    let v = validate cfg vp n.Phi
+                    let n =
+                        if v < n.BestLoss then
+                            { n with Best = snapshot n.Phi; BestLoss = v; BestIteration = n.Iteration }
+                        else n
+                    n, { r with Validation = Some v }
+                | Some _ -> n, r
+                | None -> { n with Best = snapshot n.Phi; BestIteration = n.Iteration }, r)
+        Scope.disposeReplaced (TrainState.tensors s) (TrainState.tensors next)
+        next, r
+
+    /// True when training has nothing left to do: the budget is spent or the fault policy stopped it.
+    let finished (cfg: MetaConfig) (s: TrainState) = s.Iteration >= cfg.MetaIterations || TrainState.failed cfg s
+
+    /// Runs meta-iterations from `state` until cfg.MetaIterations are done, the fault policy stops
+    /// training, or `stop ()` says so. `observe` sees every new state (valid until the next iteration)
+    /// with its report. Returns the final state (its Best is the φ to keep).
+    let runObserved (cfg: MetaConfig) (observe: TrainState -> IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
         let validation = if cfg.ValidateEvery > 0 then Some(validationProblem cfg) else None
         try
             let mutable s = state
-            while s.Iteration < cfg.MetaIterations && not (stop ()) do
-                let next, r =
-                    Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
-                        let n, r = step cfg s
-                        match validation with
-                        | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
-                            let v = validate cfg vp n.Phi
-                            let n =
-                                if v < n.BestLoss then
-                                    { n with Best = snapshot n.Phi; BestLoss = v; BestIteration = n.Iteration }
-                                else n
-                            n, { r with Validation = Some v }
-                        | Some _ -> n, r
-                        | None -> { n with Best = snapshot n.Phi; BestIteration = n.Iteration }, r)
-                Scope.disposeReplaced (TrainState.tensors s) (TrainState.tensors next)
+            while not (finished cfg s) && not (stop ()) do
+                let next, r = iterate cfg validation s
                 s <- next
-                report r
+                observe s r
             s
         finally
             validation |> Option.iter Problem.dispose
+
+    /// `runObserved` with a report callback only.
+    let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
+        runObserved cfg (fun _ r -> report r) stop state

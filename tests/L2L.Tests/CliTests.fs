@@ -79,4 +79,27 @@ let tests =
                 let keys = [ for p in o.GetProperty("loss_at").EnumerateObject() -> p.Name ]
                 Expect.equal keys [ "50"; "100"; "120" ] "loss_at: multiples of 50 and S"
                 Expect.equal [ for p in o.GetProperty("ci95_at").EnumerateObject() -> p.Name ] keys "ci95_at"
+    
+        testCase "submit validates the spec, drops it for the worker; status lists it; cancel marks it" <| fun () ->
+            let d = tmpDir ()
+            Directory.CreateDirectory d |> ignore
+            let bad = Path.Combine(d, "bad.json")
+            File.WriteAllText(bad, """{"id":"b","task":{"name":"quadratic"},"metaIterations":-3}""")
+            let jobs = Path.Combine(d, "jobs")
+            expectUsageError [ "submit"; bad; "--jobs"; jobs ] "metaIterations must be ≥ 0"
+            let good = Path.Combine(d, "good.json")
+            File.WriteAllText(good, """{"id":"q1","task":{"name":"quadratic","dim":10},"metaIterations":60,"seed":11,"checkpointEvery":5}""")
+            let code, out, _ = cli [ "submit"; good; "--jobs"; jobs ]
+            Expect.equal code 0 "submitted"
+            Expect.stringContains out "submitted job q1" "says so"
+            Expect.isTrue (File.Exists(Path.Combine(jobs, "q1.json"))) "dropped into the jobs directory"
+            expectUsageError [ "submit"; good; "--jobs"; jobs ] "a job 'q1' already exists"
+            let code, out, _ = cli [ "status"; "--jobs"; jobs ]
+            Expect.equal code 0 "status"
+            Expect.stringContains out "q1" "lists the job"
+            Expect.stringContains out "submitted" "not yet picked up"
+            let code, _, _ = cli [ "cancel"; "q1"; "--jobs"; jobs ]
+            Expect.equal code 0 "cancel"
+            Expect.isTrue (File.Exists(Path.Combine(jobs, "q1", "cancel"))) "cancel marker"
+            expectUsageError [ "cancel"; "nope"; "--jobs"; jobs ] "no job 'nope'"
     ]

@@ -1,0 +1,125 @@
+/// A C#-facing facade over the core for the worker: one meta-training job as an object that owns its
+/// tensors. Use a session from one thread at a time (TorchSharp's dispose scopes are per thread).
+namespace L2L
+
+open System
+open System.IO
+open System.Security.Cryptography
+open System.Text.Json.Nodes
+open TorchSharp
+
+/// One meta-iteration's numbers for the shell.
+type IterationInfo =
+    { Iteration: int
+      MetaLoss: float
+      TrainLoss: float
+      /// NaN when not validated at this iteration.
+      Validation: float
+      Finite: bool
+      MetaLr: float
+      /// Optimizee steps per second of this iteration.
+      StepsPerSecond: float }
+
+/// A checkpoint that cannot be used.
+exception CheckpointRejected of CheckpointError
+
+[<Sealed; AllowNullLiteral>]
+type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArray<Metric>) =
+    let cfg = spec.Meta
+    let mutable state = initial
+    let mutable disposed = false
+    let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg) else None
+
+    /// Parses and validates a spec (the errors, each naming its field, as an exception message).
+    static member ParseSpec(text: string) : JobSpec =
+        match JobSpec.parse text with
+        | Ok s -> s
+        | Error errs -> raise (ArgumentException(String.concat "; " errs))
+
+    /// A fresh job.
+    static member Start(spec: JobSpec) = new JobSession(spec, MetaTrain.init spec.Meta, ResizeArray())
+
+    /// A job resumed from checkpoint bytes; throws CheckpointRejected when they cannot be used.
+    static member Resume(spec: JobSpec, checkpoint: byte[]) =
+        match Checkpoint.decode spec.Meta checkpoint with
+        | Ok(s, m) -> new JobSession(spec, s, ResizeArray m)
+        | Error e -> raise (CheckpointRejected e)
+
+    /// Checks checkpoint bytes (magic, version, checksum) without loading them.
+    static member Verify(checkpoint: byte[]) : string =
+        match Checkpoint.verify checkpoint with
+        | Ok() -> null
+        | Error e -> CheckpointError.describe e
+
+    static member Describe(e: CheckpointError) = CheckpointError.describe e
+
+    member _.Spec = spec
+    member _.Iteration = state.Iteration
+    member _.MetaIterations = cfg.MetaIterations
+    member _.BestLoss = state.BestLoss
+    member _.BestIteration = state.BestIteration
+    member _.MetaLr = state.MetaLr
+    member _.Faults = state.Faults
+    member _.IsDone = MetaTrain.finished cfg state
+    member _.HasFailed = TrainState.failed cfg state
+
+    member _.FailureReason =
+        if TrainState.failed cfg state then
+            sprintf "%d consecutive meta-iterations with a non-finite loss or meta-gradient (meta-lr reduced to %g)" state.ConsecutiveFaults state.MetaLr
+        else null
+
+    /// Runs one meta-iteration.
+    member _.Step() : IterationInfo =
+        let next, r = MetaTrain.iterate cfg validation state
+        state <- next
+        let m =
+            { Iteration = r.Iteration
+              MetaLoss = r.MetaLoss
+              TrainLoss = r.TrainLoss
+              Validation = r.Validation |> Option.defaultValue nan }
+        metrics.Add m
+        { Iteration = r.Iteration
+          MetaLoss = r.MetaLoss
+          TrainLoss = r.TrainLoss
+          Validation = m.Validation
+          Finite = r.Finite
+          MetaLr = next.MetaLr
+          StepsPerSecond = if r.Seconds > 0.0 then float cfg.Unroll.Unroll / r.Seconds else nan }
+
+    /// The full state as checkpoint bytes.
+    member _.Checkpoint() : byte[] = Checkpoint.encode cfg state metrics
+
+    /// SHA-256 (hex) of the current φ's values: equal for bit-identical φ.
+    member _.PhiSha256() : string =
+        let bytes =
+            Phi.tensors state.Phi
+            |> List.map (fun t -> Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () -> t.detach().cpu().contiguous().bytes.ToArray()))
+            |> Array.concat
+        Convert.ToHexString(SHA256.HashData bytes).ToLowerInvariant()
+
+    /// Writes the best φ to `path` (the optimizer file format).
+    member _.SaveOptimizer(path: string) =
+        OptimizerFile.save path state.Best
+            [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
+              "meta_iterations", JsonValue.Create(state.Iteration)
+              "best_iteration", JsonValue.Create(state.BestIteration)
+              "seed", JsonValue.Create(cfg.Seed) ]
+
+    /// Runs the spec's evaluation on the best φ and writes `path` (the results format); false when the
+    /// spec asks for none.
+    member _.Evaluate(path: string, log: Action<string>) : bool =
+        match spec.Evaluation with
+        | None -> false
+        | Some e ->
+            let results = Experiment.evaluate e state.Best log.Invoke
+            for line in Experiment.table results do
+                log.Invoke line
+            Results.save path results
+            true
+
+    interface IDisposable with
+        member _.Dispose() =
+            if not disposed then
+                disposed <- true
+                validation |> Option.iter Problem.dispose
+                TrainState.dispose state

@@ -1,0 +1,287 @@
+/// Meta-training jobs as the worker runs them: the job spec (JSON) and the job's status file.
+///
+/// A complete spec (every other field has a default):
+///   {"id":"q1","task":{"name":"quadratic","dim":10},"metaIterations":60,"seed":11,"checkpointEvery":5}
+/// Optional fields: horizon, unroll, batchFunctions, metaLr, validateEvery, validationFunctions,
+/// secondOrder, optimizer {layers, hidden, preprocessing, p, outScale, forgetBias},
+/// faults {lrFactor, maxConsecutive}, evaluation (false, or {steps, runs, seed, tuneBaselines,
+/// tuneRuns, tuneSeed, tuneSteps}).
+namespace L2L
+
+open System
+open System.IO
+open System.Text
+open System.Text.Json
+open System.Text.Json.Nodes
+open System.Text.RegularExpressions
+
+type JobSpec =
+    { Id: string
+      Meta: MetaConfig
+      /// Checkpoint every this many meta-iterations.
+      CheckpointEvery: int
+      /// The evaluation run when training ends (None: none).
+      Evaluation: EvalSettings option }
+
+/// A job's lifecycle as recorded in DIR/<id>/status.json.
+type JobState =
+    | Queued
+    | Running
+    | Completed
+    | Failed
+    | Cancelled
+
+module JobState =
+    let name =
+        function
+        | Queued -> "queued"
+        | Running -> "running"
+        | Completed -> "completed"
+        | Failed -> "failed"
+        | Cancelled -> "cancelled"
+
+    let parse =
+        function
+        | "queued" -> Some Queued
+        | "running" -> Some Running
+        | "completed" -> Some Completed
+        | "failed" -> Some Failed
+        | "cancelled" -> Some Cancelled
+        | _ -> None
+
+    let isFinal s = s = Completed || s = Failed || s = Cancelled
+
+module JobSpec =
+    let private idPattern = Regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+    let validId (id: string) = not (isNull id) && idPattern.IsMatch id
+
+    let private topFields =
+        set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
+              "validateEvery"; "validationFunctions"; "secondOrder"; "optimizer"; "faults"; "evaluation" ]
+
+    /// Parses and validates a spec; every problem found is reported, each naming its field.
+    let parse (text: string) : Result<JobSpec, string list> =
+        let errors = ResizeArray<string>()
+        try
+            use doc = JsonDocument.Parse(text, JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true))
+            let root = doc.RootElement
+            if root.ValueKind <> JsonValueKind.Object then Error [ "the spec is not a JSON object" ]
+            else
+            let prop (e: JsonElement) (name: string) =
+                match e.TryGetProperty name with
+                | true, v when v.ValueKind <> JsonValueKind.Null -> Some v
+                | _ -> None
+            let unknown (e: JsonElement) (allowed: Set<string>) (where: string) =
+                for p in e.EnumerateObject() do
+                    if not (allowed.Contains p.Name) then errors.Add(sprintf "unknown field '%s%s'" where p.Name)
+            let intField (e: JsonElement) (where: string) (name: string) (dflt: int) =
+                match prop e name with
+                | None -> dflt
+                | Some v ->
+                    match v.ValueKind, v.TryGetInt32() with
+                    | JsonValueKind.Number, (true, i) -> i
+                    | _ ->
+                        errors.Add(sprintf "%s%s must be an integer" where name)
+                        dflt
+            let int64Field (e: JsonElement) (where: string) (name: string) (dflt: int64) =
+                match prop e name with
+                | None -> dflt
+                | Some v ->
+                    match v.ValueKind, v.TryGetInt64() with
+                    | JsonValueKind.Number, (true, i) -> i
+                    | _ ->
+                        errors.Add(sprintf "%s%s must be an integer" where name)
+                        dflt
+            let floatField (e: JsonElement) (where: string) (name: string) (dflt: float) =
+                match prop e name with
+                | None -> dflt
+                | Some v when v.ValueKind = JsonValueKind.Number -> v.GetDouble()
+                | Some _ ->
+                    errors.Add(sprintf "%s%s must be a number" where name)
+                    dflt
+            let boolField (e: JsonElement) (where: string) (name: string) (dflt: bool) =
+                match prop e name with
+                | None -> dflt
+                | Some v when v.ValueKind = JsonValueKind.True -> true
+                | Some v when v.ValueKind = JsonValueKind.False -> false
+                | Some _ ->
+                    errors.Add(sprintf "%s%s must be true or false" where name)
+                    dflt
+            unknown root topFields ""
+            let id =
+                match prop root "id" with
+                | Some v when v.ValueKind = JsonValueKind.String && validId (v.GetString()) -> v.GetString()
+                | Some _ ->
+                    errors.Add "id must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"
+                    ""
+                | None ->
+                    errors.Add "id is missing"
+                    ""
+            let task =
+                match prop root "task" with
+                | None ->
+                    errors.Add "task is missing"
+                    Quadratic 10
+                | Some t when t.ValueKind = JsonValueKind.String ->
+                    if t.GetString() = "quadratic" then Quadratic 10
+                    else
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic)" (t.GetString()))
+                        Quadratic 10
+                | Some t when t.ValueKind = JsonValueKind.Object ->
+                    unknown t (set [ "name"; "dim" ]) "task."
+                    match prop t "name" with
+                    | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "quadratic" ->
+                        Quadratic(intField t "task." "dim" 10)
+                    | Some n ->
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic)" (n.ToString()))
+                        Quadratic 10
+                    | None ->
+                        errors.Add "task.name is missing"
+                        Quadratic 10
+                | Some _ ->
+                    errors.Add "task must be an object {\"name\":..}"
+                    Quadratic 10
+            let d = MetaConfig.quadratic
+            let lstm =
+                match prop root "optimizer" with
+                | None -> d.Lstm
+                | Some o when o.ValueKind = JsonValueKind.Object ->
+                    unknown o (set [ "layers"; "hidden"; "preprocessing"; "p"; "outScale"; "forgetBias" ]) "optimizer."
+                    let pre =
+                        match prop o "preprocessing" with
+                        | None -> LogSign(floatField o "optimizer." "p" 10.0)
+                        | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "logsign" -> LogSign(floatField o "optimizer." "p" 10.0)
+                        | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "none" -> Identity
+                        | Some v ->
+                            errors.Add(sprintf "optimizer.preprocessing '%s' is not logsign or none" (v.ToString()))
+                            d.Lstm.Preprocessing
+                    { Layers = intField o "optimizer." "layers" d.Lstm.Layers
+                      Hidden = intField o "optimizer." "hidden" d.Lstm.Hidden
+                      Preprocessing = pre
+                      OutScale = floatField o "optimizer." "outScale" d.Lstm.OutScale
+                      ForgetBias = floatField o "optimizer." "forgetBias" d.Lstm.ForgetBias }
+                | Some _ ->
+                    errors.Add "optimizer must be an object"
+                    d.Lstm
+            let faults =
+                match prop root "faults" with
+                | None -> d.Faults
+                | Some f when f.ValueKind = JsonValueKind.Object ->
+                    unknown f (set [ "lrFactor"; "maxConsecutive" ]) "faults."
+                    { LrFactor = floatField f "faults." "lrFactor" d.Faults.LrFactor
+                      MaxConsecutive = intField f "faults." "maxConsecutive" d.Faults.MaxConsecutive }
+                | Some _ ->
+                    errors.Add "faults must be an object"
+                    d.Faults
+            let horizon = intField root "" "horizon" d.Horizon
+            let meta =
+                { d with
+                    Task = task
+                    Lstm = lstm
+                    Horizon = horizon
+                    Unroll = { d.Unroll with Unroll = intField root "" "unroll" d.Unroll.Unroll; SecondOrder = boolField root "" "secondOrder" false }
+                    BatchFunctions = intField root "" "batchFunctions" d.BatchFunctions
+                    MetaIterations =
+                        match prop root "metaIterations" with
+                        | None ->
+                            errors.Add "metaIterations is missing"
+                            0
+                        | Some _ -> intField root "" "metaIterations" 0
+                    MetaLr = floatField root "" "metaLr" d.MetaLr
+                    ValidateEvery = intField root "" "validateEvery" d.ValidateEvery
+                    ValidationFunctions = intField root "" "validationFunctions" d.ValidationFunctions
+                    Seed = int64Field root "" "seed" d.Seed
+                    Faults = faults }
+            let evaluation =
+                match prop root "evaluation" with
+                | None -> Some(EvalSettings.defaults task horizon)
+                | Some v when v.ValueKind = JsonValueKind.False -> None
+                | Some v when v.ValueKind = JsonValueKind.True -> Some(EvalSettings.defaults task horizon)
+                | Some v when v.ValueKind = JsonValueKind.Object ->
+                    unknown v (set [ "steps"; "runs"; "seed"; "tuneBaselines"; "tuneRuns"; "tuneSeed"; "tuneSteps" ]) "evaluation."
+                    let e = EvalSettings.defaults task horizon
+                    Some
+                        { e with
+                            Steps = intField v "evaluation." "steps" e.Steps
+                            Runs = intField v "evaluation." "runs" e.Runs
+                            Seed = uint64 (int64Field v "evaluation." "seed" (int64 e.Seed))
+                            Tune = boolField v "evaluation." "tuneBaselines" e.Tune
+                            TuneRuns = intField v "evaluation." "tuneRuns" e.TuneRuns
+                            TuneSeed = uint64 (int64Field v "evaluation." "tuneSeed" (int64 e.TuneSeed))
+                            TuneSteps = intField v "evaluation." "tuneSteps" e.TuneSteps }
+                | Some _ ->
+                    errors.Add "evaluation must be false or an object"
+                    None
+            let checkpointEvery = intField root "" "checkpointEvery" 100
+            if checkpointEvery < 1 then errors.Add "checkpointEvery must be ≥ 1"
+            if meta.MetaIterations < 0 then errors.Add "metaIterations must be ≥ 0"
+            match MetaConfig.validate meta with
+            | Error es -> errors.AddRange(es |> List.filter (fun e -> not (e.StartsWith "meta-iterations")))
+            | Ok _ -> ()
+            match evaluation |> Option.map EvalSettings.validate with
+            | Some(Error es) -> errors.AddRange(es |> List.map (fun e -> "evaluation: " + e))
+            | _ -> ()
+            if errors.Count > 0 then Error(List.ofSeq errors)
+            else Ok { Id = id; Meta = meta; CheckpointEvery = checkpointEvery; Evaluation = evaluation }
+        with :? JsonException as e ->
+            Error [ sprintf "not valid JSON: %s" e.Message ]
+
+/// DIR/<id>/status.json: written by the worker (atomically), read by `l2l status`.
+type JobStatus =
+    { Id: string
+      State: JobState
+      Reason: string option
+      Iteration: int
+      MetaIterations: int
+      BestValidation: float option
+      MetaLr: float option
+      Updated: DateTimeOffset }
+
+module JobStatus =
+    let toJson (s: JobStatus) =
+        let o = JsonObject()
+        o["id"] <- JsonValue.Create(s.Id)
+        o["state"] <- JsonValue.Create(JobState.name s.State)
+        o["reason"] <- (match s.Reason with Some r -> JsonValue.Create(r) :> JsonNode | None -> null)
+        o["iteration"] <- JsonValue.Create(s.Iteration)
+        o["metaIterations"] <- JsonValue.Create(s.MetaIterations)
+        o["bestValidation"] <- (match s.BestValidation with Some v when Double.IsFinite v -> JsonValue.Create(v) :> JsonNode | _ -> null)
+        o["metaLr"] <- (match s.MetaLr with Some v -> JsonValue.Create(v) :> JsonNode | None -> null)
+        o["updated"] <- JsonValue.Create(s.Updated.ToString("o"))
+        o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
+
+    let parse (text: string) : Result<JobStatus, string> =
+        try
+            let o = JsonNode.Parse(text).AsObject()
+            let str (k: string) = match o[k] with null -> None | v -> Some(v.GetValue<string>())
+            let num (k: string) = match o[k] with null -> None | v -> Some(v.GetValue<float>())
+            match str "id", str "state" |> Option.bind JobState.parse with
+            | Some id, Some state ->
+                Ok
+                    { Id = id
+                      State = state
+                      Reason = str "reason"
+                      Iteration = num "iteration" |> Option.map int |> Option.defaultValue 0
+                      MetaIterations = num "metaIterations" |> Option.map int |> Option.defaultValue 0
+                      BestValidation = num "bestValidation"
+                      MetaLr = num "metaLr"
+                      Updated = str "updated" |> Option.map DateTimeOffset.Parse |> Option.defaultValue DateTimeOffset.MinValue }
+            | _ -> Error "status has no id or state"
+        with e -> Error e.Message
+
+    /// Writes the status file atomically (temporary file in the same folder, flushed, renamed).
+    let write (dir: string) (s: JobStatus) =
+        let path = Path.Combine(dir, "status.json")
+        let tmp = path + ".tmp"
+        (
+            use fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None)
+            let b = Encoding.UTF8.GetBytes(toJson s)
+            fs.Write(b, 0, b.Length)
+            fs.Flush(true)
+        )
+        File.Move(tmp, path, true)
+
+    let read (dir: string) =
+        let path = Path.Combine(dir, "status.json")
+        if File.Exists path then parse (File.ReadAllText path) else Error "no status.json"

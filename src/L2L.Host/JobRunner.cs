@@ -1,0 +1,182 @@
+using System.Text;
+using L2L;
+using Microsoft.Extensions.Logging;
+using static TorchSharp.torch.utils.tensorboard;
+
+namespace L2L.Host;
+
+/// <summary>How a job's run ended.</summary>
+public enum JobOutcome { Completed, Failed, Cancelled, Suspended }
+
+/// <summary>
+/// Runs one job on the calling thread (a dedicated thread: TorchSharp's dispose scopes are per
+/// thread): resumes from its newest usable checkpoint, meta-trains with checkpoints every K
+/// meta-iterations, and on completion writes optimizer.json and results.json.
+/// </summary>
+public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, ILogger logger)
+{
+    private readonly string _dir = Path.Combine(jobsDirectory, id);
+
+    public string CancelMarker => Path.Combine(_dir, "cancel");
+
+    public JobOutcome Run(CancellationToken shutdown)
+    {
+        using var jobLog = new StreamWriter(Path.Combine(_dir, "job.log"), append: true, Encoding.UTF8) { AutoFlush = true };
+        void Note(string line) => jobLog.WriteLine($"{DateTimeOffset.UtcNow:O} {line}");
+
+        JobSpec spec;
+        try
+        {
+            spec = JobSession.ParseSpec(File.ReadAllText(Path.Combine(_dir, "spec.json")));
+        }
+        catch (Exception e) when (e is ArgumentException or IOException)
+        {
+            return Fail(null, $"invalid spec: {e.Message}", Note);
+        }
+        if (spec.Id != id)
+            return Fail(null, $"invalid spec: its id '{spec.Id}' does not match the job directory '{id}'", Note);
+        if (File.Exists(CancelMarker))
+            return Cancel(null, 0, Note);
+
+        var store = new CheckpointStore(_dir, options.KeepCheckpoints);
+        JobSession? session = null;
+        try
+        {
+            session = OpenSession(spec, store, Note);
+            Log.JobStarted(logger, id, session.Iteration, session.MetaIterations);
+            Note($"running from meta-iteration {session.Iteration} of {session.MetaIterations}");
+            WriteStatus(session, JobState.Running, null);
+            var events = options.TensorBoard ? SummaryWriter(Path.Combine(_dir, "events")) : null;
+            var checkpointEvery = spec.CheckpointEvery;
+
+            while (!session.IsDone)
+            {
+                if (shutdown.IsCancellationRequested)
+                {
+                    Checkpoint(session, store, Note);
+                    WriteStatus(session, JobState.Queued, "worker stopped; the job resumes from its checkpoint on the next start");
+                    Log.JobSuspended(logger, id, session.Iteration);
+                    Note($"suspended at meta-iteration {session.Iteration}");
+                    return JobOutcome.Suspended;
+                }
+                if (File.Exists(CancelMarker))
+                {
+                    Checkpoint(session, store, Note);
+                    return Cancel(session, session.Iteration, Note);
+                }
+
+                var info = session.Step();
+                if (!info.Finite)
+                {
+                    Log.Fault(logger, id, info.Iteration, info.MetaLr);
+                    Note($"meta-iteration {info.Iteration}: non-finite loss or meta-gradient; update discarded, meta-lr reduced to {info.MetaLr:G4}");
+                }
+                var validated = !double.IsNaN(info.Validation);
+                if (validated || info.Iteration % options.LogEvery == 0)
+                {
+                    Log.Progress(logger, id, info.Iteration, session.MetaIterations, info.MetaLoss, info.TrainLoss, info.Validation, info.StepsPerSecond);
+                    Note($"iter {info.Iteration} meta-loss {info.MetaLoss:G6} train {info.TrainLoss:G6} validation {info.Validation:G6} {info.StepsPerSecond:F0} steps/s");
+                }
+                if (events is not null)
+                {
+                    if (double.IsFinite(info.MetaLoss)) events.add_scalar("meta_loss", (float)info.MetaLoss, info.Iteration);
+                    if (validated && double.IsFinite(info.Validation)) events.add_scalar("validation_loss", (float)info.Validation, info.Iteration);
+                }
+                if (info.Iteration % checkpointEvery == 0)
+                {
+                    Checkpoint(session, store, Note);
+                    WriteStatus(session, JobState.Running, null);
+                }
+            }
+
+            Checkpoint(session, store, Note);
+            if (session.HasFailed)
+                return Fail(session, session.FailureReason, Note);
+
+            session.SaveOptimizer(Path.Combine(_dir, "optimizer.json"));
+            File.WriteAllText(Path.Combine(_dir, "phi.sha256"), session.PhiSha256() + "\n");
+            session.Evaluate(Path.Combine(_dir, "results.json"), new Action<string>(line =>
+            {
+                Log.Evaluation(logger, id, line);
+                Note(line);
+            }));
+            WriteStatus(session, JobState.Completed, null);
+            Log.JobCompleted(logger, id, session.BestLoss, session.BestIteration);
+            Note("completed");
+            return JobOutcome.Completed;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return Fail(session, $"{e.GetType().Name}: {e.Message}", Note);
+        }
+        finally
+        {
+            (session as IDisposable)?.Dispose();
+        }
+    }
+
+    private JobSession OpenSession(JobSpec spec, CheckpointStore store, Action<string> note)
+    {
+        store.RemoveTemporaries();
+        foreach (var path in store.List())
+        {
+            var name = Path.GetFileName(path);
+            byte[] bytes;
+            try { bytes = File.ReadAllBytes(path); }
+            catch (IOException e)
+            {
+                Log.CheckpointUnusable(logger, id, name, e.Message);
+                continue;
+            }
+            var problem = JobSession.Verify(bytes);
+            if (problem is null)
+            {
+                try
+                {
+                    var session = JobSession.Resume(spec, bytes);
+                    Log.JobResumed(logger, id, name, session.Iteration);
+                    note($"resumed from {name} (meta-iteration {session.Iteration})");
+                    return session;
+                }
+                catch (CheckpointRejected e)
+                {
+                    problem = JobSession.Describe(e.Data0);
+                }
+            }
+            Log.CheckpointUnusable(logger, id, name, problem);
+            note($"checkpoint {name} is unusable ({problem}); trying the one before");
+            store.Quarantine(path);
+        }
+        return JobSession.Start(spec);
+    }
+
+    private int _lastCheckpoint = -1;
+
+    private void Checkpoint(JobSession session, CheckpointStore store, Action<string> note)
+    {
+        if (session.Iteration == _lastCheckpoint) return;
+        _lastCheckpoint = session.Iteration;
+        var path = store.Write(session.Iteration, session.Checkpoint());
+        Log.CheckpointWritten(logger, id, Path.GetFileName(path), session.Iteration);
+        note($"checkpoint {Path.GetFileName(path)}");
+    }
+
+    private JobOutcome Fail(JobSession? session, string reason, Action<string> note)
+    {
+        WriteStatus(session, JobState.Failed, reason);
+        Log.JobFailed(logger, id, reason);
+        note($"failed: {reason}");
+        return JobOutcome.Failed;
+    }
+
+    private JobOutcome Cancel(JobSession? session, int iteration, Action<string> note)
+    {
+        WriteStatus(session, JobState.Cancelled, "cancelled on request");
+        Log.JobCancelled(logger, id, iteration);
+        note("cancelled");
+        return JobOutcome.Cancelled;
+    }
+
+    private void WriteStatus(JobSession? session, JobState state, string? reason) =>
+        JobStore.WriteStatus(_dir, id, state, reason, session);
+}

@@ -1,0 +1,67 @@
+using L2L.Host;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Configuration.CommandLine;
+using Microsoft.Extensions.Configuration.EnvironmentVariables;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+// Configuration, last wins: appsettings.json → appsettings.{Environment}.json → environment variables
+// with the prefix L2L_ (L2L_Worker__MaxConcurrentJobs=2) → command line (--Worker:Key=value, --jobs DIR).
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+{
+    Args = args,
+    ContentRootPath = AppContext.BaseDirectory,
+});
+var sources = builder.Configuration.Sources;
+foreach (var s in sources.Where(s => s is CommandLineConfigurationSource).ToList())
+    sources.Remove(s);
+builder.Configuration.AddEnvironmentVariables("L2L_");
+builder.Configuration.AddCommandLine(args, new Dictionary<string, string>
+{
+    ["--jobs"] = "Worker:JobsDirectory",
+});
+
+builder.Services.AddSystemd();
+builder.Services.AddOptions<WorkerOptions>()
+    .Bind(builder.Configuration.GetSection(WorkerOptions.Section))
+    .ValidateOnStart();
+builder.Services.AddSingleton<IValidateOptions<WorkerOptions>, WorkerOptionsValidator>();
+builder.Services.Configure<HostOptions>(o =>
+{
+    var seconds = builder.Configuration.GetValue<int?>("Worker:ShutdownTimeoutSeconds") ?? 30;
+    o.ShutdownTimeout = TimeSpan.FromSeconds(Math.Clamp(seconds, 1, 3600));
+});
+builder.Logging.ClearProviders();
+if (string.Equals(builder.Configuration["Worker:LogFormat"], "json", StringComparison.OrdinalIgnoreCase))
+    builder.Logging.AddJsonConsole(o => o.TimestampFormat = "O");
+else
+    builder.Logging.AddSimpleConsole(o =>
+    {
+        o.SingleLine = true;
+        o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss ";
+    });
+builder.Services.AddHostedService<Scheduler>();
+
+try
+{
+    using var host = builder.Build();
+    await host.RunAsync();
+    return 0;
+}
+catch (OptionsValidationException e)
+{
+    foreach (var failure in e.Failures)
+        Console.Error.WriteLine($"l2l-worker: invalid configuration: {Describe(failure)}");
+    return 2;
+}
+
+// The source-generated validator reports "Member: message"; name the configuration key in full.
+static string Describe(string failure)
+{
+    var colon = failure.IndexOf(':');
+    if (colon > 0 && !failure[..colon].Contains(' '))
+        return $"{WorkerOptions.Section}:{failure[..colon]} {failure[(colon + 1)..].Trim()}";
+    return failure;
+}

@@ -1,0 +1,50 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
+
+namespace L2L.Host;
+
+/// <summary>The worker's settings: section "Worker" of the configuration.</summary>
+public sealed class WorkerOptions
+{
+    public const string Section = "Worker";
+
+    /// <summary>Directory of the jobs: specs are dropped here, each job keeps its files in a subdirectory.</summary>
+    [Required(AllowEmptyStrings = false, ErrorMessage = "must name the jobs directory (--jobs DIR)")]
+    public string JobsDirectory { get; set; } = "";
+
+    /// <summary>Jobs run at the same time, each on its own thread.</summary>
+    [Range(1, 64)]
+    public int MaxConcurrentJobs { get; set; } = 1;
+
+    /// <summary>How often the jobs directory is scanned for new specs and cancellations.</summary>
+    [Range(50, 60_000)]
+    public int PollIntervalMs { get; set; } = 500;
+
+    /// <summary>Checkpoints kept per job (the newest ones).</summary>
+    [Range(1, 1000)]
+    public int KeepCheckpoints { get; set; } = 3;
+
+    /// <summary>Intra-op threads of libtorch; 0 = the number of cores.</summary>
+    [Range(0, 1024)]
+    public int Threads { get; set; }
+
+    /// <summary>Console log format: plain or json.</summary>
+    [RegularExpression("^(plain|json)$", ErrorMessage = "must be 'plain' or 'json'")]
+    public string LogFormat { get; set; } = "plain";
+
+    /// <summary>Log a job's progress every this many meta-iterations (and at every validation).</summary>
+    [Range(1, 1_000_000)]
+    public int LogEvery { get; set; } = 50;
+
+    /// <summary>Write TensorBoard event files per job (DIR/&lt;id&gt;/events).</summary>
+    public bool TensorBoard { get; set; } = true;
+
+    /// <summary>Time the host gives running jobs to checkpoint and stop.</summary>
+    [Range(1, 3600)]
+    public int ShutdownTimeoutSeconds { get; set; } = 30;
+}
+
+[OptionsValidator]
+public sealed partial class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
+{
+}

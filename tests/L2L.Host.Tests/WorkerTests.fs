@@ -1,0 +1,180 @@
+/// The worker: exact resume after kills, corrupt checkpoints, bad specs, bad configuration,
+/// graceful shutdown, numerical faults and concurrency. Each test runs the real worker process.
+module L2L.Host.Tests.WorkerTests
+
+open System
+open System.IO
+open System.Threading
+open Expecto
+open L2L
+open L2L.Host.Tests.Worker
+
+let total = 200
+
+/// φ of the same job run without interruption (a separate jobs directory).
+let reference =
+    lazy
+        (let jobs = newJobsDir ()
+         drop jobs "ref" (spec "ref" total "")
+         let w = start jobs [] []
+         waitState jobs "ref" [ Completed ] (minutes 3.0) w
+         sigterm w
+         waitExit w (minutes 1.0) |> ignore
+         phiSha jobs "ref")
+
+let iterationOf jobs id =
+    match status jobs id with
+    | Ok s -> s.Iteration
+    | Error _ -> 0
+
+let expectCheckpointsValid jobs id =
+    for f in checkpoints jobs id do
+        match Checkpoint.verify (File.ReadAllBytes f) with
+        | Ok() -> ()
+        | Error e -> failtestf "%s is %s after a kill" (Path.GetFileName f) (CheckpointError.describe e)
+
+/// Starts a worker and SIGKILLs it once the job's status reaches `iteration`.
+let killAt jobs id (iteration: int) (jitterMs: int) =
+    let w = start jobs [] []
+    waitUntil (minutes 2.0) (sprintf "iteration %d" iteration) (fun () -> iterationOf jobs id >= iteration || w.Process.HasExited)
+    Thread.Sleep jitterMs
+    let wasRunning = stateOf jobs id = Some Running
+    sigkill w
+    wasRunning, w
+
+let finish jobs id =
+    let w = start jobs [] []
+    waitState jobs id [ Completed; Failed ] (minutes 3.0) w
+    sigterm w
+    waitExit w (minutes 1.0) |> ignore
+    w
+
+[<Tests>]
+let tests =
+    testList "worker" [
+        testCase "SIGKILL at 5 seeded random points, restarted each time: φ bit-identical to an uninterrupted run" <| fun () ->
+            let jobs = newJobsDir ()
+            drop jobs "k" (spec "k" total "")
+            let rng = Random(2026)
+            let targets = List.init 5 (fun _ -> rng.Next(8, total - 20)) |> List.sort
+            for target in targets do
+                let wasRunning, w = killAt jobs "k" target (rng.Next(0, 40))
+                Expect.isTrue wasRunning (sprintf "killed mid-training near iteration %d\n%s" target w.Text)
+                expectCheckpointsValid jobs "k"
+            let w = finish jobs "k"
+            Expect.equal (stateOf jobs "k") (Some Completed) "completed"
+            Expect.stringContains w.Text "resumed from" "the last start resumed from a checkpoint"
+            Expect.equal (phiSha jobs "k") reference.Value "φ equals the uninterrupted run's, bit for bit"
+
+        testCase "a corrupt or truncated newest checkpoint: resume from the one before, logged, same φ" <| fun () ->
+            let jobs = newJobsDir ()
+            drop jobs "c" (spec "c" total "")
+            let corrupt (how: string) (f: string) =
+                let bytes = File.ReadAllBytes f
+                match how with
+                | "flip" ->
+                    for i in [ bytes.Length / 3; bytes.Length / 2; bytes.Length - 40 ] do
+                        bytes[i] <- bytes[i] ^^^ 0xFFuy
+                    File.WriteAllBytes(f, bytes)
+                | _ -> File.WriteAllBytes(f, bytes[0 .. bytes.Length / 2])
+            for how, at, expected in [ "flip", 40, "checksum mismatch"; "truncate", 120, "truncated" ] do
+                killAt jobs "c" at 0 |> ignore
+                let files = checkpoints jobs "c"
+                Expect.isGreaterThanOrEqual files.Length 2 "at least two checkpoints"
+                let newest = files[files.Length - 1]
+                let previous = Path.GetFileName files[files.Length - 2]
+                corrupt how newest
+                let w = start jobs [] []
+                waitUntil (minutes 1.0) "resume" (fun () -> w.Text.Contains "resumed from")
+                sigkill w
+                Expect.stringContains w.Text (sprintf "%s is unusable (%s" (Path.GetFileName newest) expected) "the bad checkpoint is logged"
+                Expect.stringContains w.Text (sprintf "resumed from checkpoint %s" previous) "resumed from the one before"
+                Expect.isTrue (File.Exists(newest + ".corrupt")) "the bad checkpoint is set aside"
+            finish jobs "c" |> ignore
+            Expect.equal (phiSha jobs "c") reference.Value "φ equals the uninterrupted run's"
+
+        testCase "SIGTERM during a job: checkpoint written, exit code 0, resumed on restart" <| fun () ->
+            let jobs = newJobsDir ()
+            drop jobs "t" (spec "t" total "")
+            let w = start jobs [] []
+            waitUntil (minutes 2.0) "progress" (fun () -> iterationOf jobs "t" >= 30)
+            sigterm w
+            Expect.equal (waitExit w (minutes 1.0)) 0 "exit code 0"
+            let s = match status jobs "t" with Ok s -> s | Error e -> failtest e
+            Expect.equal s.State Queued "queued for the next start"
+            let newest = checkpoints jobs "t" |> Array.last |> Path.GetFileName
+            Expect.equal newest (sprintf "ckpt-%08d.bin" s.Iteration) "a checkpoint at the iteration it stopped"
+            Expect.stringContains w.Text "stopped for shutdown" "logged"
+            let w2 = finish jobs "t"
+            Expect.stringContains w2.Text (sprintf "resumed from checkpoint %s" newest) "resumed"
+            Expect.equal (phiSha jobs "t") reference.Value "same φ as an uninterrupted run"
+
+        testCase "bad specs fail with a reason, the worker stays up, the next valid job runs" <| fun () ->
+            let jobs = newJobsDir ()
+            let w = start jobs [] []
+            drop jobs "bad1" "this is { not json"
+            drop jobs "bad2" ((spec "bad2" 10 "").Replace("\"quadratic\"", "\"rosenbrock\""))
+            drop jobs "bad3" (spec "bad3" -5 "")
+            Thread.Sleep 300
+            drop jobs "good" (spec "good" 10 "")
+            waitState jobs "good" [ Completed ] (minutes 2.0) w
+            for id, reason in [ "bad1", "not valid JSON"; "bad2", "unknown task 'rosenbrock'"; "bad3", "metaIterations must be ≥ 0" ] do
+                match status jobs id with
+                | Ok s ->
+                    Expect.equal s.State Failed (sprintf "%s failed" id)
+                    Expect.stringContains (defaultArg s.Reason "") reason (sprintf "%s: the reason" id)
+                | Error e -> failtestf "%s has no status: %s" id e
+            Expect.isFalse w.Process.HasExited "the worker is still running"
+            sigterm w
+            Expect.equal (waitExit w (minutes 1.0)) 0 "clean exit"
+
+        testCase "an invalid configuration value stops the host with an error naming the key" <| fun () ->
+            let jobs = newJobsDir ()
+            for extra, env, key in
+                [ [ "--Worker:MaxConcurrentJobs=0" ], [], "Worker:MaxConcurrentJobs"
+                  [], [ "L2L_Worker__LogFormat", "xml" ], "Worker:LogFormat"
+                  [ "--Worker:KeepCheckpoints=-1" ], [], "Worker:KeepCheckpoints" ] do
+                let w = start jobs extra env
+                let code = waitExit w (minutes 1.0)
+                Expect.notEqual code 0 (sprintf "non-zero exit for %s" key)
+                Expect.stringContains w.Text key "names the key"
+                Expect.stringContains w.Text "invalid configuration" "says what is wrong"
+
+        testCase "an absurd meta-learning rate: rollback and reduced rate logged, the job fails with the reason after N faults" <| fun () ->
+            let jobs = newJobsDir ()
+            drop jobs "nan" (spec "nan" 100 ",\"metaLr\":1e30,\"faults\":{\"lrFactor\":0.1,\"maxConsecutive\":3}")
+            let w = start jobs [] []
+            waitState jobs "nan" [ Failed; Completed ] (minutes 2.0) w
+            sigterm w
+            waitExit w (minutes 1.0) |> ignore
+            let faults = w.Text.Split('\n') |> Array.filter (fun l -> l.Contains "update discarded") 
+            Expect.isGreaterThanOrEqual faults.Length 3 "each fault is logged"
+            Expect.stringContains faults[0] "meta-lr reduced to 1E+29" "the first reduction"
+            Expect.stringContains faults[1] "meta-lr reduced to 1E+28" "the second reduction"
+            match status jobs "nan" with
+            | Ok s ->
+                Expect.equal s.State Failed "failed after N consecutive faults"
+                Expect.stringContains (defaultArg s.Reason "") "3 consecutive meta-iterations with a non-finite loss" "the reason"
+            | Error e -> failtest e
+
+        testCase "MaxConcurrentJobs 2: two jobs run together and complete, the third runs after" <| fun () ->
+            let jobs = newJobsDir ()
+            for id in [ "a"; "b" ] do
+                drop jobs id (spec id 120 "")
+            Thread.Sleep 20
+            drop jobs "c" (spec "c" 40 "")
+            let w = start jobs [ "--Worker:MaxConcurrentJobs=2" ] []
+            for id in [ "a"; "b"; "c" ] do
+                waitState jobs id [ Completed ] (minutes 3.0) w
+            sigterm w
+            waitExit w (minutes 1.0) |> ignore
+            let times id =
+                let lines = File.ReadAllLines(Path.Combine(jobs, id, "job.log"))
+                let at (l: string) = DateTimeOffset.Parse(l.Split(' ')[0])
+                at (lines |> Array.find (fun l -> l.Contains "running from")), at (lines |> Array.findBack (fun l -> l.EndsWith "completed"))
+            let aStart, aEnd = times "a"
+            let bStart, bEnd = times "b"
+            let cStart, _ = times "c"
+            Expect.isTrue (aStart < bEnd && bStart < aEnd) "a and b ran at the same time"
+            Expect.isGreaterThanOrEqual cStart (min aEnd bEnd) "c started after one of them finished"
+    ]

@@ -1,0 +1,72 @@
+/// Checkpoints: exact resume, and every kind of damage detected.
+module L2L.Tests.CheckpointTests
+
+open System
+open Expecto
+open L2L
+open L2L.Tests.Helpers
+
+let cfg = { smallMeta with MetaIterations = 12; ValidateEvery = 4 }
+
+let phiValues (phi: Phi) = Phi.tensors phi |> List.map toArray |> Array.concat
+
+let metrics = [ { Iteration = 1; MetaLoss = 2.5; TrainLoss = 0.5; Validation = nan } ]
+
+let expectError (bytes: byte[]) (expected: CheckpointError) =
+    match Checkpoint.decode cfg bytes with
+    | Ok _ -> failtest "accepted"
+    | Error e -> Expect.equal e expected (CheckpointError.describe e)
+
+[<Tests>]
+let tests =
+    testList "checkpoint" [
+        testCase "resuming mid-trajectory from a checkpoint ends with the same φ, bit for bit" <| fun () ->
+            let straight = MetaTrain.run cfg ignore (fun () -> false) (MetaTrain.init cfg)
+            // 7 iterations: mid-trajectory (4 per trajectory), after a validation
+            let partial = MetaTrain.run { cfg with MetaIterations = 7 } ignore (fun () -> false) (MetaTrain.init cfg)
+            Expect.isSome partial.Trajectory "checkpoint taken mid-trajectory"
+            let bytes = Checkpoint.encode cfg partial metrics
+            TrainState.dispose partial
+            match Checkpoint.decode cfg bytes with
+            | Error e -> failtest (CheckpointError.describe e)
+            | Ok(resumed, ms) ->
+                Expect.equal ms.Length 1 "metrics restored"
+                Expect.equal ms[0].MetaLoss 2.5 "metric value"
+                Expect.isTrue (Double.IsNaN ms[0].Validation) "missing validation stays missing"
+                Expect.equal resumed.Iteration 7 "iteration"
+                let finished = MetaTrain.run cfg ignore (fun () -> false) resumed
+                Expect.sequenceEqual (phiValues finished.Phi) (phiValues straight.Phi) "final φ"
+                Expect.sequenceEqual (phiValues finished.Best) (phiValues straight.Best) "best φ"
+                Expect.equal finished.BestLoss straight.BestLoss "best loss"
+                TrainState.dispose finished
+            TrainState.dispose straight
+
+        testCase "bad magic" <| fun () ->
+            let s = MetaTrain.init cfg
+            let bytes = Checkpoint.encode cfg s []
+            bytes[0] <- byte 'X'
+            expectError bytes BadMagic
+
+        testCase "truncated" <| fun () ->
+            let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
+            expectError bytes[0 .. bytes.Length - 100] Truncated
+            expectError bytes[0..10] Truncated
+
+        testCase "a flipped byte anywhere is a checksum mismatch" <| fun () ->
+            let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
+            for i in [ 30; bytes.Length / 2; bytes.Length - 1 ] do
+                let b = Array.copy bytes
+                b[i] <- b[i] ^^^ 1uy
+                expectError b ChecksumMismatch
+
+        testCase "another format version" <| fun () ->
+            let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
+            bytes[8] <- 9uy
+            expectError bytes (UnsupportedVersion 9)
+
+        testCase "a checkpoint of other settings is refused" <| fun () ->
+            let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
+            match Checkpoint.decode { cfg with Seed = 99L } bytes with
+            | Error(Malformed m) -> Expect.stringContains m "other settings" "says why"
+            | other -> failtestf "expected Malformed, got %A" (Result.map ignore other)
+    ]

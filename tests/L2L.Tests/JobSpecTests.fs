@@ -1,0 +1,52 @@
+/// Job specs: the documented minimal spec, defaults, and every error named.
+module L2L.Tests.JobSpecTests
+
+open Expecto
+open L2L
+
+let parse = JobSpec.parse
+
+[<Tests>]
+let tests =
+    testList "job spec" [
+        testCase "the documented complete spec parses, with defaults for the rest" <| fun () ->
+            match parse """{"id":"q1","task":{"name":"quadratic","dim":10},"metaIterations":60,"seed":11,"checkpointEvery":5}""" with
+            | Error e -> failtestf "%A" e
+            | Ok s ->
+                Expect.equal s.Id "q1" "id"
+                Expect.equal s.Meta.Task (Quadratic 10) "task"
+                Expect.equal s.Meta.MetaIterations 60 "budget"
+                Expect.equal s.Meta.Seed 11L "seed"
+                Expect.equal s.CheckpointEvery 5 "checkpoint interval"
+                Expect.equal s.Meta.Lstm LstmConfig.paper "the paper's optimizer"
+                Expect.equal s.Meta.Horizon 100 "horizon"
+                Expect.isSome s.Evaluation "evaluates by default"
+
+        testCase "every problem is reported, each naming its field" <| fun () ->
+            match parse """{"id":"bad id!","task":{"name":"rosenbrock"},"metaIterations":-1,"unroll":30,"metaLr":"fast","colour":"red","evaluation":{"runs":0}}""" with
+            | Ok _ -> failtest "accepted"
+            | Error errs ->
+                for fragment in [ "id must be"; "unknown task 'rosenbrock'"; "metaIterations must be ≥ 0"; "metaLr must be a number"; "unknown field 'colour'"; "evaluation: runs must be ≥ 1" ] do
+                    Expect.exists errs (fun e -> e.Contains fragment) (sprintf "%s in %A" fragment errs)
+
+        testCase "not JSON" <| fun () ->
+            match parse "{ nope" with
+            | Error [ e ] -> Expect.stringContains e "not valid JSON" "message"
+            | other -> failtestf "%A" other
+
+        testCase "evaluation can be turned off and tuned" <| fun () ->
+            match parse """{"id":"a","task":{"name":"quadratic"},"metaIterations":1,"evaluation":false}""" with
+            | Ok s -> Expect.isNone s.Evaluation "off"
+            | Error e -> failtestf "%A" e
+            match parse """{"id":"a","task":{"name":"quadratic"},"metaIterations":1,"evaluation":{"steps":50,"runs":10,"tuneBaselines":false}}""" with
+            | Ok s ->
+                let e = s.Evaluation.Value
+                Expect.equal (e.Steps, e.Runs, e.Tune) (50, 10, false) "settings"
+            | Error e -> failtestf "%A" e
+
+        testCase "status files round-trip" <| fun () ->
+            let s =
+                { Id = "x"; State = Failed; Reason = Some "why"; Iteration = 3; MetaIterations = 9
+                  BestValidation = Some 0.25; MetaLr = Some 0.001; Updated = System.DateTimeOffset(2026, 1, 2, 3, 4, 5, System.TimeSpan.Zero) }
+            Expect.equal (JobStatus.parse (JobStatus.toJson s)) (Ok s) "same status"
+    ]
