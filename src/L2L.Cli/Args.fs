@@ -17,6 +17,10 @@ type TrainArgs =
     | Preprocessing of kind: string
     | P of p: float
     | Dim of d: int
+    | Mlp_Hidden of widths: string
+    | Activation of name: string
+    | Batch of size: int
+    | Data_Dir of dir: string
     | Batch_Functions of n: int
     | Validate_Every of n: int
     | Second_Order
@@ -26,7 +30,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Task _ -> "task family to meta-train on (quadratic)."
+            | Task _ -> "task family to meta-train on: quadratic or mnist."
             | Out _ -> "directory for optimizer.json (the best φ), train-log.csv and train.json."
             | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories)."
             | Seed _ -> "seed of φ's initialisation and of the meta-training problems; default 0."
@@ -39,6 +43,10 @@ type TrainArgs =
             | Preprocessing _ -> "gradient preprocessing: logsign or none; default logsign."
             | P _ -> "p of the logsign preprocessing; default 10."
             | Dim _ -> "quadratic dimension; default 10."
+            | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
+            | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
+            | Batch _ -> "mnist: minibatch size; default 128."
+            | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
             | Validate_Every _ -> "validate on 1000 held-out functions every N meta-iterations (0: never); default 250."
             | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
@@ -51,6 +59,10 @@ type EvaluateArgs =
     | Steps of s: int
     | Runs of n: int
     | Dim of d: int
+    | Mlp_Hidden of widths: string
+    | Activation of name: string
+    | Batch of size: int
+    | Data_Dir of dir: string
     | Seed of seed: uint64
     | Tune_Baselines
     | Tune_Seed of seed: uint64
@@ -63,15 +75,19 @@ type EvaluateArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Task _ -> "task family (quadratic)."
+            | Task _ -> "task family: quadratic or mnist."
             | Optimizer _ -> "a trained optimizer file (optimizer.json)."
             | Steps _ -> "optimizee steps S; default 200."
-            | Runs _ -> "fresh problems N (quadratic: functions); default 1000."
+            | Runs _ -> "fresh problems N (quadratic: functions, default 1000; mnist: networks, default 10)."
             | Dim _ -> "quadratic dimension; default 10."
+            | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
+            | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
+            | Batch _ -> "mnist: minibatch size; default 128."
+            | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Seed _ -> "portable-stream seed of the evaluation problems; default 1000."
             | Tune_Baselines -> "also tune and evaluate SGD, momentum, NAG, RMSprop and Adam."
             | Tune_Seed _ -> "portable-stream seed of the held-out tuning problems; default 2000."
-            | Tune_Runs _ -> "held-out tuning problems; default 1000."
+            | Tune_Runs _ -> "held-out tuning problems (quadratic default 1000, mnist 3)."
             | Tune_Steps _ -> "tuning criterion: mean loss at this step; default 100."
             | Out _ -> "results file (JSON)."
             | Device _ -> "cpu, cuda or auto; default cpu."
@@ -123,11 +139,28 @@ type CancelArgs =
             | Id _ -> "the job to cancel."
             | Jobs _ -> "the worker's jobs directory."
 
+type PaperArgs =
+    | [<MainCommand; Mandatory>] Experiment of name: string
+    | Root of dir: string
+    | Retrain
+    | Data_Dir of dir: string
+    | Threads of n: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, or all."
+            | Root _ -> "the paper directory; default paper."
+            | Retrain -> "train the optimizers again even where paper/optimizers holds one with the same settings."
+            | Data_Dir _ -> "MNIST data directory."
+            | Threads _ -> "intra-op threads; default: the number of cores."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] Reproduce of ParseResults<ReproduceArgs>
+    | [<CliPrefix(CliPrefix.None)>] Paper of ParseResults<PaperArgs>
     | [<CliPrefix(CliPrefix.None)>] Submit of ParseResults<SubmitArgs>
     | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<StatusArgs>
     | [<CliPrefix(CliPrefix.None)>] Cancel of ParseResults<CancelArgs>
@@ -138,6 +171,7 @@ type CliArgs =
             | Train _ -> "meta-train an LSTM optimizer."
             | Evaluate _ -> "evaluate a trained optimizer (and tuned baselines) on fresh problems."
             | Reproduce _ -> "train, tune and evaluate one of the paper's experiments."
+            | Paper _ -> "regenerate the paper's experiments (paper/results, paper/README.md tables)."
             | Submit _ -> "validate a job spec and hand it to the worker (tools/worker)."
             | Status _ -> "list the worker's jobs with their state and progress."
             | Cancel _ -> "cancel a queued or running job."

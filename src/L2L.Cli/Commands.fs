@@ -20,10 +20,29 @@ let private orFail (r: Result<'T, string list>) =
     | Ok v -> v
     | Error errs -> fail "%s" (String.concat "; " errs)
 
-let private parseTask (name: string) (dim: int) =
+/// A task from its name and settings (the settings of other tasks are ignored).
+let parseTask (name: string) (dim: int) (hidden: string option) (activation: string option) (batch: int option) =
     match name.Trim().ToLowerInvariant() with
     | "quadratic" -> Quadratic dim
-    | other -> fail "unknown task '%s' (known: quadratic)" other
+    | "mnist" ->
+        let widths =
+            match hidden with
+            | None -> [ 20 ]
+            | Some h ->
+                h.Split([| ','; 'x' |], StringSplitOptions.RemoveEmptyEntries)
+                |> Array.map (fun w ->
+                    match Int32.TryParse(w.Trim()) with
+                    | true, v when v >= 1 -> v
+                    | _ -> fail "mlp-hidden '%s' is not a list of positive widths (e.g. 20 or 20,20)" h)
+                |> List.ofArray
+        let act =
+            match activation |> Option.map (fun a -> a.ToLowerInvariant()) with
+            | None
+            | Some "sigmoid" -> Sigmoid
+            | Some "relu" -> Relu
+            | Some other -> fail "unknown activation '%s' (expected sigmoid or relu)" other
+        Mlp { Hidden = widths; Activation = act; Batch = defaultArg batch 128 }
+    | other -> fail "unknown task '%s' (known: quadratic, mnist)" other
 
 let private setThreads (n: int option) =
     match n with
@@ -77,7 +96,8 @@ let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
     let best = final.Best
     let training: (string * JsonNode) list =
         [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
-          "dim", JsonValue.Create(match cfg.Task with Quadratic d -> d)
+          "coordinates", JsonValue.Create(TaskSpec.coordinates cfg.Task)
+          "description", JsonValue.Create(TaskSpec.describe cfg.Task)
           "meta_iterations", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
@@ -116,7 +136,9 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
         | Some "none" -> Identity
         | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
     { d with
-        Task = parseTask (a.GetResult TrainArgs.Task) (a.GetResult(TrainArgs.Dim, 10))
+        Task =
+            parseTask (a.GetResult TrainArgs.Task) (a.GetResult(TrainArgs.Dim, 10)) (a.TryGetResult TrainArgs.Mlp_Hidden)
+                (a.TryGetResult TrainArgs.Activation) (a.TryGetResult TrainArgs.Batch)
         Lstm =
             { d.Lstm with
                 Layers = a.GetResult(TrainArgs.Layers, d.Lstm.Layers)
@@ -137,7 +159,21 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
 
 let runTrain (a: ParseResults<TrainArgs>) =
     setThreads (a.TryGetResult TrainArgs.Threads)
+    Datasets.dataDir <- a.TryGetResult TrainArgs.Data_Dir
     let cfg = metaConfigOf a
+    let cfg =
+        match cfg.Task with
+        | Mlp _ ->
+            // the MNIST defaults (see MetaConfig.mnist) where the command line is silent
+            let m = MetaConfig.mnist cfg.Task
+            { cfg with
+                Lstm = { cfg.Lstm with OutScale = a.GetResult(TrainArgs.Out_Scale, m.Lstm.OutScale) }
+                MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, m.MetaIterations)
+                MetaLr = a.GetResult(TrainArgs.Meta_Lr, m.MetaLr)
+                BatchFunctions = 1
+                ValidateEvery = a.GetResult(TrainArgs.Validate_Every, m.ValidateEvery)
+                ValidationFunctions = m.ValidationFunctions }
+        | Quadratic _ -> cfg
     train cfg (a.GetResult TrainArgs.Out) |> ignore
     0
 
@@ -149,14 +185,19 @@ let private loadPhi (path: string) (device: DeviceChoice) =
 let runEvaluate (a: ParseResults<EvaluateArgs>) =
     setThreads (a.TryGetResult EvaluateArgs.Threads)
     let device = parseDevice (a.TryGetResult EvaluateArgs.Device)
+    Datasets.dataDir <- a.TryGetResult EvaluateArgs.Data_Dir
+    let task =
+        parseTask (a.GetResult EvaluateArgs.Task) (a.GetResult(EvaluateArgs.Dim, 10)) (a.TryGetResult EvaluateArgs.Mlp_Hidden)
+            (a.TryGetResult EvaluateArgs.Activation) (a.TryGetResult EvaluateArgs.Batch)
+    let isMnist = match task with Mlp _ -> true | _ -> false
     let settings =
-        { Task = parseTask (a.GetResult EvaluateArgs.Task) (a.GetResult(EvaluateArgs.Dim, 10))
+        { Task = task
           Steps = a.GetResult(EvaluateArgs.Steps, 200)
-          Runs = a.GetResult(EvaluateArgs.Runs, 1000)
+          Runs = a.GetResult(EvaluateArgs.Runs, (if isMnist then 10 else 1000))
           Seed = a.GetResult(EvaluateArgs.Seed, 1000UL)
           Tune = a.Contains EvaluateArgs.Tune_Baselines
           TuneSeed = a.GetResult(EvaluateArgs.Tune_Seed, 2000UL)
-          TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, 1000)
+          TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, (if isMnist then 3 else 1000))
           TuneSteps = a.GetResult(EvaluateArgs.Tune_Steps, 100)
           Device = device }
     // validate the cheap things before loading anything

@@ -14,6 +14,18 @@ let main argv =
         | Train a -> runTrain a
         | Evaluate a -> runEvaluate a
         | Reproduce a -> runReproduce a
+        | Paper a ->
+            a.TryGetResult PaperArgs.Threads |> Option.iter TorchSharp.torch.set_num_threads
+            if (a.TryGetResult PaperArgs.Threads).IsNone then TorchSharp.torch.set_num_threads System.Environment.ProcessorCount
+            L2L.Datasets.dataDir <- a.TryGetResult PaperArgs.Data_Dir
+            let root = a.GetResult(PaperArgs.Root, "paper")
+            match a.GetResult PaperArgs.Experiment with
+            | "all" ->
+                for name in L2L.Cli.Paper.experiments do
+                    printfn "\n=== paper %s" name
+                    L2L.Cli.Paper.run root name (a.Contains PaperArgs.Retrain)
+            | name -> L2L.Cli.Paper.run root name (a.Contains PaperArgs.Retrain)
+            0
         | Submit a -> runSubmit a
         | Status a -> runStatus a
         | Cancel a -> runCancel a
@@ -26,7 +38,7 @@ let main argv =
         let first = e.Message.Split('\n') |> Array.find (fun l -> l.Trim() <> "")
         eprintfn "l2l: %s (see 'l2l %s--help')" (Text.RegularExpressions.Regex.Replace(first.Trim(), "^ERROR:\\s*", ""))
             (match argv |> Array.tryHead with
-             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "submit"; "status"; "cancel" ] -> c + " "
+             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "submit"; "status"; "cancel" ] -> c + " "
              | _ -> "")
         2
     | UsageError msg ->

@@ -206,7 +206,7 @@ module Checkpoint =
                     if t.ValueKind = JsonValueKind.Null then None
                     else
                         let index = t.GetProperty("index").GetInt64()
-                        let problem = TaskSpec.trainProblem cfg.Task cfg.Seed index cfg.BatchFunctions device cfg.DType
+                        let problem = TaskSpec.trainProblem cfg.Task cfg.Seed index cfg.BatchFunctions cfg.Horizon device cfg.DType
                         Some
                             { Problem = problem
                               Index = index

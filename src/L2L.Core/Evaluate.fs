@@ -7,8 +7,13 @@ open TorchSharp
 
 /// Per-step, per-function losses of one optimizer on a set of problems.
 type Run =
-    { /// Losses[t][i]: f_i(θ_t) for function i (all problems' functions concatenated), t = 0..steps.
+    { /// Losses[t][i]: f_i(θ_t) on step t's minibatch for function i (all problems' functions
+      /// concatenated), t = 0..steps.
       Losses: float[][]
+      /// Full[t][i]: function i's loss on all its data at θ_t, at the steps asked for.
+      Full: Map<int, float[]>
+      /// Further metrics at those steps: name -> step -> per-function values.
+      Metrics: Map<string, Map<int, float[]>>
       /// Seconds spent in the step loop (loss, gradient, update), excluding reporting.
       Seconds: float
       Steps: int }
@@ -17,55 +22,101 @@ type Run =
 type Summary =
     { Name: string
       Hyper: (string * float) list
-      /// Mean loss at selected steps.
+      /// Mean loss (on all of each function's data) at selected steps.
       LossAt: (int * float) list
+      /// Means of further metrics at those steps (e.g. test_acc).
+      MetricsAt: (string * (int * float) list) list
       /// Half-width of the 95% confidence interval of that mean (1.96·s/√N).
       Ci95At: (int * float) list
-      /// Mean loss at every step 0..S.
+      /// Mean loss at every step 0..S (on each step's minibatch).
       CurveMean: float[]
+      /// Half-width of its 95% confidence interval at every step.
+      CurveCi95: float[]
       StepsPerSecond: float }
 
 module Evaluate =
+    let private finite (v: float) = if Double.IsFinite v then v else Double.PositiveInfinity
+
     /// Runs `opt` for `steps` steps on one problem. ∇ comes from autograd; the update runs under
-    /// no_grad. A function whose loss goes non-finite is reported as +∞ from then on.
-    let runOne (opt: Optimizer) (problem: Problem) (steps: int) : float[][] * float =
+    /// no_grad. At the steps in `at` the loss on all the problem's data and its metrics are taken.
+    /// A function whose loss goes non-finite is reported as +∞ from then on.
+    let runOne (opt: Optimizer) (problem: Problem) (steps: int) (at: Set<int>)
+        : float[][] * Map<int, float[]> * Map<string, Map<int, float[]>> * float =
         let n = problem.Functions
         let losses = Array.zeroCreate<float[]> (steps + 1)
-        let sw = Stopwatch.StartNew()
+        let mutable full = Map.empty
+        let mutable metrics = Map.empty
+        let mutable seconds = 0.0
         let mutable theta = problem.Theta0.detach().clone()
         let mutable state = opt.Init theta
         let mutable diverged = false
+        let measure (t: int) (th: Tensor) =
+            // reporting, not timed
+            Scope.run (fun _ -> Seq.empty<Tensor>) (fun () ->
+                use _ = torch.no_grad()
+                if diverged then
+                    full <- full.Add(t, Array.create n Double.PositiveInfinity)
+                else
+                    full <- full.Add(t, Tensors.toArray (problem.Full th) |> Array.map finite)
+                    for name, values in problem.Metrics th do
+                        let m = metrics.TryFind name |> Option.defaultValue Map.empty
+                        metrics <- metrics.Add(name, m.Add(t, values)))
         for t in 0..steps do
             if diverged then
                 losses[t] <- Array.create n Double.PositiveInfinity
+                if at.Contains t then measure t theta
             else
-                let next =
+                let sw = Stopwatch.StartNew()
+                let th, s, bad =
                     Scope.run (fun (th: Tensor, s: OptState, _) -> th :: s.Slots) (fun () ->
                         let leaf = theta.requires_grad_(true)
                         let perFunction = problem.Losses t leaf
                         let values = Tensors.toArray perFunction
-                        losses[t] <- values |> Array.map (fun v -> if Double.IsFinite v then v else Double.PositiveInfinity)
-                        if t = steps || Array.exists (Double.IsFinite >> not) values then
-                            leaf.detach(), state, Array.exists (Double.IsFinite >> not) values
+                        losses[t] <- values |> Array.map finite
+                        let bad = Array.exists (Double.IsFinite >> not) values
+                        if t = steps || bad then
+                            leaf.detach(), state, bad
                         else
                             let grad = torch.autograd.grad([| perFunction.sum() |], [| leaf |])[0]
                             use _ = torch.no_grad()
                             let struct (g, s') = opt.Update state grad
                             Update.apply (leaf.detach()) g, s', false)
-                let th, s, bad = next
+                seconds <- seconds + sw.Elapsed.TotalSeconds
+                // θ_t is the tensor `theta` still (th is θ_{t+1})
+                if at.Contains t then
+                    if bad then diverged <- true
+                    measure t theta
                 Scope.disposeReplaced (theta :: state.Slots) (th :: s.Slots)
                 theta <- th
                 state <- s
-                diverged <- bad
+                diverged <- diverged || bad
         Scope.disposeReplaced (theta :: state.Slots) []
-        losses, sw.Elapsed.TotalSeconds
+        losses, full, metrics, seconds
 
-    /// Runs `opt` on every problem (common random numbers: pass the same problems to every optimizer).
-    let run (opt: Optimizer) (problems: Problem list) (steps: int) : Run =
-        let parts = problems |> List.map (fun p -> runOne opt p steps)
-        { Losses = Array.init (steps + 1) (fun t -> parts |> List.map (fun (l, _) -> l[t]) |> Array.concat)
-          Seconds = parts |> List.sumBy snd
+    /// Runs `opt` on every problem (common random numbers: pass the same problems to every optimizer),
+    /// taking full losses and metrics at the steps in `at`.
+    let runAt (opt: Optimizer) (problems: Problem list) (steps: int) (at: int list) : Run =
+        let atSet = Set.ofList at
+        let parts = problems |> List.map (fun p -> runOne opt p steps atSet)
+        let fullAt =
+            atSet |> Seq.filter (fun t -> t <= steps) |> Seq.map (fun t -> t, parts |> List.map (fun (_, f, _, _) -> f[t]) |> Array.concat) |> Map.ofSeq
+        let names = parts |> List.collect (fun (_, _, m, _) -> m |> Map.toList |> List.map fst) |> List.distinct
+        let metricsAt =
+            names
+            |> List.map (fun name ->
+                name,
+                atSet |> Seq.filter (fun t -> t <= steps)
+                |> Seq.map (fun t -> t, parts |> List.map (fun (_, _, m, _) -> m[name][t]) |> Array.concat)
+                |> Map.ofSeq)
+            |> Map.ofList
+        { Losses = Array.init (steps + 1) (fun t -> parts |> List.map (fun (l, _, _, _) -> l[t]) |> Array.concat)
+          Full = fullAt
+          Metrics = metricsAt
+          Seconds = parts |> List.sumBy (fun (_, _, _, s) -> s)
           Steps = steps * List.length problems }
+
+    /// `runAt` reporting the last step only.
+    let run (opt: Optimizer) (problems: Problem list) (steps: int) : Run = runAt opt problems steps [ steps ]
 
     let mean (xs: float[]) = Array.average xs
 
@@ -84,13 +135,15 @@ module Evaluate =
           if steps % 50 <> 0 then
               yield steps ]
 
-    let summarize (opt: Optimizer) (r: Run) (at: int list) : Summary =
-        let stepsTotal = r.Losses.Length - 1
+    let summarize (opt: Optimizer) (r: Run) : Summary =
+        let at = r.Full |> Map.toList |> List.map fst
         { Name = opt.Name
           Hyper = opt.Hyper
-          LossAt = at |> List.filter (fun t -> t <= stepsTotal) |> List.map (fun t -> t, mean r.Losses[t])
-          Ci95At = at |> List.filter (fun t -> t <= stepsTotal) |> List.map (fun t -> t, ci95 r.Losses[t])
+          LossAt = at |> List.map (fun t -> t, mean r.Full[t])
+          Ci95At = at |> List.map (fun t -> t, ci95 r.Full[t])
+          MetricsAt = r.Metrics |> Map.toList |> List.map (fun (name, m) -> name, m |> Map.toList |> List.map (fun (t, v) -> t, mean v))
           CurveMean = r.Losses |> Array.map mean
+          CurveCi95 = r.Losses |> Array.map ci95
           StepsPerSecond = if r.Seconds > 0.0 then float r.Steps / r.Seconds else Double.NaN }
 
 /// Learning-rate tuning of the baselines on held-out problems.
@@ -116,7 +169,7 @@ module Tuning =
             lrs
             |> List.map (fun lr ->
                 let r = Evaluate.run (Baselines.byName name lr) problems steps
-                let s = Evaluate.mean r.Losses[steps]
+                let s = Evaluate.mean r.Full[steps]
                 lr, (if Double.IsFinite s then s else Double.PositiveInfinity))
         let bestIdx = scores |> List.mapi (fun i (_, s) -> i, s) |> List.minBy snd |> fst
         { Name = name

@@ -55,28 +55,28 @@ module Experiment =
         let device = DeviceChoice.resolve s.Device
         let dtype = phi.WOut.dtype
         let at = Evaluate.reportSteps s.Steps
-        let problem = TaskSpec.portableProblem s.Task s.Seed s.Runs device dtype
+        let problems = TaskSpec.heldOut s.Task EvalSplit s.Seed s.Runs s.Steps device dtype
         try
             let tuned =
                 if not s.Tune then []
                 else
-                    let tuneProblem = TaskSpec.portableProblem s.Task s.TuneSeed s.TuneRuns device dtype
+                    let tuneProblems = TaskSpec.heldOut s.Task TrainSplit s.TuneSeed s.TuneRuns s.TuneSteps device dtype
                     try
                         let lrs = Tuning.grid 1e-5 10.0 6
                         log (sprintf "tuning %d baselines on %d held-out problems (seed %d), %d learning rates each, criterion mean f(θ_%d)"
                                  Baselines.names.Length s.TuneRuns s.TuneSeed lrs.Length s.TuneSteps)
                         [ for name in Baselines.names ->
-                              let r = Tuning.tune name lrs [ tuneProblem ] s.TuneSteps
+                              let r = Tuning.tune name lrs tuneProblems s.TuneSteps
                               log (sprintf "  %-9s lr %-9.3g f(θ_%d) %s%s" name r.Lr s.TuneSteps (fmt r.Score)
                                        (if r.AtGridEdge then "  (at the grid's edge)" else ""))
                               r ]
                     finally
-                        Problem.dispose tuneProblem
+                        List.iter Problem.dispose tuneProblems
             let optimizers = Learned.optimizer phi :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
             let summaries =
                 [ for opt in optimizers ->
-                      let run = Evaluate.run opt [ problem ] s.Steps
-                      Evaluate.summarize opt run at ]
+                      let run = Evaluate.runAt opt problems s.Steps at
+                      Evaluate.summarize opt run ]
             let tuning = JsonObject()
             for r in tuned do
                 let o = JsonObject()
@@ -85,7 +85,7 @@ module Experiment =
                 o["at_grid_edge"] <- JsonValue.Create(r.AtGridEdge)
                 tuning[r.Name] <- o
             { Task = TaskSpec.name s.Task
-              Dim = (match s.Task with Quadratic d -> d)
+              Dim = TaskSpec.coordinates s.Task
               Steps = s.Steps
               Runs = s.Runs
               Seed = s.Seed
@@ -97,7 +97,7 @@ module Experiment =
                       "tune_runs", (JsonValue.Create(s.TuneRuns) :> JsonNode)
                       "tune_steps", (JsonValue.Create(s.TuneSteps) :> JsonNode) ] }
         finally
-            Problem.dispose problem
+            List.iter Problem.dispose problems
 
     /// The results as a text table (mean ± 95% CI at the reported steps) with the LSTM's ratio to the
     /// best baseline.
@@ -106,14 +106,21 @@ module Experiment =
           match r.Optimizers with
           | [] -> ()
           | first :: _ ->
-              yield sprintf "  %-9s %-9s %s %10s" "optimizer" "lr" (first.LossAt |> List.map (fun (t, _) -> sprintf "%22s" (sprintf "step %d" t)) |> String.concat "") "steps/s"
+              yield sprintf "  %-9s %-9s %s %10s" "optimizer" "lr" (first.LossAt |> List.filter (fun (t, _) -> t > 0) |> List.map (fun (t, _) -> sprintf "%22s" (sprintf "step %d" t)) |> String.concat "") "steps/s"
           for sm in r.Optimizers do
               let lr = sm.Hyper |> List.tryFind (fun (k, _) -> k = "lr") |> Option.map (snd >> sprintf "%.3g") |> Option.defaultValue "-"
-              let cells = List.map2 (fun (_, m) (_, c) -> sprintf "%22s" (sprintf "%s ± %s" (fmt m) (fmt c))) sm.LossAt sm.Ci95At |> String.concat ""
+              let cells =
+                  List.zip sm.LossAt sm.Ci95At
+                  |> List.filter (fun ((t, _), _) -> t > 0)
+                  |> List.map (fun ((_, m), (_, c)) -> sprintf "%22s" (sprintf "%s ± %s" (fmt m) (fmt c)))
+                  |> String.concat ""
               yield sprintf "  %-9s %-9s %s %10.0f" sm.Name lr cells sm.StepsPerSecond
+          for sm in r.Optimizers do
+              for name, values in sm.MetricsAt do
+                  yield sprintf "  %-9s %-9s %s" sm.Name name (values |> List.filter (fun (t, _) -> t > 0) |> List.map (fun (t, v) -> sprintf "%22s" (sprintf "%.4f @%d" v t)) |> String.concat "")
           match r.Optimizers with
           | lstm :: baselines when lstm.Name = "lstm" && not baselines.IsEmpty ->
-              for t, v in lstm.LossAt do
+              for t, v in lstm.LossAt |> List.filter (fun (t, _) -> t > 0) do
                   let bestName, bestValue =
                       baselines |> List.map (fun b -> b.Name, b.LossAt |> List.find (fun (u, _) -> u = t) |> snd) |> List.minBy snd
                   yield sprintf "  step %d: lstm / best baseline (%s) = %.3f (%s)" t bestName (v / bestValue) (if v < bestValue then "LSTM better" else "LSTM not better")

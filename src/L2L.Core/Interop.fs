@@ -121,5 +121,5 @@ type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArra
         member _.Dispose() =
             if not disposed then
                 disposed <- true
-                validation |> Option.iter Problem.dispose
+                validation |> Option.iter (List.iter Problem.dispose)
                 TrainState.dispose state

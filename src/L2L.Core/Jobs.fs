@@ -125,16 +125,36 @@ module JobSpec =
                     Quadratic 10
                 | Some t when t.ValueKind = JsonValueKind.String ->
                     if t.GetString() = "quadratic" then Quadratic 10
+                    elif t.GetString() = "mnist" then Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
                     else
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic)" (t.GetString()))
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist)" (t.GetString()))
                         Quadratic 10
                 | Some t when t.ValueKind = JsonValueKind.Object ->
-                    unknown t (set [ "name"; "dim" ]) "task."
+                    unknown t (set [ "name"; "dim"; "hidden"; "activation"; "batch" ]) "task."
                     match prop t "name" with
                     | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "quadratic" ->
                         Quadratic(intField t "task." "dim" 10)
+                    | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "mnist" ->
+                        let hidden =
+                            match prop t "hidden" with
+                            | None -> [ 20 ]
+                            | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
+                                          && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
+                                [ for x in h.EnumerateArray() -> x.GetInt32() ]
+                            | Some _ ->
+                                errors.Add "task.hidden must be a non-empty array of positive widths"
+                                [ 20 ]
+                        let activation =
+                            match prop t "activation" with
+                            | None -> Sigmoid
+                            | Some a when a.ValueKind = JsonValueKind.String && a.GetString() = "sigmoid" -> Sigmoid
+                            | Some a when a.ValueKind = JsonValueKind.String && a.GetString() = "relu" -> Relu
+                            | Some a ->
+                                errors.Add(sprintf "task.activation '%s' is not sigmoid or relu" (a.ToString()))
+                                Sigmoid
+                        Mlp { Hidden = hidden; Activation = activation; Batch = intField t "task." "batch" 128 }
                     | Some n ->
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic)" (n.ToString()))
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist)" (n.ToString()))
                         Quadratic 10
                     | None ->
                         errors.Add "task.name is missing"
@@ -142,7 +162,7 @@ module JobSpec =
                 | Some _ ->
                     errors.Add "task must be an object {\"name\":..}"
                     Quadratic 10
-            let d = MetaConfig.quadratic
+            let d = match task with Mlp _ -> MetaConfig.mnist task | Quadratic _ -> MetaConfig.quadratic
             let lstm =
                 match prop root "optimizer" with
                 | None -> d.Lstm
@@ -193,14 +213,19 @@ module JobSpec =
                     ValidationFunctions = intField root "" "validationFunctions" d.ValidationFunctions
                     Seed = int64Field root "" "seed" d.Seed
                     Faults = faults }
+            let evalDefaults =
+                let e = EvalSettings.defaults task horizon
+                match task with
+                | Mlp _ -> { e with Runs = 10; TuneRuns = 3 }
+                | Quadratic _ -> e
             let evaluation =
                 match prop root "evaluation" with
-                | None -> Some(EvalSettings.defaults task horizon)
+                | None -> Some evalDefaults
                 | Some v when v.ValueKind = JsonValueKind.False -> None
-                | Some v when v.ValueKind = JsonValueKind.True -> Some(EvalSettings.defaults task horizon)
+                | Some v when v.ValueKind = JsonValueKind.True -> Some evalDefaults
                 | Some v when v.ValueKind = JsonValueKind.Object ->
                     unknown v (set [ "steps"; "runs"; "seed"; "tuneBaselines"; "tuneRuns"; "tuneSeed"; "tuneSteps" ]) "evaluation."
-                    let e = EvalSettings.defaults task horizon
+                    let e = evalDefaults
                     Some
                         { e with
                             Steps = intField v "evaluation." "steps" e.Steps

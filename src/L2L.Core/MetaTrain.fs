@@ -54,6 +54,17 @@ module MetaConfig =
           DType = torch.ScalarType.Float32
           Faults = { LrFactor = 0.5; MaxConsecutive = 5 } }
 
+    /// MNIST (an MLP per trajectory): the meta-training defaults of `tools/l2l train --task mnist`.
+    let mnist (task: TaskSpec) =
+        { quadratic with
+            Task = task
+            Lstm = { LstmConfig.paper with OutScale = 0.1 }
+            BatchFunctions = 1
+            MetaIterations = 2000
+            MetaLr = 0.003
+            ValidateEvery = 100
+            ValidationFunctions = 3 }
+
     let validate (c: MetaConfig) : Result<MetaConfig, string list> =
         [ match TaskSpec.validate c.Task with
           | Error e -> yield! e
@@ -164,7 +175,7 @@ module MetaTrain =
             match s.Trajectory with
             | Some tr -> tr
             | None ->
-                let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions device cfg.DType
+                let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
                 MetaLoss.start (Learned.optimizer s.Phi) problem s.Trajectories
         let loss, grads, carried = metaGradient cfg s.Phi tr
         let lossValue = loss.ToDouble()
@@ -204,20 +215,21 @@ module MetaTrain =
           Validation = None
           Seconds = sw.Elapsed.TotalSeconds }
 
-    /// The validation problem: held-out functions from the portable stream.
-    let validationProblem (cfg: MetaConfig) =
-        TaskSpec.portableProblem cfg.Task cfg.ValidationSeed cfg.ValidationFunctions (DeviceChoice.resolve cfg.Device) cfg.DType
+    /// The validation problems: held-out functions from the portable stream (MNIST: networks on the
+    /// training split, never the evaluation split).
+    let validationProblem (cfg: MetaConfig) : Problem list =
+        TaskSpec.heldOut cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
 
-    /// Mean f(θ_T) of m_φ over the validation problem.
-    let validate (cfg: MetaConfig) (problem: Problem) (phi: Phi) =
-        let r = Evaluate.run (Learned.optimizer phi) [ problem ] cfg.Horizon
-        let v = Evaluate.mean r.Losses[cfg.Horizon]
+    /// Mean f(θ_T) of m_φ over the validation problems (each function's loss on all its data).
+    let validate (cfg: MetaConfig) (problems: Problem list) (phi: Phi) =
+        let r = Evaluate.run (Learned.optimizer phi) problems cfg.Horizon
+        let v = Evaluate.mean r.Full[cfg.Horizon]
         if Double.IsFinite v then v else Double.PositiveInfinity
 
     /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
     /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
     /// cfg.ValidateEvery = 0: the last φ is then the one kept).
-    let iterate (cfg: MetaConfig) (validation: Problem option) (s: TrainState) : TrainState * IterationReport =
+    let iterate (cfg: MetaConfig) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
         let next, r =
             Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
                 let n, r = step cfg s
@@ -250,7 +262,7 @@ module MetaTrain =
                 observe s r
             s
         finally
-            validation |> Option.iter Problem.dispose
+            validation |> Option.iter (List.iter Problem.dispose)
 
     /// `runObserved` with a report callback only.
     let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =

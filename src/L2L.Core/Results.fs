@@ -48,8 +48,18 @@ module Results =
                         w.WritePropertyName(string t)
                         num w v
                     w.WriteEndObject()
+                for name, values in s.MetricsAt do
+                    w.WriteStartObject(name + "_at")
+                    for t, v in values do
+                        w.WritePropertyName(string t)
+                        num w v
+                    w.WriteEndObject()
                 w.WriteStartArray("curve_mean")
                 for v in s.CurveMean do
+                    num w v
+                w.WriteEndArray()
+                w.WriteStartArray("curve_ci95")
+                for v in s.CurveCi95 do
                     num w v
                 w.WriteEndArray()
                 w.WritePropertyName("steps_per_s")
@@ -62,6 +72,22 @@ module Results =
             w.WriteEndObject()
         )
         Encoding.UTF8.GetString(ms.ToArray())
+
+    /// The mean curves as CSV: step, then <optimizer>_mean and <optimizer>_ci95 for each optimizer.
+    let curvesCsv (r: EvaluationResults) : string =
+        let sb = StringBuilder()
+        sb.Append("step") |> ignore
+        for o in r.Optimizers do
+            sb.Append(sprintf ",%s_mean,%s_ci95" o.Name o.Name) |> ignore
+        sb.AppendLine() |> ignore
+        let steps = r.Optimizers |> List.map (fun o -> o.CurveMean.Length) |> List.fold min Int32.MaxValue
+        let cell (v: float) = if Double.IsFinite v then v.ToString("R", Globalization.CultureInfo.InvariantCulture) else ""
+        for t in 0 .. steps - 1 do
+            sb.Append(t) |> ignore
+            for o in r.Optimizers do
+                sb.Append(',').Append(cell o.CurveMean[t]).Append(',').Append(cell o.CurveCi95[t]) |> ignore
+            sb.AppendLine() |> ignore
+        sb.ToString()
 
     let save (path: string) (r: EvaluationResults) =
         let full = Path.GetFullPath path

@@ -10,8 +10,12 @@ type Problem =
       Functions: int
       /// θ_0: [n]
       Theta0: Tensor
-      /// Per-function losses at optimizee step t: (t, θ [n]) -> [B].
+      /// Per-function losses at optimizee step t (on step t's minibatch): (t, θ [n]) -> [B].
       Losses: int -> Tensor -> Tensor
+      /// Per-function loss on all of the problem's data (what results report): θ [n] -> [B].
+      Full: Tensor -> Tensor
+      /// Further metrics at θ (e.g. test-set loss and accuracy), one value per function each.
+      Metrics: Tensor -> (string * float[]) list
       /// The tensors the problem owns (for disposal).
       Owned: Tensor list }
 
@@ -53,6 +57,8 @@ module Quadratic =
         { Functions = functions q
           Theta0 = q.Theta0
           Losses = fun _ theta -> losses q theta
+          Full = losses q
+          Metrics = fun _ -> []
           Owned = [ q.W; q.Y; q.Theta0 ] }
 
     /// B functions of dimension d from a torch generator (meta-training problems).
@@ -89,28 +95,154 @@ module Quadratic =
           Y = mk y [| int64 count; int64 dim |]
           Theta0 = mk th [| int64 (count * dim) |] })
 
+type Activation =
+    | Sigmoid
+    | Relu
+
+/// A multi-layer perceptron on MNIST: 784 → hidden… → 10, cross-entropy on minibatches.
+type MlpSpec =
+    { Hidden: int list
+      Activation: Activation
+      Batch: int }
+
+/// Which images an MNIST problem trains on: meta-training, tuning and validation use the first
+/// 50,000 training images; evaluation uses the other 10,000 (and reports the 10,000 test images too).
+type DataSplit =
+    | TrainSplit
+    | EvalSplit
+
+module Datasets =
+    /// The MNIST directory (None: $L2L_DATA_DIR or the user cache; see Mnist.directory).
+    let mutable dataDir: string option = None
+
+    let mnist (device: torch.Device) =
+        match Mnist.load (Mnist.directory dataDir) device (eprintfn "%s") with
+        | Ok d -> d
+        | Error e -> raise (System.IO.InvalidDataException(sprintf "MNIST: %s" e))
+
+    /// (offset, length) of a split in the 60,000 training images.
+    let range =
+        function
+        | TrainSplit -> 0L, 50000L
+        | EvalSplit -> 50000L, 10000L
+
+module Mlp =
+    let sizes (m: MlpSpec) = 784 :: m.Hidden @ [ 10 ]
+
+    /// Number of parameters: per layer W [in; out] (row-major, h' = act(h·W + b)) then b [out].
+    let count (m: MlpSpec) =
+        sizes m |> List.pairwise |> List.sumBy (fun (i, o) -> i * o + o)
+
+    /// Logits of a batch. theta: [n], x: [B; 784] -> [B; 10]
+    let logits (m: MlpSpec) (theta: Tensor) (x: Tensor) : Tensor =
+        let layers = sizes m |> List.pairwise
+        let last = layers.Length - 1
+        let mutable h = x
+        let mutable offset = 0L
+        layers
+        |> List.iteri (fun k (i, o) ->
+            let w = theta.narrow(0L, offset, int64 (i * o)).view(int64 i, int64 o)
+            let b = theta.narrow(0L, offset + int64 (i * o), int64 o)
+            offset <- offset + int64 (i * o + o)
+            let z = torch.addmm(b, h, w, 1.0f, 1.0f)
+            h <-
+                if k = last then z
+                else
+                    match m.Activation with
+                    | Sigmoid -> z.sigmoid()
+                    | Relu -> z.relu())
+        h
+
+    let private crossEntropy (logits: Tensor) (y: Tensor) = torch.nn.functional.cross_entropy(logits, y)
+
+    /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
+    let problem (m: MlpSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
+        let offset, length = Datasets.range split
+        let x = data.TrainX.narrow(0L, offset, length)
+        let y = data.TrainY.narrow(0L, offset, length)
+        { Functions = 1
+          Theta0 = theta0
+          Losses =
+            fun t theta ->
+                let idx = indices[int64 t]
+                crossEntropy (logits m theta (x.index_select(0L, idx))) (y.index_select(0L, idx)) |> fun l -> l.unsqueeze(0L)
+          Full = fun theta -> (crossEntropy (logits m theta x) y).unsqueeze(0L)
+          Metrics =
+            fun theta ->
+                let lg = logits m theta data.TestX
+                let loss = (crossEntropy lg data.TestY).ToDouble()
+                let acc = lg.argmax(1L).eq(data.TestY).to_type(torch.ScalarType.Float64).mean().ToDouble()
+                [ "test_loss", [| loss |]; "test_acc", [| acc |] ]
+          Owned = [ theta0; indices; x; y ] }
+
+    /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).
+    let sample (m: MlpSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        let data = Datasets.mnist device
+        let _, length = Datasets.range split
+        let theta0, indices =
+            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
+                let th = torch.randn([| int64 (count m) |], dtype = torch.ScalarType.Float64, generator = gen).mul(sc 0.01).to_type(dtype).``to``(device)
+                let idx = torch.randint(length, [| int64 (steps + 1); int64 m.Batch |], generator = gen).``to``(device)
+                th, idx)
+        problem m data split theta0 indices
+
+    /// The portable stream `seed`: first n normals (θ_0 = 0.01·normal), then (steps + 1)·batch
+    /// indices (u64 mod the split's length), row t = step t.
+    let portable (m: MlpSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        let data = Datasets.mnist device
+        let n = count m
+        let _, length = Datasets.range split
+        let theta0, indices =
+            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
+                let th = Portable.normals seed 0L n |> Array.map (fun z -> float32 (0.01 * z))
+                let idx = Portable.randints seed (2L * int64 n) ((steps + 1) * m.Batch) (int length)
+                torch.tensor(th).to_type(dtype).``to``(device), torch.tensor(idx).reshape(int64 (steps + 1), int64 m.Batch).``to``(device))
+        problem m data split theta0 indices
+
 /// The task families the toolkit knows, with their settings.
-type TaskSpec = Quadratic of dim: int
+type TaskSpec =
+    | Quadratic of dim: int
+    | Mlp of MlpSpec
 
 module TaskSpec =
     let name =
         function
         | Quadratic _ -> "quadratic"
+        | Mlp _ -> "mnist"
+
+    /// A short description with the settings (for logs and results).
+    let describe =
+        function
+        | Quadratic d -> sprintf "quadratic (d=%d)" d
+        | Mlp m ->
+            sprintf "mnist MLP 784-%s-10 %s, batch %d" (m.Hidden |> List.map string |> String.concat "-")
+                (match m.Activation with Sigmoid -> "sigmoid" | Relu -> "relu") m.Batch
+
+    /// Optimizee coordinates of one function.
+    let coordinates =
+        function
+        | Quadratic d -> d
+        | Mlp m -> Mlp.count m
 
     let validate (t: TaskSpec) =
         match t with
         | Quadratic d when d < 1 -> Error [ "quadratic dimension must be ≥ 1" ]
+        | Mlp m when m.Hidden |> List.exists (fun h -> h < 1) -> Error [ "hidden layer widths must be ≥ 1" ]
+        | Mlp m when m.Batch < 1 -> Error [ "batch must be ≥ 1" ]
         | _ -> Ok t
 
-    /// Meta-training problem number `index` of a run seeded `seed`: B functions drawn from a
-    /// generator derived from (seed, index), so a run can be replayed or resumed from its counter.
-    let trainProblem (t: TaskSpec) (seed: int64) (index: int64) (functions: int) device dtype : Problem =
+    /// Meta-training problem number `index` of a run seeded `seed`, drawn from a generator derived
+    /// from (seed, index), so a run can be replayed or resumed from its counter. Quadratic: B
+    /// functions side by side; MNIST: one network on the training split.
+    let trainProblem (t: TaskSpec) (seed: int64) (index: int64) (functions: int) (steps: int) device dtype : Problem =
+        use gen = Seeds.generator seed 1UL index
         match t with
-        | Quadratic dim ->
-            use gen = Seeds.generator seed 1UL index
-            Quadratic.problem (Quadratic.sample gen dim functions device dtype)
+        | Quadratic dim -> Quadratic.problem (Quadratic.sample gen dim functions device dtype)
+        | Mlp m -> Mlp.sample m gen TrainSplit steps device dtype
 
-    /// Held-out or evaluation problems from the portable stream (`count` functions).
-    let portableProblem (t: TaskSpec) (seed: uint64) (count: int) device dtype : Problem =
+    /// Held-out problems from the portable stream: quadratic, one problem of `count` functions;
+    /// MNIST, `count` networks (seeds seed, seed + 1, ...) on the given split.
+    let heldOut (t: TaskSpec) (split: DataSplit) (seed: uint64) (count: int) (steps: int) device dtype : Problem list =
         match t with
-        | Quadratic dim -> Quadratic.problem (Quadratic.portable seed dim count device dtype)
+        | Quadratic dim -> [ Quadratic.problem (Quadratic.portable seed dim count device dtype) ]
+        | Mlp m -> [ for r in 0 .. count - 1 -> Mlp.portable m (seed + uint64 r) split steps device dtype ]

@@ -12,6 +12,9 @@ public sealed class WorkerOptions
     [Required(AllowEmptyStrings = false, ErrorMessage = "must name the jobs directory (--jobs DIR)")]
     public string JobsDirectory { get; set; } = "";
 
+    /// <summary>MNIST data directory (empty: $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use).</summary>
+    public string DataDirectory { get; set; } = "";
+
     /// <summary>Jobs run at the same time, each on its own thread.</summary>
     [Range(1, 64)]
     public int MaxConcurrentJobs { get; set; } = 1;

@@ -9,7 +9,7 @@ open L2L.Tests.Helpers
 
 let lstm = { LstmConfig.paper with Hidden = 3 }
 
-let problem () = TaskSpec.trainProblem (Quadratic 2) 11L 0L 2 torch.CPU f64
+let problem () = TaskSpec.trainProblem (Quadratic 2) 11L 0L 2 10 torch.CPU f64
 
 /// L(φ) for one truncation of 3 steps from θ_0, with `wrap` applied to m_φ as an optimizer.
 let metaLoss (secondOrder: bool) (wrap: Optimizer -> Optimizer) (phi: Phi) =

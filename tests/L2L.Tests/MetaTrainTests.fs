@@ -50,7 +50,7 @@ let tests =
             let before = MetaTrain.validate cfg validation s0.Phi
             let s = trainFor cfg
             let after = MetaTrain.validate cfg validation s.Phi
-            Problem.dispose validation
+            List.iter Problem.dispose validation
             Expect.isLessThan after (0.5 * before) (sprintf "validation f(θ_20): %g after vs %g before" after before)
             TrainState.dispose s
 
@@ -65,7 +65,7 @@ let tests =
             Expect.equal s.BestLoss bestV "best loss"
             let vp = MetaTrain.validationProblem cfg
             Expect.floatClose Accuracy.high (MetaTrain.validate cfg vp s.Best) bestV "the kept φ gives that loss"
-            Problem.dispose vp
+            List.iter Problem.dispose vp
             TrainState.dispose s
 
         testCase "a non-finite meta-loss skips the update and leaves φ as it was" <| fun () ->

@@ -45,9 +45,9 @@ let tests =
 
         testCase "meta-training problems are reproducible from (seed, index) and differ across indices" <| fun () ->
             scoped (fun () ->
-                let a = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 torch.CPU f32
-                let b = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 torch.CPU f32
-                let c = TaskSpec.trainProblem (Quadratic 10) 7L 4L 4 torch.CPU f32
+                let a = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 100 torch.CPU f32
+                let b = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 100 torch.CPU f32
+                let c = TaskSpec.trainProblem (Quadratic 10) 7L 4L 4 100 torch.CPU f32
                 Expect.sequenceEqual (toArray a.Theta0) (toArray b.Theta0) "same index, same problem"
                 Expect.notEqual (toArray a.Theta0) (toArray c.Theta0) "another index, another problem")
 
@@ -60,7 +60,7 @@ let tests =
 
         testCase "common random numbers: every optimizer starts from the same θ_0 on the same functions" <| fun () ->
             scoped (fun () ->
-                let p = TaskSpec.portableProblem (Quadratic 10) 1000UL 50 torch.CPU f32
+                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 1000UL 50 200 torch.CPU f32).Head
                 let a = Evaluate.run (Baselines.sgd 0.01) [ p ] 3
                 let b = Evaluate.run (Baselines.adam 0.1 0.9 0.999 1e-8) [ p ] 3
                 Expect.sequenceEqual a.Losses[0] b.Losses[0] "same f(θ_0) per function"
@@ -68,7 +68,7 @@ let tests =
 
         testCase "baselines at the reference's tuned rates reproduce its losses on identical problems" <| fun () ->
             scoped (fun () ->
-                let p = TaskSpec.portableProblem (Quadratic 10) 1000UL 1000 torch.CPU f32
+                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 1000UL 1000 200 torch.CPU f32).Head
                 let rows =
                     [ for name, k, at100, at200 in peerQuadratic ->
                           let run = Evaluate.run (Baselines.byName name (10.0 ** (float k / 6.0))) [ p ] 200
@@ -83,7 +83,7 @@ let tests =
 
         testCase "tuning on held-out problems picks the reference's learning rates" <| fun () ->
             scoped (fun () ->
-                let p = TaskSpec.portableProblem (Quadratic 10) 2000UL 1000 torch.CPU f32
+                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 2000UL 1000 200 torch.CPU f32).Head
                 let grid = Tuning.grid 1e-5 10.0 6
                 for name, k, _, _ in peerQuadratic do
                     let r = Tuning.tune name grid [ p ] 100

@@ -1,0 +1,50 @@
+/// Learning-curve figures in the look of the paper's: log-scale loss against optimizee step, one line
+/// per optimizer with its 95% band, written as PNG and SVG.
+module L2L.Cli.Plots
+
+open System
+open ScottPlot
+open L2L
+
+let private palette =
+    [| Color.FromHex "#d62728"; Color.FromHex "#1f77b4"; Color.FromHex "#2ca02c"; Color.FromHex "#9467bd"
+       Color.FromHex "#ff7f0e"; Color.FromHex "#8c564b"; Color.FromHex "#17becf" |]
+
+/// One panel: the mean curves (with 95% bands) of every optimizer, log10 loss on the y axis.
+let private panel (plt: Plot) (title: string) (optimizers: Summary list) =
+    optimizers
+    |> List.iteri (fun k o ->
+        let color = palette[k % palette.Length]
+        let n = o.CurveMean.Length
+        let xs = Array.init n float
+        let floor = 1e-12
+        let lg (v: float) = if Double.IsFinite v && v > 0.0 then log10 (max v floor) else nan
+        let ys = o.CurveMean |> Array.map lg
+        let lo = Array.init n (fun t -> lg (o.CurveMean[t] - (if Double.IsFinite o.CurveCi95[t] then o.CurveCi95[t] else 0.0)))
+        let hi = Array.init n (fun t -> lg (o.CurveMean[t] + (if Double.IsFinite o.CurveCi95[t] then o.CurveCi95[t] else 0.0)))
+        let ok = Array.init n (fun t -> Double.IsFinite ys[t] && Double.IsFinite lo[t] && Double.IsFinite hi[t])
+        let pick (a: float[]) = Array.init n id |> Array.filter (fun t -> ok[t]) |> Array.map (fun t -> a[t])
+        if (pick xs).Length > 1 then
+            let band = plt.Add.FillY(pick xs, pick lo, pick hi)
+            band.FillColor <- color.WithAlpha(0.18)
+            band.LineWidth <- 0.0f
+            let line = plt.Add.ScatterLine(pick xs, pick ys)
+            line.Color <- color
+            line.LineWidth <- (if o.Name = "lstm" then 2.5f else 1.5f)
+            line.LegendText <- (if o.Name = "lstm" then "LSTM" else o.Name))
+    let ticks = TickGenerators.NumericAutomatic()
+    ticks.MinorTickGenerator <- TickGenerators.LogMinorTickGenerator()
+    ticks.IntegerTicksOnly <- true
+    ticks.LabelFormatter <- fun y -> sprintf "%g" (10.0 ** y)
+    plt.Axes.Left.TickGenerator <- ticks
+    plt.Title(title)
+    plt.XLabel("step")
+    plt.YLabel("loss (log scale)")
+    plt.ShowLegend(Alignment.UpperRight) |> ignore
+
+/// Writes `path`.png and `path`.svg (one panel).
+let curves (path: string) (title: string) (results: EvaluationResults) =
+    use plt = new Plot()
+    panel plt title results.Optimizers
+    plt.SavePng(path + ".png", 900, 600) |> ignore
+    plt.SaveSvg(path + ".svg", 900, 600) |> ignore
