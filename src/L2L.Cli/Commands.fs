@@ -102,6 +102,9 @@ let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
           "horizon", JsonValue.Create(cfg.Horizon)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
           "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
+          "log_loss", JsonValue.Create(cfg.Unroll.LogLoss)
+          "validate_every", JsonValue.Create(cfg.ValidateEvery)
+          "validation_functions", JsonValue.Create(cfg.ValidationFunctions)
           "meta_lr", JsonValue.Create(cfg.MetaLr)
           "batch_functions", JsonValue.Create(cfg.BatchFunctions)
           "seed", JsonValue.Create(cfg.Seed)
@@ -149,7 +152,8 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
         Unroll =
             { d.Unroll with
                 Unroll = a.GetResult(TrainArgs.Unroll, d.Unroll.Unroll)
-                SecondOrder = a.Contains TrainArgs.Second_Order }
+                SecondOrder = a.Contains TrainArgs.Second_Order
+                LogLoss = a.Contains TrainArgs.Log_Loss }
         BatchFunctions = a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions)
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)

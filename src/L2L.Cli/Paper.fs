@@ -20,24 +20,43 @@ let quadraticConfig = MetaConfig.quadratic
 let mnistTask = Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
 let mnistConfig = MetaConfig.mnist mnistTask
 
-let private settingsKey (cfg: MetaConfig) = Checkpoint.fingerprint cfg + sprintf "|I%d|lr%g|V%d/%d" cfg.MetaIterations cfg.MetaLr cfg.ValidateEvery cfg.ValidationFunctions
+/// The training settings an optimizer file must record to be reused for `cfg` (what `train` writes).
+let private expected (cfg: MetaConfig) : (string * string) list =
+    [ "description", TaskSpec.describe cfg.Task
+      "meta_iterations", string cfg.MetaIterations
+      "horizon", string cfg.Horizon
+      "unroll", string cfg.Unroll.Unroll
+      "second_order", (if cfg.Unroll.SecondOrder then "true" else "false")
+      "log_loss", (if cfg.Unroll.LogLoss then "true" else "false")
+      "meta_lr", cfg.MetaLr.ToString("R", Globalization.CultureInfo.InvariantCulture)
+      "batch_functions", string cfg.BatchFunctions
+      "seed", string cfg.Seed
+      "validate_every", string cfg.ValidateEvery
+      "validation_functions", string cfg.ValidationFunctions ]
 
-/// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings,
-/// else trained now and saved there.
+/// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
+/// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
 let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi * float =
     let path = Path.Combine(root, "optimizers", name + ".json")
-    let key = settingsKey cfg
     let existing =
         if retrain || not (File.Exists path) then None
         else
             try
                 let node = JsonNode.Parse(File.ReadAllText path)
-                let recorded = (node["training"]["settings"]).GetValue<string>()
-                if recorded <> key then None
+                let training = node["training"]
+                let same =
+                    expected cfg
+                    |> List.forall (fun (k, v) ->
+                        match training[k] with
+                        | null -> false
+                        | x ->
+                            let s = x.ToJsonString().Trim('"')
+                            if k = "meta_lr" then Double.Parse(s, Globalization.CultureInfo.InvariantCulture) = cfg.MetaLr else s = v)
+                if not same then None
                 else
                     match OptimizerFile.load path (DeviceChoice.resolve cfg.Device) cfg.DType with
-                    | Ok phi -> Some(phi, (node["training"]["seconds"]).GetValue<float>())
-                    | Error _ -> None
+                    | Ok phi when phi.Config = cfg.Lstm -> Some(phi, training["seconds"].GetValue<float>())
+                    | _ -> None
             with _ -> None
     match existing with
     | Some(phi, seconds) ->
@@ -45,16 +64,12 @@ let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : 
         phi, seconds
     | None ->
         let dir = Path.Combine(Path.GetTempPath(), "l2l-paper-" + Guid.NewGuid().ToString("N"))
-        let sw = Stopwatch.StartNew()
         let phi, final = train cfg dir
-        let seconds = sw.Elapsed.TotalSeconds
-        let node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "optimizer.json"))).AsObject()
-        node["training"]["settings"] <- JsonValue.Create(key)
-        node["training"]["seconds"] <- JsonValue.Create(seconds)
+        let node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "optimizer.json")))
+        let seconds = (node["training"]["seconds"]).GetValue<float>()
         Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
-        File.WriteAllText(path, node.ToJsonString())
-        let logTarget = Path.Combine(root, "optimizers", name + ".train-log.csv")
-        File.Copy(Path.Combine(dir, "train-log.csv"), logTarget, true)
+        File.Copy(Path.Combine(dir, "optimizer.json"), path, true)
+        File.Copy(Path.Combine(dir, "train-log.csv"), Path.Combine(root, "optimizers", name + ".train-log.csv"), true)
         Directory.Delete(dir, true)
         let kept = phi |> Phi.map (fun t -> t.detach().clone().requires_grad_(true))
         TrainState.dispose final
@@ -79,6 +94,66 @@ let private trainingInfo (name: string) (cfg: MetaConfig) (seconds: float) : (st
 
 let mnistEval (task: TaskSpec) =
     { EvalSettings.defaults task 100 with Runs = 10; TuneRuns = 3 }
+
+/// The tables of paper/README.md (between its markers), rebuilt from paper/results.
+let tables (root: string) : string =
+    let sb = Text.StringBuilder()
+    let results = Path.Combine(root, "results")
+    let read (path: string) = if File.Exists path then Some(JsonNode.Parse(File.ReadAllText path)) else None
+    let num (n: JsonNode) = if isNull n then "–" else sprintf "%.4f" (n.GetValue<float>())
+    let table (title: string) (rel: string) =
+        match read (Path.Combine(results, rel, "results.json")) with
+        | None -> ()
+        | Some r ->
+            let steps = r["steps"].GetValue<int>()
+            sb.AppendLine(sprintf "#### %s" title).AppendLine() |> ignore
+            let desc = match r["description"] with null -> "" | d -> d.GetValue<string>()
+            sb.AppendLine(sprintf "%s; %d runs; evaluation %.0f s. ![](results/%s/curves.png)" desc (r["runs"].GetValue<int>())
+                              (match r["evaluation_seconds"] with null -> 0.0 | v -> v.GetValue<float>()) rel).AppendLine() |> ignore
+            let hasAcc = r["optimizers"].AsArray() |> Seq.exists (fun o -> not (isNull o["test_acc_at"]))
+            sb.AppendLine("| optimizer | lr | loss @100 | loss @" + string steps + (if hasAcc then " | test acc @100 | test acc @" + string steps else "") + " |")
+              .AppendLine("|---|---|---|---|" + (if hasAcc then "---|---|" else "")) |> ignore
+            for o in r["optimizers"].AsArray() do
+                let name = o["name"].GetValue<string>()
+                let lr = match o["hyper"]["lr"] with null -> "–" | v -> sprintf "%.3g" (v.GetValue<float>())
+                let at (field: string) (t: int) = match o[field] with null -> null | f -> f[string t]
+                let cell field t =
+                    let v = at field t
+                    if field = "loss_at" then
+                        let c = at "ci95_at" t
+                        if isNull v then "–" elif isNull c then num v else sprintf "%s ± %.3f" (num v) (c.GetValue<float>())
+                    else num v
+                sb.AppendLine(sprintf "| %s | %s | %s | %s%s |" (if name = "lstm" then "**LSTM**" else name) lr (cell "loss_at" 100) (cell "loss_at" steps)
+                                  (if hasAcc then sprintf " | %s | %s" (cell "test_acc_at" 100) (cell "test_acc_at" steps) else "")) |> ignore
+            sb.AppendLine() |> ignore
+    table "Quadratics (Fig. 4, left)" "quadratics"
+    table "MNIST, 784-20-10 sigmoid (Fig. 4, centre and right)" "mnist"
+    table "MNIST generalization: 40 hidden units (Fig. 5)" "mnist-generalization/hidden40"
+    table "MNIST generalization: 2 hidden layers (Fig. 5)" "mnist-generalization/layers2"
+    table "MNIST generalization: ReLU (Fig. 5)" "mnist-generalization/relu"
+    match read (Path.Combine(results, "mnist-sweep", "results.json")) with
+    | None -> ()
+    | Some r ->
+        sb.AppendLine("#### MNIST sweep: loss at step 100 (Fig. 6)").AppendLine().AppendLine("![](results/mnist-sweep/sweep.png)").AppendLine() |> ignore
+        sb.AppendLine("| hidden layers | units | LSTM | best tuned baseline | its loss | LSTM better |").AppendLine("|---|---|---|---|---|---|") |> ignore
+        for c in r["cells"].AsArray() do
+            let l = c["lstm_loss_100"].GetValue<float>()
+            let b = c["best_baseline_loss_100"].GetValue<float>()
+            sb.AppendLine(sprintf "| %d | %d | %.4f | %s | %.4f | %s |" (c["depth"].GetValue<int>()) (c["width"].GetValue<int>()) l (c["best_baseline"].GetValue<string>()) b (if l < b then "yes" else "no")) |> ignore
+        sb.AppendLine() |> ignore
+    sb.ToString()
+
+/// Rewrites the part of paper/README.md between `<!-- tables -->` and `<!-- /tables -->`.
+let writeTables (root: string) =
+    let path = Path.Combine(root, "README.md")
+    if File.Exists path then
+        let text = File.ReadAllText path
+        let a = text.IndexOf "<!-- tables -->"
+        let b = text.IndexOf "<!-- /tables -->"
+        if a >= 0 && b > a then
+            let updated = text.Substring(0, a + "<!-- tables -->".Length) + "\n" + tables root + text.Substring b
+            File.WriteAllText(path, updated)
+            printfn "tables of %s updated" path
 
 let run (root: string) (name: string) (retrain: bool) =
     let results = Path.Combine(root, "results")

@@ -25,6 +25,7 @@ let main argv =
                     printfn "\n=== paper %s" name
                     L2L.Cli.Paper.run root name (a.Contains PaperArgs.Retrain)
             | name -> L2L.Cli.Paper.run root name (a.Contains PaperArgs.Retrain)
+            L2L.Cli.Paper.writeTables root
             0
         | Submit a -> runSubmit a
         | Status a -> runStatus a

@@ -48,8 +48,8 @@ module Checkpoint =
 
     /// What must match between a checkpoint and the configuration resuming it.
     let fingerprint (cfg: MetaConfig) =
-        sprintf "%s|%A|%A|T%d|U%d|B%d|S%d|%A|second-order:%b|%A" (TaskSpec.name cfg.Task) cfg.Task cfg.Lstm cfg.Horizon
-            cfg.Unroll.Unroll cfg.BatchFunctions cfg.Seed cfg.DType cfg.Unroll.SecondOrder cfg.Unroll.Weights
+        sprintf "%s|%A|%A|T%d|U%d|B%d|S%d|%A|second-order:%b|%A|log:%b" (TaskSpec.name cfg.Task) cfg.Task cfg.Lstm cfg.Horizon
+            cfg.Unroll.Unroll cfg.BatchFunctions cfg.Seed cfg.DType cfg.Unroll.SecondOrder cfg.Unroll.Weights cfg.Unroll.LogLoss
 
     let private stateTensors (s: TrainState) =
         [ yield! Phi.tensors s.Phi |> List.mapi (fun i t -> sprintf "phi.%d" i, t)

@@ -58,7 +58,7 @@ module JobSpec =
 
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
-              "validateEvery"; "validationFunctions"; "secondOrder"; "optimizer"; "faults"; "evaluation" ]
+              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field.
     let parse (text: string) : Result<JobSpec, string list> =
@@ -200,7 +200,7 @@ module JobSpec =
                     Task = task
                     Lstm = lstm
                     Horizon = horizon
-                    Unroll = { d.Unroll with Unroll = intField root "" "unroll" d.Unroll.Unroll; SecondOrder = boolField root "" "secondOrder" false }
+                    Unroll = { d.Unroll with Unroll = intField root "" "unroll" d.Unroll.Unroll; SecondOrder = boolField root "" "secondOrder" false; LogLoss = boolField root "" "logLoss" d.Unroll.LogLoss }
                     BatchFunctions = intField root "" "batchFunctions" d.BatchFunctions
                     MetaIterations =
                         match prop root "metaIterations" with

@@ -17,7 +17,10 @@ type UnrollConfig =
       Unroll: int
       Weights: StepWeights
       /// Keep ∂∇_t/∂φ (create_graph). The paper drops it (false).
-      SecondOrder: bool }
+      SecondOrder: bool
+      /// Sum log f(θ_t) instead of f(θ_t): scale-free, so the late steps of a trajectory (small f)
+      /// weigh as much as the early ones. The paper sums f (false).
+      LogLoss: bool }
 
 /// What crosses a truncation: θ, ∇ at θ and the optimizer state, all cut from φ's graph.
 type Trajectory =
@@ -67,7 +70,7 @@ module MetaLoss =
           Loss = loss.ToDouble() / float problem.Functions }
 
     /// One truncation: `cfg.Unroll` steps of θ_{t+1} = θ_t + g_t from the carried trajectory.
-    /// Returns L = Σ_j w_j · mean_b f_b(θ_{s+j}) (a scalar in φ's graph) and the trajectory carried on,
+    /// Returns L = Σ_j w_j · mean_b f_b(θ_{s+j}) (or its log, see LogLoss; a scalar in φ's graph) and the trajectory carried on,
     /// cut from the graph.
     let unroll (cfg: UnrollConfig) (opt: Optimizer) (tr: Trajectory) : Tensor * Trajectory =
         let b = float tr.Problem.Functions
@@ -80,7 +83,10 @@ module MetaLoss =
                 let t = tr.Step + j
                 let loss, grad' = Gradient.at tr.Problem t theta' true cfg.SecondOrder
                 let w = weight cfg.Weights j cfg.Unroll
-                let acc' = if w = 0.0 then acc else acc.add(loss.mul(sc (w / b)))
+                let acc' =
+                    if w = 0.0 then acc
+                    elif cfg.LogLoss then acc.add(loss.div(sc b).log().mul(sc w))
+                    else acc.add(loss.mul(sc (w / b)))
                 go (j + 1) theta' grad' state' acc' loss
         let zero = torch.zeros([||], dtype = tr.Theta.dtype, device = tr.Theta.device)
         let metaLoss, theta, grad, state, last = go 1 tr.Theta tr.Grad tr.Opt zero zero

@@ -42,7 +42,7 @@ module MetaConfig =
         { Task = Quadratic 10
           Lstm = LstmConfig.paper
           Horizon = 100
-          Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false }
+          Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false; LogLoss = false }
           BatchFunctions = 128
           MetaIterations = 5000
           MetaLr = 0.003
@@ -60,7 +60,7 @@ module MetaConfig =
             Task = task
             Lstm = { LstmConfig.paper with OutScale = 0.1 }
             BatchFunctions = 1
-            MetaIterations = 2000
+            MetaIterations = 1500
             MetaLr = 0.003
             ValidateEvery = 100
             ValidationFunctions = 3 }

@@ -31,7 +31,7 @@ let smallMeta =
         Task = Quadratic 4
         Lstm = { LstmConfig.paper with Hidden = 8 }
         Horizon = 20
-        Unroll = { Unroll = 5; Weights = Uniform; SecondOrder = false }
+        Unroll = { Unroll = 5; Weights = Uniform; SecondOrder = false; LogLoss = false }
         BatchFunctions = 16
         MetaIterations = 8
         ValidateEvery = 0

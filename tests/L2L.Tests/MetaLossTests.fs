@@ -13,7 +13,7 @@ let problem () = TaskSpec.trainProblem (Quadratic 2) 11L 0L 2 10 torch.CPU f64
 
 /// L(φ) for one truncation of 3 steps from θ_0, with `wrap` applied to m_φ as an optimizer.
 let metaLoss (secondOrder: bool) (wrap: Optimizer -> Optimizer) (phi: Phi) =
-    let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = secondOrder }
+    let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = secondOrder; LogLoss = false }
     let opt = wrap (Learned.optimizer phi)
     let tr = MetaLoss.start opt (problem ()) 0L
     fst (MetaLoss.unroll cfg opt tr)
@@ -99,18 +99,31 @@ let tests =
                 let phi = phiOf lstm 4L f64
                 let p = problem ()
                 let opt = Learned.optimizer phi
-                let run w = MetaLoss.unroll { Unroll = 3; Weights = w; SecondOrder = false } opt (MetaLoss.start opt p 0L)
+                let run w = MetaLoss.unroll { Unroll = 3; Weights = w; SecondOrder = false; LogLoss = false } opt (MetaLoss.start opt p 0L)
                 let lUniform, trU = run Uniform
                 let lLast, trL = run LastOnly
                 Expect.floatClose Accuracy.veryHigh (lLast.ToDouble()) trL.Loss "L = f(θ_3) per function"
                 Expect.isGreaterThan (lUniform.ToDouble()) (lLast.ToDouble()) "Σ_t f(θ_t) > f(θ_3)"
                 Expect.sequenceEqual (toArray trU.Theta) (toArray trL.Theta) "weights do not change the trajectory")
 
+        testCase "log meta-loss: Σ log f(θ_t), the same trajectory" <| fun () ->
+            scoped (fun () ->
+                let phi = phiOf lstm 4L f64
+                let opt = Learned.optimizer phi
+                let p = problem ()
+                let run logLoss unroll = MetaLoss.unroll { Unroll = unroll; Weights = Uniform; SecondOrder = false; LogLoss = logLoss } opt (MetaLoss.start opt p 0L)
+                let plain, tr = run false 1
+                let logged, trLog = run true 1
+                Expect.floatClose Accuracy.veryHigh (logged.ToDouble()) (log (plain.ToDouble())) "one step: log of f"
+                Expect.sequenceEqual (toArray trLog.Theta) (toArray tr.Theta) "same θ"
+                let l3, tr3 = run true 3
+                Expect.isTrue (Double.IsFinite(l3.ToDouble()) && l3.ToDouble() < 3.0 * log (tr3.Loss + 10.0)) "three steps: a finite sum of logs")
+
         testCase "a truncation carries θ, ∇ and h across, cut from φ's graph" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf lstm 4L f64
                 let opt = Learned.optimizer phi
-                let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = false }
+                let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = false; LogLoss = false }
                 let tr0 = MetaLoss.start opt (problem ()) 0L
                 let _, tr1 = MetaLoss.unroll cfg opt tr0
                 let _, tr2 = MetaLoss.unroll cfg opt tr1

@@ -23,14 +23,14 @@ let report (r: IterationReport) =
 let final = MetaTrain.run cfg report (fun () -> false) (MetaTrain.init cfg)
 
 // the best φ against Adam (lr 0.3, near its tuned value) on 1000 fresh functions
-let problem = TaskSpec.portableProblem cfg.Task 1000UL 1000 torch.CPU torch.ScalarType.Float32
+let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL 1000 100 torch.CPU torch.ScalarType.Float32
 let lossAt (opt: Optimizer) =
-    let run = Evaluate.run opt [ problem ] 100
-    Evaluate.mean run.Losses[100]
+    let run = Evaluate.run opt problems 100
+    Evaluate.mean run.Full[100]
 
 let lstm = lossAt (Learned.optimizer final.Best)
 let adam = lossAt (Baselines.adam 0.3 0.9 0.999 1e-8)
 printfn "mean f(θ_100) on 1000 fresh functions: lstm %.4f, adam %.4f" lstm adam
 printfn "RESULT lstm=%.6f adam=%.6f" lstm adam
-Problem.dispose problem
+List.iter Problem.dispose problems
 TrainState.dispose final
