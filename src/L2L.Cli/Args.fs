@@ -25,6 +25,7 @@ type TrainArgs =
     | Validate_Every of n: int
     | Second_Order
     | Log_Loss
+    | Sum_Loss
     | Device of device: string
     | Threads of n: int
 
@@ -51,7 +52,8 @@ type TrainArgs =
             | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
             | Validate_Every _ -> "validate on 1000 held-out functions every N meta-iterations (0: never); default 250."
             | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
-            | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (default for mnist; --log-loss false is not needed for quadratic)."
+            | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
+            | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
             | Device _ -> "cpu, cuda or auto; default cpu."
             | Threads _ -> "intra-op threads; default: the number of cores."
 

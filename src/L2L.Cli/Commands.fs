@@ -174,6 +174,7 @@ let runTrain (a: ParseResults<TrainArgs>) =
                 Lstm = { cfg.Lstm with OutScale = a.GetResult(TrainArgs.Out_Scale, m.Lstm.OutScale) }
                 MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, m.MetaIterations)
                 MetaLr = a.GetResult(TrainArgs.Meta_Lr, m.MetaLr)
+                Unroll = { cfg.Unroll with LogLoss = a.Contains TrainArgs.Log_Loss || (m.Unroll.LogLoss && not (a.Contains TrainArgs.Sum_Loss)) }
                 BatchFunctions = 1
                 ValidateEvery = a.GetResult(TrainArgs.Validate_Every, m.ValidateEvery)
                 ValidationFunctions = m.ValidationFunctions }
@@ -226,17 +227,7 @@ let runReproduce (a: ParseResults<ReproduceArgs>) =
                 Seed = a.GetResult(ReproduceArgs.Seed, d.Seed) }
         let phi, final = train cfg outDir
         let results =
-            evaluate
-                { Task = cfg.Task
-                  Steps = 200
-                  Runs = 1000
-                  Seed = 1000UL
-                  Tune = true
-                  TuneSeed = 2000UL
-                  TuneRuns = 1000
-                  TuneSteps = cfg.Horizon
-                  Device = cfg.Device }
-                phi
+            evaluate { EvalSettings.defaults cfg.Task cfg.Horizon with Device = cfg.Device } phi
         let out = Path.Combine(outDir, "results.json")
         Results.save out results
         TrainState.dispose final

@@ -155,6 +155,32 @@ let writeTables (root: string) =
             File.WriteAllText(path, updated)
             printfn "tables of %s updated" path
 
+/// The sweep's figure: loss at step 100 against width, per depth; LSTM solid with circles, the best
+/// tuned baseline with squares (SVG export has no dashed lines).
+let plotSweep (dir: string) (cells: (int * int * float * string * float) list) =
+    use plt = new ScottPlot.Plot()
+    for depth, color in [ 1, ScottPlot.Color.FromHex "#d62728"; 2, ScottPlot.Color.FromHex "#1f77b4" ] do
+        let row = cells |> List.filter (fun (d, _, _, _, _) -> d = depth)
+        let xs = row |> List.map (fun (_, w, _, _, _) -> float w) |> Array.ofList
+        let l = plt.Add.Scatter(xs, row |> List.map (fun (_, _, l, _, _) -> l) |> Array.ofList)
+        l.Color <- color
+        l.LineWidth <- 2.5f
+        l.MarkerShape <- ScottPlot.MarkerShape.FilledCircle
+        l.MarkerSize <- 9.0f
+        l.LegendText <- sprintf "LSTM, %d hidden layer(s)" depth
+        let b = plt.Add.Scatter(xs, row |> List.map (fun (_, _, _, _, b) -> b) |> Array.ofList)
+        b.Color <- color.WithAlpha(0.6)
+        b.LineWidth <- 1.0f
+        b.MarkerShape <- ScottPlot.MarkerShape.OpenSquare
+        b.MarkerSize <- 9.0f
+        b.LegendText <- sprintf "best tuned baseline, %d hidden layer(s)" depth
+    plt.Title("MNIST sweep: loss at step 100 (φ trained on 1×20)")
+    plt.XLabel("hidden units per layer")
+    plt.YLabel("loss at step 100")
+    plt.ShowLegend(ScottPlot.Alignment.MiddleLeft) |> ignore
+    plt.SavePng(Path.Combine(dir, "sweep.png"), 900, 600) |> ignore
+    plt.SaveSvg(Path.Combine(dir, "sweep.svg"), 900, 600) |> ignore
+
 let run (root: string) (name: string) (retrain: bool) =
     let results = Path.Combine(root, "results")
     match name with
@@ -207,22 +233,6 @@ let run (root: string) (name: string) (retrain: bool) =
             arr.Add(c)
         o["cells"] <- arr
         File.WriteAllText(Path.Combine(dir, "results.json"), o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
-        use plt = new ScottPlot.Plot()
-        for depth, color in [ 1, ScottPlot.Color.FromHex "#d62728"; 2, ScottPlot.Color.FromHex "#1f77b4" ] do
-            let row = cells |> List.filter (fun (d, _, _, _, _) -> d = depth)
-            let xs = row |> List.map (fun (_, w, _, _, _) -> float w) |> Array.ofList
-            let l = plt.Add.Scatter(xs, row |> List.map (fun (_, _, l, _, _) -> l) |> Array.ofList)
-            l.Color <- color
-            l.LegendText <- sprintf "LSTM, %d hidden layer(s)" depth
-            let b = plt.Add.Scatter(xs, row |> List.map (fun (_, _, _, _, b) -> b) |> Array.ofList)
-            b.Color <- color
-            b.LinePattern <- ScottPlot.LinePattern.Dashed
-            b.LegendText <- sprintf "best tuned baseline, %d hidden layer(s)" depth
-        plt.Title("MNIST sweep: loss at step 100 (φ trained on 1×20)")
-        plt.XLabel("hidden units per layer")
-        plt.YLabel("loss at step 100")
-        plt.ShowLegend() |> ignore
-        plt.SavePng(Path.Combine(dir, "sweep.png"), 900, 600) |> ignore
-        plt.SaveSvg(Path.Combine(dir, "sweep.svg"), 900, 600) |> ignore
+        plotSweep dir cells
         printfn "→ %s" dir
     | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)

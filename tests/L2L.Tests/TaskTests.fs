@@ -51,6 +51,20 @@ let tests =
                 Expect.sequenceEqual (toArray a.Theta0) (toArray b.Theta0) "same index, same problem"
                 Expect.notEqual (toArray a.Theta0) (toArray c.Theta0) "another index, another problem")
 
+        testCase "the device is a setting: cpu, cuda or auto; cuda without a CUDA libtorch is an error, not a fallback" <| fun () ->
+            Expect.equal (DeviceChoice.parse " CPU ") (Ok Cpu) "cpu"
+            Expect.equal (DeviceChoice.parse "auto") (Ok Auto) "auto"
+            Expect.isError (DeviceChoice.parse "tpu") "unknown device"
+            Expect.equal (DeviceChoice.resolve Cpu).``type`` DeviceType.CPU "cpu resolves to the CPU"
+            if torch.cuda.is_available () then
+                Expect.equal (DeviceChoice.resolve Cuda).``type`` DeviceType.CUDA "cuda"
+            else
+                Expect.throws (fun () -> DeviceChoice.resolve Cuda |> ignore) "cuda asked for without CUDA"
+                Expect.equal (DeviceChoice.resolve Auto).``type`` DeviceType.CPU "auto falls back to the CPU"
+            scoped (fun () ->
+                let p = TaskSpec.trainProblem (Quadratic 3) 1L 0L 2 10 (DeviceChoice.resolve Auto) f32
+                Expect.equal p.Theta0.device.``type`` (DeviceChoice.resolve Auto).``type`` "problems are created on the resolved device")
+
         testCase "95% CI is 1.96·s/√N and the report steps are the multiples of 50 and S" <| fun () ->
             let xs = [| 1.0; 2.0; 3.0; 4.0 |]
             Expect.floatClose Accuracy.veryHigh (Evaluate.ci95 xs) (1.96 * sqrt (5.0 / 3.0) / 2.0) "ci"
