@@ -159,12 +159,29 @@ type PaperArgs =
             | Data_Dir _ -> "MNIST data directory."
             | Threads _ -> "intra-op threads; default: the number of cores."
 
+type BenchArgs =
+    | Task of name: string
+    | Reps of n: int
+    | Out of file: string
+    | Threads of n: int
+    | [<Hidden>] Child
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Task _ -> "quadratic, mnist or all (default all)."
+            | Reps _ -> "timed repetitions after the warm-up; the median is reported (default 5)."
+            | Out _ -> "JSON results file; default bench.json."
+            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Child -> "measure in this process and print one JSON line (used by bench itself)."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Evaluate of ParseResults<EvaluateArgs>
     | [<CliPrefix(CliPrefix.None)>] Reproduce of ParseResults<ReproduceArgs>
     | [<CliPrefix(CliPrefix.None)>] Paper of ParseResults<PaperArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Submit of ParseResults<SubmitArgs>
     | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<StatusArgs>
     | [<CliPrefix(CliPrefix.None)>] Cancel of ParseResults<CancelArgs>
@@ -175,6 +192,7 @@ type CliArgs =
             | Train _ -> "meta-train an LSTM optimizer."
             | Evaluate _ -> "evaluate a trained optimizer (and tuned baselines) on fresh problems."
             | Reproduce _ -> "train, tune and evaluate one of the paper's experiments."
+            | Bench _ -> "measure meta-training and evaluation throughput and peak memory."
             | Paper _ -> "regenerate the paper's experiments (paper/results, paper/README.md tables)."
             | Submit _ -> "validate a job spec and hand it to the worker (tools/worker)."
             | Status _ -> "list the worker's jobs with their state and progress."

@@ -27,6 +27,22 @@ let main argv =
             | name -> L2L.Cli.Paper.run root name (a.Contains PaperArgs.Retrain)
             L2L.Cli.Paper.writeTables root
             0
+        | Bench a ->
+            let threads = a.GetResult(BenchArgs.Threads, System.Environment.ProcessorCount)
+            if threads < 1 then raise (UsageError "threads must be ≥ 1")
+            TorchSharp.torch.set_num_threads threads
+            let reps = a.GetResult(BenchArgs.Reps, 5)
+            if reps < 1 then raise (UsageError "reps must be ≥ 1")
+            let tasks =
+                match a.GetResult(BenchArgs.Task, "all") with
+                | "all" -> [ "quadratic"; "mnist" ]
+                | ("quadratic" | "mnist") as t -> [ t ]
+                | other -> raise (UsageError(sprintf "unknown benchmark task '%s' (quadratic, mnist or all)" other))
+            if a.Contains BenchArgs.Child then
+                printfn "%s" ((L2L.Cli.Bench.measure tasks.Head reps).ToJsonString())
+            else
+                L2L.Cli.Bench.run tasks reps (a.GetResult(BenchArgs.Out, "bench.json"))
+            0
         | Submit a -> runSubmit a
         | Status a -> runStatus a
         | Cancel a -> runCancel a
@@ -39,7 +55,7 @@ let main argv =
         let first = e.Message.Split('\n') |> Array.find (fun l -> l.Trim() <> "")
         eprintfn "l2l: %s (see 'l2l %s--help')" (Text.RegularExpressions.Regex.Replace(first.Trim(), "^ERROR:\\s*", ""))
             (match argv |> Array.tryHead with
-             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "submit"; "status"; "cancel" ] -> c + " "
+             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "bench"; "submit"; "status"; "cancel" ] -> c + " "
              | _ -> "")
         2
     | UsageError msg ->

@@ -102,4 +102,14 @@ let tests =
             Expect.equal code 0 "cancel"
             Expect.isTrue (File.Exists(Path.Combine(jobs, "q1", "cancel"))) "cancel marker"
             expectUsageError [ "cancel"; "nope"; "--jobs"; jobs ] "no job 'nope'"
+    
+        testCase "bench measures meta-training and evaluation throughput and peak memory" <| fun () ->
+            let code, out, err = cli [ "bench"; "--task"; "quadratic"; "--reps"; "1"; "--child"; "--threads"; "2" ]
+            Expect.equal code 0 (sprintf "bench ran: %s" err)
+            let line = out.Split('\n') |> Array.find (fun l -> l.StartsWith "{")
+            use doc = Text.Json.JsonDocument.Parse line
+            for key in [ "meta_train_steps_per_s"; "eval_steps_per_s"; "peak_rss_mib" ] do
+                let v = doc.RootElement.GetProperty(key).GetDouble()
+                Expect.isTrue (Double.IsFinite v && v > 0.0) (sprintf "%s = %g" key v)
+            Expect.equal (doc.RootElement.GetProperty("meta_train_coordinates").GetInt32()) 1280 "128 functions × 10"
     ]
