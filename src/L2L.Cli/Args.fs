@@ -163,6 +163,8 @@ type BenchArgs =
     | Task of name: string
     | Reps of n: int
     | Out of file: string
+    | Peer of script: string option
+    | Data_Dir of dir: string
     | Threads of n: int
     | [<Hidden>] Child
 
@@ -173,6 +175,8 @@ type BenchArgs =
             | Reps _ -> "timed repetitions after the warm-up; the median is reported (default 5)."
             | Out _ -> "JSON results file; default bench.json."
             | Threads _ -> "intra-op threads; default: the number of cores."
+            | Peer _ -> "also run the reference PyTorch script (default ../shared/peer/l2l_peer.py) on the same settings, alternating, and print the ratios."
+            | Data_Dir _ -> "MNIST data directory."
             | Child -> "measure in this process and print one JSON line (used by bench itself)."
 
 [<RequireSubcommand>]

@@ -40,14 +40,14 @@ let settings (task: string) =
 let measure (task: string) (reps: int) : JsonObject =
     let cfg, evalCount = settings task
     let perTrajectory = cfg.Horizon / cfg.Unroll.Unroll
-    // meta-training: three trajectories of warm-up, then `reps` trajectories, each timed; the
+    // meta-training: five trajectories of warm-up, then `reps` trajectories, each timed; the
     // meta-iterations run as in MetaTrain.run, without validation
     let mutable state = MetaTrain.init cfg
     let iteration () =
         let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg state)
         Scope.disposeReplaced (TrainState.tensors state) (TrainState.tensors next)
         state <- next
-    for _ in 1 .. 3 * perTrajectory do
+    for _ in 1 .. 5 * perTrajectory do
         iteration ()
     let train =
         [ for _ in 1..reps ->
@@ -58,7 +58,7 @@ let measure (task: string) (reps: int) : JsonObject =
     // evaluation of m_φ (under no_grad; ∇ from autograd), on fresh problems
     let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
     let opt = Learned.optimizer state.Phi
-    Evaluate.run opt problems 20 |> ignore
+    Evaluate.run opt problems 50 |> ignore
     let eval =
         [ for _ in 1..reps ->
               let r = Evaluate.run opt problems cfg.Horizon
@@ -88,31 +88,89 @@ let machine () =
     o["libtorch"] <- JsonValue.Create("2.10.0 (CPU), TorchSharp 0.107.0")
     o
 
-/// Runs each task in a child process of its own (so each peak RSS is that task's), prints a table and
-/// writes the JSON.
-let run (tasks: string list) (reps: int) (out: string) =
+/// The reference PyTorch implementation's script, beside the repository (../shared/peer), if present.
+let defaultPeer () =
+    let rec up (d: DirectoryInfo) =
+        if isNull d then None
+        elif File.Exists(Path.Combine(d.FullName, "L2L.Functional.sln")) then Some d.FullName
+        else up d.Parent
+    up (DirectoryInfo AppContext.BaseDirectory)
+    |> Option.map (fun root -> Path.GetFullPath(Path.Combine(root, "..", "shared", "peer", "l2l_peer.py")))
+
+let private runProcess (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    for a in args do
+        psi.ArgumentList.Add a
+    use p = Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let text = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    if p.ExitCode <> 0 then failwithf "%s %s failed (exit %d): %s" file (String.concat " " args) p.ExitCode (err.Result.Trim())
+    text.Split('\n') |> Array.findBack (fun l -> l.StartsWith "{") |> JsonNode.Parse
+
+/// Our measurement of one task, in a child process (so its peak RSS is that task's alone).
+let private ours (task: string) (reps: int) =
     let self = Environment.ProcessPath
     let dll = Reflection.Assembly.GetEntryAssembly().Location
+    let data = match Datasets.dataDir with Some d -> [ "--data-dir"; d ] | None -> []
+    runProcess self ([ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; string (torch.get_num_threads ()) ] @ data)
+
+/// The peer's measurement of the same settings: a short run of its script (5 meta-epochs, no baselines,
+/// no validation, the LSTM evaluated for 100 steps on the same problem sizes).
+let private peer (script: string) (task: string) =
+    let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string (torch.get_num_threads ()) ]
+    let args =
+        match task with
+        | "quadratic" -> [ script; "quadratic" ] @ common @ [ "--tune-funcs"; "10"; "--eval-funcs"; "1000" ]
+        | _ -> [ script; "mnist" ] @ common @ [ "--tune-runs"; "1"; "--eval-runs"; "1"; "--data-dir"; Mnist.directory Datasets.dataDir ]
+    let j = runProcess "/usr/bin/python3" args
+    let o = JsonObject()
+    o["meta_train_steps_per_s"] <- JsonValue.Create(j["meta_train_steps_per_s"].GetValue<float>())
+    o["eval_steps_per_s"] <- JsonValue.Create(j["eval_steps_per_s_lstm"].GetValue<float>())
+    o["peak_rss_mib"] <- JsonValue.Create(j["peak_rss_mib"].GetValue<float>())
+    o
+
+let private keys = [ "meta_train_steps_per_s"; "eval_steps_per_s"; "peak_rss_mib" ]
+
+let private medianOf (runs: JsonNode list) =
+    let o = JsonObject()
+    for k in keys do
+        o[k] <- JsonValue.Create(median [ for r in runs -> (r[k]).GetValue<float>() ])
+    o
+
+/// Measures each task (and with `peer`, the reference script on the same settings, alternating run by
+/// run), prints a table with the ratios ours / peer, and writes the JSON.
+let run (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
+    peerScript |> Option.iter (fun p -> if not (File.Exists p) then failwithf "the peer script %s does not exist" p)
+    if peerScript.IsSome && not (File.Exists "/usr/bin/python3") then failwith "--peer needs /usr/bin/python3 with torch (see ../shared/peer/README.md)"
     let results = JsonObject()
     for task in tasks do
-        let psi = ProcessStartInfo(self, RedirectStandardOutput = true, UseShellExecute = false)
-        for a in [ dll; "bench"; "--task"; task; "--reps"; string reps; "--child" ] do
-            psi.ArgumentList.Add a
-        use p = Process.Start psi
-        let text = p.StandardOutput.ReadToEnd()
-        p.WaitForExit()
-        if p.ExitCode <> 0 then failwithf "benchmark of %s failed (exit %d): %s" task p.ExitCode text
-        let line = text.Split('\n') |> Array.findBack (fun l -> l.StartsWith "{")
-        let ours = JsonObject()
-        ours["ours"] <- JsonNode.Parse(line)
-        results[task] <- ours
+        let entry = JsonObject()
+        match peerScript with
+        | None -> entry["ours"] <- ours task reps
+        | Some script ->
+            // alternating: ours, peer, ours, peer, ... each run measured whole; medians over the runs
+            if task = "mnist" then Datasets.mnist torch.CPU |> ignore // the IDX files the peer reads too
+            let pairs = [ for _ in 1..reps -> ours task 3, (peer script task :> JsonNode) ]
+            let o = medianOf (pairs |> List.map fst)
+            let p = medianOf (pairs |> List.map snd)
+            let ratio = JsonObject()
+            for k in keys do
+                ratio[k] <- JsonValue.Create((o[k]).GetValue<float>() / (p[k]).GetValue<float>())
+            entry["ours"] <- o
+            entry["peer"] <- p
+            entry["ratio"] <- ratio
+        results[task] <- entry
     let doc = JsonObject()
     doc["machine"] <- machine ()
     doc["tasks"] <- results
     File.WriteAllText(out, doc.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
-    printfn "%-10s %22s %18s %14s" "task" "meta-train steps/s" "eval steps/s" "peak RSS MiB"
+    printfn "%-10s %-6s %22s %18s %14s" "task" "" "meta-train steps/s" "eval steps/s" "peak RSS MiB"
     for task in tasks do
-        let o = results[task]["ours"]
-        let v (k: string) = (o[k]).GetValue<float>()
-        printfn "%-10s %22.1f %18.1f %14.0f" task (v "meta_train_steps_per_s") (v "eval_steps_per_s") (v "peak_rss_mib")
+        for who in [ "ours"; "peer"; "ratio" ] do
+            match results[task][who] with
+            | null -> ()
+            | o ->
+                let v (k: string) = (o[k]).GetValue<float>()
+                printfn "%-10s %-6s %s" task who (String.Format(Globalization.CultureInfo.InvariantCulture, (if who = "ratio" then "{0,22:F2} {1,18:F2} {2,14:F2}" else "{0,22:F1} {1,18:F1} {2,14:F0}"), v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
     printfn "→ %s" out

@@ -38,10 +38,20 @@ let main argv =
                 | "all" -> [ "quadratic"; "mnist" ]
                 | ("quadratic" | "mnist") as t -> [ t ]
                 | other -> raise (UsageError(sprintf "unknown benchmark task '%s' (quadratic, mnist or all)" other))
+            L2L.Datasets.dataDir <- a.TryGetResult BenchArgs.Data_Dir
             if a.Contains BenchArgs.Child then
                 printfn "%s" ((L2L.Cli.Bench.measure tasks.Head reps).ToJsonString())
             else
-                L2L.Cli.Bench.run tasks reps (a.GetResult(BenchArgs.Out, "bench.json"))
+                let peer =
+                    if a.Contains BenchArgs.Peer then
+                        match a.GetResult BenchArgs.Peer with
+                        | Some p -> Some p
+                        | None ->
+                            match L2L.Cli.Bench.defaultPeer () with
+                            | Some p -> Some p
+                            | None -> raise (UsageError "--peer: give the path of l2l_peer.py")
+                    else None
+                L2L.Cli.Bench.run tasks reps peer (a.GetResult(BenchArgs.Out, "bench.json"))
             0
         | Submit a -> runSubmit a
         | Status a -> runStatus a
