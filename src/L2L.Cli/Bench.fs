@@ -174,3 +174,26 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
                 let v (k: string) = (o[k]).GetValue<float>()
                 printfn "%-10s %-6s %s" task who (String.Format(Globalization.CultureInfo.InvariantCulture, (if who = "ratio" then "{0,22:F2} {1,18:F2} {2,14:F2}" else "{0,22:F1} {1,18:F1} {2,14:F0}"), v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
     printfn "→ %s" out
+
+/// `tools/l2l bench`.
+let runBench (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
+    L2L.Cli.Commands.setThreads (a.TryGetResult L2L.Cli.Args.BenchArgs.Threads)
+    let reps = a.GetResult(L2L.Cli.Args.BenchArgs.Reps, 5)
+    if reps < 1 then L2L.Cli.Commands.fail "reps must be ≥ 1"
+    let tasks =
+        match a.GetResult(L2L.Cli.Args.BenchArgs.Task, "all") with
+        | "all" -> [ "quadratic"; "mnist" ]
+        | ("quadratic" | "mnist") as t -> [ t ]
+        | other -> L2L.Cli.Commands.fail "unknown benchmark task '%s' (quadratic, mnist or all)" other
+    Datasets.dataDir <- a.TryGetResult L2L.Cli.Args.BenchArgs.Data_Dir
+    if a.Contains L2L.Cli.Args.BenchArgs.Child then
+        printfn "%s" ((measure tasks.Head reps).ToJsonString())
+    else
+        let peer =
+            if a.Contains L2L.Cli.Args.BenchArgs.Peer then
+                match a.GetResult L2L.Cli.Args.BenchArgs.Peer |> Option.orElse (defaultPeer ()) with
+                | Some p -> Some p
+                | None -> L2L.Cli.Commands.fail "--peer: give the path of l2l_peer.py"
+            else None
+        run tasks reps peer (a.GetResult(L2L.Cli.Args.BenchArgs.Out, "bench.json"))
+    0

@@ -44,7 +44,8 @@ let parseTask (name: string) (dim: int) (hidden: string option) (activation: str
         Mlp { Hidden = widths; Activation = act; Batch = defaultArg batch 128 }
     | other -> fail "unknown task '%s' (known: quadratic, mnist)" other
 
-let private setThreads (n: int option) =
+/// Sets libtorch's intra-op threads: the given number, or one per core.
+let setThreads (n: int option) =
     match n with
     | Some n when n < 1 -> fail "threads must be ≥ 1"
     | Some n -> torch.set_num_threads n

@@ -236,3 +236,18 @@ let run (root: string) (name: string) (retrain: bool) =
         plotSweep dir cells
         printfn "→ %s" dir
     | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)
+
+/// `tools/l2l paper NAME|all`.
+let runPaper (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
+    setThreads (a.TryGetResult L2L.Cli.Args.PaperArgs.Threads)
+    Datasets.dataDir <- a.TryGetResult L2L.Cli.Args.PaperArgs.Data_Dir
+    let root = a.GetResult(L2L.Cli.Args.PaperArgs.Root, "paper")
+    let retrain = a.Contains L2L.Cli.Args.PaperArgs.Retrain
+    match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with
+    | "all" ->
+        for name in experiments do
+            printfn "\n=== paper %s" name
+            run root name retrain
+    | name -> run root name retrain
+    writeTables root
+    0

@@ -75,24 +75,17 @@ module JobSpec =
             let unknown (e: JsonElement) (allowed: Set<string>) (where: string) =
                 for p in e.EnumerateObject() do
                     if not (allowed.Contains p.Name) then errors.Add(sprintf "unknown field '%s%s'" where p.Name)
-            let intField (e: JsonElement) (where: string) (name: string) (dflt: int) =
+            let integer (e: JsonElement) (where: string) (name: string) (dflt: 'T) (read: JsonElement -> bool * 'T) =
                 match prop e name with
                 | None -> dflt
                 | Some v ->
-                    match v.ValueKind, v.TryGetInt32() with
-                    | JsonValueKind.Number, (true, i) -> i
+                    match (if v.ValueKind = JsonValueKind.Number then read v else (false, dflt)) with
+                    | true, i -> i
                     | _ ->
                         errors.Add(sprintf "%s%s must be an integer" where name)
                         dflt
-            let int64Field (e: JsonElement) (where: string) (name: string) (dflt: int64) =
-                match prop e name with
-                | None -> dflt
-                | Some v ->
-                    match v.ValueKind, v.TryGetInt64() with
-                    | JsonValueKind.Number, (true, i) -> i
-                    | _ ->
-                        errors.Add(sprintf "%s%s must be an integer" where name)
-                        dflt
+            let intField e where name (dflt: int) = integer e where name dflt (fun v -> v.TryGetInt32())
+            let int64Field e where name (dflt: int64) = integer e where name dflt (fun v -> v.TryGetInt64())
             let floatField (e: JsonElement) (where: string) (name: string) (dflt: float) =
                 match prop e name with
                 | None -> dflt

@@ -29,6 +29,13 @@ let tests =
                 for fragment in [ "id must be"; "unknown task 'rosenbrock'"; "metaIterations must be ≥ 0"; "metaLr must be a number"; "unknown field 'colour'"; "evaluation: runs must be ≥ 1" ] do
                     Expect.exists errs (fun e -> e.Contains fragment) (sprintf "%s in %A" fragment errs)
 
+        testCase "a string where an integer belongs is an error naming the field, not a crash" <| fun () ->
+            match parse """{"id":"a","task":{"name":"quadratic","dim":"ten"},"metaIterations":"x"}""" with
+            | Ok _ -> failtest "accepted"
+            | Error errs ->
+                Expect.exists errs (fun e -> e.Contains "metaIterations must be an integer") "metaIterations"
+                Expect.exists errs (fun e -> e.Contains "task.dim must be an integer") "task.dim"
+
         testCase "not JSON" <| fun () ->
             match parse "{ nope" with
             | Error [ e ] -> Expect.stringContains e "not valid JSON" "message"
