@@ -11,15 +11,22 @@ open System.Text.Json
 open System.Text.Json.Nodes
 open TorchSharp
 open L2L
+open L2L.Kernels
 
-/// Peak resident set size of this process (VmHWM), MiB; NaN where /proc is not available.
-let peakRssMib () =
+/// A memory field of /proc/self/status (VmHWM, VmRSS) in MiB; NaN where /proc is not available.
+let private statusMib (field: string) =
     try
         File.ReadAllLines "/proc/self/status"
-        |> Array.tryFind (fun l -> l.StartsWith "VmHWM:")
+        |> Array.tryFind (fun l -> l.StartsWith(field + ":"))
         |> Option.map (fun l -> float (l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) / 1024.0)
         |> Option.defaultValue nan
     with _ -> nan
+
+/// Peak resident set size of this process, MiB.
+let peakRssMib () = statusMib "VmHWM"
+
+/// Current resident set size of this process, MiB.
+let currentRssMib () = statusMib "VmRSS"
 
 let median (xs: float list) =
     let a = xs |> List.sort |> Array.ofList
@@ -36,19 +43,86 @@ let settings (task: string) =
     | "mnist" -> { MetaConfig.mnist (Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }) with ValidateEvery = 0 }, 1
     | other -> failwithf "unknown benchmark task '%s'" other
 
+/// Seconds per call of f: a warm-up, then the median of timed batches.
+let private secondsPerCall (f: unit -> unit) =
+    for _ in 1..10 do
+        f ()
+    median
+        [ for _ in 1..7 ->
+              let sw = Stopwatch.StartNew()
+              for _ in 1..10 do
+                  f ()
+              sw.Elapsed.TotalSeconds / 10.0 ]
+
+/// How close m_φ comes to the arithmetic floor on n coordinates: achieved GFLOP/s of its forward
+/// pass (under no_grad) and of its backward pass (the fused kernel's recomputed gates, input and
+/// weight gradients: three times the forward's multiply-adds), against the machine's GEMM rate
+/// (a 2048² float32 matrix product through libtorch, same threads).
+let kernelProfile (phi: Phi) (n: int) : JsonObject =
+    let c = phi.Config
+    let h = c.Hidden
+    let inputs = Preprocess.features c.Preprocessing
+    // multiply-adds per coordinate: every layer's 4H × (in + H) gate products, and the output layer
+    let macs = float ([ for k in 0 .. c.Layers - 1 -> 4 * h * ((if k = 0 then inputs else h) + h) ] |> List.sum) + float h
+    let forwardFlop = 2.0 * macs * float n
+    use gen = new torch.Generator(17UL)
+    let grad = torch.randn([| int64 n |], generator = gen).mul(sc 1e-3)
+    let state = LstmState.zeros phi (int64 n)
+    let phiLeaves = Phi.map (fun t -> t.detach().requires_grad_(true)) phi
+    let forward =
+        secondsPerCall (fun () ->
+            use _ = torch.NewDisposeScope()
+            use _ = torch.no_grad()
+            Lstm.step phi state grad |> ignore)
+    let forwardBackward =
+        secondsPerCall (fun () ->
+            use _ = torch.NewDisposeScope()
+            let g, s = Lstm.step phiLeaves state grad
+            let objective = g.sum().add(s.H |> List.reduce (fun a b -> a.add(b)) |> fun t -> t.sum())
+            torch.autograd.grad([| objective |], List.toArray (Phi.tensors phiLeaves)) |> ignore)
+    let backward = max (forwardBackward - forward) 1e-9
+    let a = torch.randn([| 2048L; 2048L |], generator = gen)
+    let gemm = secondsPerCall (fun () -> use _ = torch.NewDisposeScope() in torch.mm(a, a) |> ignore)
+    let gemmGflops = 2.0 * 2048.0 ** 3.0 / gemm / 1e9
+    a.Dispose()
+    grad.Dispose()
+    LstmState.tensors state |> List.iter (fun t -> t.Dispose())
+    Phi.tensors phiLeaves |> List.iter (fun t -> t.Dispose())
+    let o = JsonObject()
+    o["coordinates"] <- JsonValue.Create(n)
+    o["implementation"] <- JsonValue.Create(sprintf "%A, %d-float registers" Lstm.implementation CoordinatewiseLstm.Width)
+    o["m_phi_forward_ms"] <- JsonValue.Create(forward * 1e3)
+    o["m_phi_forward_gflops"] <- JsonValue.Create(forwardFlop / forward / 1e9)
+    o["m_phi_backward_ms"] <- JsonValue.Create(backward * 1e3)
+    o["m_phi_backward_gflops"] <- JsonValue.Create(3.0 * forwardFlop / backward / 1e9)
+    o["gemm_peak_gflops"] <- JsonValue.Create(gemmGflops)
+    o
+
 /// Measures one task in this process.
 let measure (task: string) (reps: int) : JsonObject =
     let cfg, evalCount = settings task
     let perTrajectory = cfg.Horizon / cfg.Unroll.Unroll
     // meta-training: five trajectories of warm-up, then `reps` trajectories, each timed; the
     // meta-iterations run as in MetaTrain.run, without validation
+    // resident memory at each stage (the memory profile), also printed with L2L_MEMTRACE=1
+    let stages = JsonObject()
+    let trace (what: string) =
+        let rss = currentRssMib ()
+        stages[what] <- JsonValue.Create(Math.Round(rss, 1))
+        if Environment.GetEnvironmentVariable "L2L_MEMTRACE" = "1" then
+            eprintfn "%-16s RSS %7.1f MiB, peak %7.1f MiB" what rss (peakRssMib ())
+    torch.zeros(1L).Dispose()
+    trace "libtorch"
     let mutable state = MetaTrain.init cfg
     let iteration () =
         let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg state)
         Scope.disposeReplaced (TrainState.tensors state) (TrainState.tensors next)
         state <- next
-    for _ in 1 .. 5 * perTrajectory do
+    iteration ()
+    trace "first_iteration"
+    for _ in 2 .. 5 * perTrajectory do
         iteration ()
+    trace "training_warm"
     let train =
         [ for _ in 1..reps ->
               let sw = Stopwatch.StartNew()
@@ -57,23 +131,29 @@ let measure (task: string) (reps: int) : JsonObject =
               float cfg.Horizon / sw.Elapsed.TotalSeconds ]
     // evaluation of m_φ (under no_grad; ∇ from autograd), on fresh problems
     let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+    trace "training_done"
     let opt = Learned.optimizer state.Phi
     Evaluate.run opt problems 50 |> ignore
+    trace "evaluation"
     let eval =
         [ for _ in 1..reps ->
               let r = Evaluate.run opt problems cfg.Horizon
               float r.Steps / r.Seconds ]
     List.iter Problem.dispose problems
+    let peak = peakRssMib ()
+    let kernel = kernelProfile state.Phi (TaskSpec.coordinates cfg.Task * (match cfg.Task with Quadratic _ -> evalCount | Mlp _ -> 1))
     TrainState.dispose state
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(median train)
     o["eval_steps_per_s"] <- JsonValue.Create(median eval)
-    o["peak_rss_mib"] <- JsonValue.Create(peakRssMib ())
+    o["peak_rss_mib"] <- JsonValue.Create(peak)
     o["meta_train_coordinates"] <- JsonValue.Create(TaskSpec.coordinates cfg.Task * cfg.BatchFunctions)
     o["eval_coordinates"] <- JsonValue.Create(TaskSpec.coordinates cfg.Task * (match cfg.Task with Quadratic _ -> evalCount | Mlp _ -> 1))
     o["repetitions"] <- JsonValue.Create(reps)
     o["meta_train_samples"] <- JsonArray(train |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)
     o["eval_samples"] <- JsonArray(eval |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)
+    o["rss_mib_by_stage"] <- stages
+    o["kernel"] <- kernel
     o
 
 let machine () =
@@ -113,12 +193,12 @@ let private ours (task: string) (reps: int) =
     let self = Environment.ProcessPath
     let dll = Reflection.Assembly.GetEntryAssembly().Location
     let data = match Datasets.dataDir with Some d -> [ "--data-dir"; d ] | None -> []
-    runProcess self ([ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; string (torch.get_num_threads ()) ] @ data)
+    runProcess self ([ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; string LstmKernel.threads ] @ data)
 
 /// The peer's measurement of the same settings: a short run of its script (5 meta-epochs, no baselines,
 /// no validation, the LSTM evaluated for 100 steps on the same problem sizes).
 let private peer (script: string) (task: string) =
-    let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string (torch.get_num_threads ()) ]
+    let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string LstmKernel.threads ]
     let args =
         match task with
         | "quadratic" -> [ script; "quadratic" ] @ common @ [ "--tune-funcs"; "10"; "--eval-funcs"; "1000" ]
@@ -160,6 +240,10 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
             entry["ours"] <- o
             entry["peer"] <- p
             entry["ratio"] <- ratio
+            // the profile of our first run: m_φ against the GEMM rate, memory by stage
+            let first = fst pairs.Head
+            entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
+            entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
         results[task] <- entry
     let doc = JsonObject()
     doc["machine"] <- machine ()

@@ -46,10 +46,13 @@ let parseTask (name: string) (dim: int) (hidden: string option) (activation: str
 
 /// Sets libtorch's intra-op threads: the given number, or one per core.
 let setThreads (n: int option) =
-    match n with
-    | Some n when n < 1 -> fail "threads must be ≥ 1"
-    | Some n -> torch.set_num_threads n
-    | None -> torch.set_num_threads Environment.ProcessorCount
+    let n =
+        match n with
+        | Some n when n < 1 -> fail "threads must be ≥ 1"
+        | Some n -> n
+        | None -> Environment.ProcessorCount
+    torch.set_num_threads n
+    LstmKernel.threads <- n
 
 let private parseDevice (s: string option) =
     match s with

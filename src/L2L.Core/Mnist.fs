@@ -12,7 +12,9 @@ open System.IO.Compression
 open System.Security.Cryptography
 open TorchSharp
 
-/// The four MNIST tensors on a device: images [N; 784] scaled to [0, 1], labels [N] (int64).
+/// The four MNIST tensors on a device: images [N; 784] as the files' uint8 pixel values (a quarter of
+/// the memory of floats; `Mnist.scale` turns a batch into [0, 1]) or as floats already in [0, 1];
+/// labels [N] (int64).
 type MnistData =
     { TrainX: Tensor
       TrainY: Tensor
@@ -155,8 +157,7 @@ module Mnist =
 
     let private toTensors (device: torch.Device) (trainX: byte[], trainY: byte[], testX: byte[], testY: byte[]) =
         Tensors.build (fun (d: MnistData) -> [ d.TrainX; d.TrainY; d.TestX; d.TestY ]) (fun () ->
-            let images (px: byte[]) =
-                torch.tensor(px).reshape(-1L, 784L).to_type(torch.ScalarType.Float32).div(sc 255.0).``to``(device)
+            let images (px: byte[]) = torch.tensor(px).reshape(-1L, 784L).``to``(device)
             let labels (l: byte[]) = torch.tensor(l).to_type(torch.ScalarType.Int64).``to``(device)
             { TrainX = images trainX; TrainY = labels trainY; TestX = images testX; TestY = labels testY })
         |> fun d ->
@@ -164,6 +165,12 @@ module Mnist =
             for t in [ d.TrainX; d.TrainY; d.TestX; d.TestY ] do
                 t.DetachFromDisposeScope() |> ignore
             d
+
+    /// Images as `dtype` in [0, 1]: uint8 pixels are divided by 255 (in `dtype`, as the pixel
+    /// values were always scaled); floating images are taken as already scaled.
+    let scale (dtype: torch.ScalarType) (images: Tensor) : Tensor =
+        if images.dtype = torch.ScalarType.Byte then images.to_type(dtype).div(sc 255.0)
+        else images.to_type(dtype)
 
     let private cache = ConcurrentDictionary<string, Lazy<Result<MnistData, string>>>()
 

@@ -155,6 +155,26 @@ module Mlp =
 
     let private crossEntropy (logits: Tensor) (y: Tensor) = torch.nn.functional.cross_entropy(logits, y)
 
+    /// Rows per chunk when a loss is taken over a whole split (bounds the float copy of the images).
+    let private chunkRows = 1000L
+
+    /// Mean cross-entropy over all of `x`, a chunk of rows at a time.
+    let private fullLoss (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) =
+        let n = x.shape[0]
+        let mutable total = torch.zeros([||], dtype = theta.dtype, device = theta.device)
+        let mutable start = 0L
+        while start < n do
+            let len = min chunkRows (n - start)
+            // each chunk's float images and activations are released before the next
+            let next =
+                Scope.run (fun (t: Tensor) -> [ t ]) (fun () ->
+                    let lg = logits m theta (Mnist.scale theta.dtype (x.narrow(0L, start, len)))
+                    total.add(torch.nn.functional.cross_entropy(lg, y.narrow(0L, start, len), reduction = torch.nn.Reduction.Sum)))
+            total.Dispose()
+            total <- next
+            start <- start + len
+        total.div(sc (float n))
+
     /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
     let problem (m: MlpSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
         let offset, length = Datasets.range split
@@ -165,14 +185,22 @@ module Mlp =
           Losses =
             fun t theta ->
                 let idx = indices[int64 t]
-                crossEntropy (logits m theta (x.index_select(0L, idx))) (y.index_select(0L, idx)) |> fun l -> l.unsqueeze(0L)
-          Full = fun theta -> (crossEntropy (logits m theta x) y).unsqueeze(0L)
+                let batch = Mnist.scale theta.dtype (x.index_select(0L, idx))
+                crossEntropy (logits m theta batch) (y.index_select(0L, idx)) |> fun l -> l.unsqueeze(0L)
+          Full = fun theta -> (fullLoss m theta x y).unsqueeze(0L)
           Metrics =
             fun theta ->
-                let lg = logits m theta data.TestX
-                let loss = (crossEntropy lg data.TestY).ToDouble()
-                let acc = lg.argmax(1L).eq(data.TestY).to_type(torch.ScalarType.Float64).mean().ToDouble()
-                [ "test_loss", [| loss |]; "test_acc", [| acc |] ]
+                let loss = (fullLoss m theta data.TestX data.TestY).ToDouble()
+                let n = data.TestX.shape[0]
+                let mutable correct = 0L
+                let mutable start = 0L
+                while start < n do
+                    let len = min chunkRows (n - start)
+                    Scope.run (fun _ -> Seq.empty<Tensor>) (fun () ->
+                        let lg = logits m theta (Mnist.scale theta.dtype (data.TestX.narrow(0L, start, len)))
+                        correct <- correct + lg.argmax(1L).eq(data.TestY.narrow(0L, start, len)).sum().ToInt64())
+                    start <- start + len
+                [ "test_loss", [| loss |]; "test_acc", [| float correct / float n |] ]
           Owned = [ theta0; indices; x; y ] }
 
     /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).

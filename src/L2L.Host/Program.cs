@@ -7,6 +7,8 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
+L2L.Runtime.prepare();
+
 // Configuration, last wins: appsettings.json → appsettings.{Environment}.json → environment variables
 // with the prefix L2L_ (L2L_Worker__MaxConcurrentJobs=2) → command line (--Worker:Key=value, --jobs DIR).
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings

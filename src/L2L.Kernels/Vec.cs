@@ -1,0 +1,137 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace L2L.Kernels;
+
+/// <summary>
+/// A SIMD register of floats, abstracted so that one kernel body compiles (by generic
+/// specialisation over structs) to 512-bit, 256-bit and scalar code.
+/// </summary>
+internal unsafe interface IVec<TSelf> where TSelf : struct, IVec<TSelf>
+{
+    static abstract int Count { get; }
+    static abstract TSelf Load(float* p);
+    static abstract void Store(TSelf v, float* p);
+    static abstract TSelf Broadcast(float x);
+    /// <summary>a·b + c</summary>
+    static abstract TSelf Fma(TSelf a, TSelf b, TSelf c);
+    static abstract TSelf Add(TSelf a, TSelf b);
+    static abstract TSelf Sub(TSelf a, TSelf b);
+    static abstract TSelf Mul(TSelf a, TSelf b);
+    static abstract TSelf Div(TSelf a, TSelf b);
+    static abstract TSelf Exp(TSelf a);
+    static abstract TSelf Log(TSelf a);
+    static abstract TSelf Abs(TSelf a);
+    /// <summary>a ≥ b ? x : y, lane by lane.</summary>
+    static abstract TSelf IfGreaterOrEqual(TSelf a, TSelf b, TSelf x, TSelf y);
+    /// <summary>a > b ? x : y, lane by lane.</summary>
+    static abstract TSelf IfGreater(TSelf a, TSelf b, TSelf x, TSelf y);
+}
+
+/// <summary>
+/// e^x for floats by range reduction (x = k·ln2 + r, |r| ≤ ln2/2) and a degree-6 minimax polynomial
+/// (the Cephes expf coefficients), scaled by 2^k built in the exponent bits. Inputs are clamped to
+/// [−87.3, 88.3], so the result is finite and normal (saturating where e^x would overflow or underflow);
+/// relative error about 2 ulp.
+/// </summary>
+internal static class ExpF
+{
+    public const float Lo = -87.33f, Hi = 88.3f;
+    public const float Log2E = 1.44269504088896341f;
+    public const float Ln2Hi = 0.693359375f, Ln2Lo = -2.12194440e-4f;
+    public const float P0 = 1.9875691500e-4f, P1 = 1.3981999507e-3f, P2 = 8.3334519073e-3f;
+    public const float P3 = 4.1665795894e-2f, P4 = 1.6666665459e-1f, P5 = 5.0000001201e-1f;
+}
+
+internal readonly unsafe struct V512 : IVec<V512>
+{
+    private readonly Vector512<float> _v;
+    private V512(Vector512<float> v) => _v = v;
+    public static int Count => Vector512<float>.Count;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Load(float* p) => new(Vector512.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(V512 v, float* p) => v._v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Broadcast(float x) => new(Vector512.Create(x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Fma(V512 a, V512 b, V512 c) => new(Vector512.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Add(V512 a, V512 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Sub(V512 a, V512 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Mul(V512 a, V512 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Div(V512 a, V512 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Log(V512 a) => new(Vector512.Log(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 Abs(V512 a) => new(Vector512.Abs(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 IfGreaterOrEqual(V512 a, V512 b, V512 x, V512 y) => new(Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(a._v, b._v), x._v, y._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V512 IfGreater(V512 a, V512 b, V512 x, V512 y) => new(Vector512.ConditionalSelect(Vector512.GreaterThan(a._v, b._v), x._v, y._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V512 Exp(V512 a)
+    {
+        var x = Vector512.Min(Vector512.Max(a._v, Vector512.Create(ExpF.Lo)), Vector512.Create(ExpF.Hi));
+        var k = Vector512.Round(x * Vector512.Create(ExpF.Log2E));
+        var r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-ExpF.Ln2Hi), x);
+        r = Vector512.FusedMultiplyAdd(k, Vector512.Create(-ExpF.Ln2Lo), r);
+        var p = Vector512.Create(ExpF.P0);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P1));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P2));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P3));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P4));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P5));
+        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        var scale = Vector512.ShiftLeft(Vector512.ConvertToInt32(k) + Vector512.Create(127), 23).AsSingle();
+        return new(p * scale);
+    }
+}
+
+internal readonly unsafe struct V256 : IVec<V256>
+{
+    private readonly Vector256<float> _v;
+    private V256(Vector256<float> v) => _v = v;
+    public static int Count => Vector256<float>.Count;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Load(float* p) => new(Vector256.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(V256 v, float* p) => v._v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Broadcast(float x) => new(Vector256.Create(x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Fma(V256 a, V256 b, V256 c) => new(Vector256.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Add(V256 a, V256 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Sub(V256 a, V256 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Mul(V256 a, V256 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Div(V256 a, V256 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Log(V256 a) => new(Vector256.Log(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 Abs(V256 a) => new(Vector256.Abs(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 IfGreaterOrEqual(V256 a, V256 b, V256 x, V256 y) => new(Vector256.ConditionalSelect(Vector256.GreaterThanOrEqual(a._v, b._v), x._v, y._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V256 IfGreater(V256 a, V256 b, V256 x, V256 y) => new(Vector256.ConditionalSelect(Vector256.GreaterThan(a._v, b._v), x._v, y._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V256 Exp(V256 a)
+    {
+        var x = Vector256.Min(Vector256.Max(a._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var k = Vector256.Round(x * Vector256.Create(ExpF.Log2E));
+        var r = Vector256.FusedMultiplyAdd(k, Vector256.Create(-ExpF.Ln2Hi), x);
+        r = Vector256.FusedMultiplyAdd(k, Vector256.Create(-ExpF.Ln2Lo), r);
+        var p = Vector256.Create(ExpF.P0);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpF.P1));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpF.P2));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpF.P3));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpF.P4));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpF.P5));
+        p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
+        var scale = Vector256.ShiftLeft(Vector256.ConvertToInt32(k) + Vector256.Create(127), 23).AsSingle();
+        return new(p * scale);
+    }
+}
+
+/// <summary>One float: the tail of a row that does not fill a register.</summary>
+internal readonly unsafe struct V1 : IVec<V1>
+{
+    private readonly float _v;
+    private V1(float v) => _v = v;
+    public static int Count => 1;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Load(float* p) => new(*p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(V1 v, float* p) => *p = v._v;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Broadcast(float x) => new(x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Fma(V1 a, V1 b, V1 c) => new(MathF.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Add(V1 a, V1 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Sub(V1 a, V1 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Mul(V1 a, V1 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Div(V1 a, V1 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Log(V1 a) => new(MathF.Log(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Abs(V1 a) => new(MathF.Abs(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreaterOrEqual(V1 a, V1 b, V1 x, V1 y) => a._v >= b._v ? x : y;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreater(V1 a, V1 b, V1 x, V1 y) => a._v > b._v ? x : y;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Exp(V1 a) => new(MathF.Exp(a._v));
+}

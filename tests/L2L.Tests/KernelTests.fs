@@ -1,0 +1,142 @@
+/// The fused coordinatewise LSTM kernel against the straightforward TorchSharp cell: the same g_t,
+/// states and gradients (meta-gradient included) to float32 tolerance, on every register width and
+/// tail length, any thread count.
+module L2L.Tests.KernelTests
+
+open System
+open Expecto
+open TorchSharp
+open L2L
+open L2L.Kernels
+open L2L.Tests.Helpers
+
+/// Max |a − b| relative to max |a| (1 when a is all zero).
+let relDiff (a: Tensor) (b: Tensor) =
+    let scale = max (a.abs().max().ToDouble()) 1e-30
+    a.sub(b).abs().max().ToDouble() / scale
+
+/// Runs f with the kernel's register width set to w (restored afterwards).
+let withWidth (w: int) (f: unit -> 'T) =
+    let saved = CoordinatewiseLstm.Width
+    CoordinatewiseLstm.Width <- w
+    try f () finally CoordinatewiseLstm.Width <- saved
+
+let widths = [ 16; 8; 1 ]
+
+/// A φ, a random state and gradient of n coordinates (float32), with requires_grad on φ and the state.
+let problemOf (cfg: LstmConfig) (n: int64) (seed: int64) =
+    let phi = phiOf cfg seed f32
+    use gen = Seeds.generator seed 3UL 0L
+    let hidden = int64 cfg.Hidden
+    let rnd (scale: float) = torch.rand([| hidden; n |], generator = gen).sub(sc 0.5).mul(sc scale).requires_grad_(true)
+    let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ] }
+    let magnitudes = torch.rand([| n |], generator = gen).mul(sc 12.0).sub(sc 10.0)
+    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.mul(sc (log 10.0)).exp())
+    phi, state, grad
+
+/// g, the new state, and the gradients of a fixed random functional of them w.r.t. φ and the old state.
+let stepAndGrads (impl: LstmImpl) (phi: Phi) (state: LstmState) (grad: Tensor) =
+    let g, s = Lstm.stepWith impl phi state grad
+    use gen = Seeds.generator 11L 4UL 0L
+    let weight (t: Tensor) = torch.randn(t.shape, generator = gen)
+    let outputs = g :: LstmState.tensors s
+    let objective = outputs |> List.map (fun t -> t.mul(weight t).sum()) |> List.reduce (fun a b -> a.add(b))
+    let wrt = Phi.tensors phi @ LstmState.tensors state
+    let grads = torch.autograd.grad([| objective |], List.toArray wrt) |> List.ofSeq
+    outputs, grads
+
+type Sizes = Sizes of n: int * hidden: int * layers: int
+
+type KernelArbs =
+    static member Sizes() =
+        FsCheck.FSharp.Gen.map3 (fun n h l -> Sizes(n, h, l))
+            (FsCheck.FSharp.Gen.choose (1, 300)) (FsCheck.FSharp.Gen.choose (1, 24)) (FsCheck.FSharp.Gen.choose (1, 3))
+        |> FsCheck.FSharp.Arb.fromGen
+
+let kernelConfig = { propConfig with maxTest = 30; arbitrary = [ typeof<KernelArbs> ] }
+
+[<Tests>]
+let tests =
+    testList "fused LSTM kernel" [
+        testCase "the kernel is available here, and float32 CPU tensors take it" <| fun () ->
+            Expect.isTrue (LstmKernel.available ()) "THSTensor_data found"
+            scoped (fun () ->
+                let phi, state, grad = problemOf LstmConfig.paper 5L 1L
+                Expect.isTrue (LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)) "float32 on the CPU"
+                Expect.isFalse (LstmKernel.supports [ grad.to_type(f64) ]) "float64 is not")
+
+        testPropertyWithConfig kernelConfig "g_t, h, c and all gradients equal the reference cell's, every register width" <| fun (Sizes(n, hidden, layers)) (seed: int) ->
+            scoped (fun () ->
+                let cfg = { LstmConfig.paper with Hidden = hidden; Layers = layers }
+                let phi, state, grad = problemOf cfg (int64 n) (int64 seed)
+                let outR, gradsR = stepAndGrads Reference phi state grad
+                for w in widths do
+                    withWidth w (fun () ->
+                        let outF, gradsF = stepAndGrads Fused phi state grad
+                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                            Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) outR outF
+                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                            Expect.isLessThan (relDiff a b) 1e-4 (sprintf "width %d, gradient %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) gradsR gradsF))
+
+        testPropertyWithConfig kernelConfig "without autograd the whole step is one kernel pass with the reference's g_t and state (log-sign and identity preprocessing)" <| fun (Sizes(n, hidden, layers)) (seed: int) ->
+            scoped (fun () ->
+                for pre in [ LogSign 10.0; LogSign 3.0; Identity ] do
+                    let cfg = { LstmConfig.paper with Hidden = hidden; Layers = layers; Preprocessing = pre }
+                    let phi, state, grad = problemOf cfg (int64 n) (int64 seed)
+                    use _ = torch.no_grad()
+                    let gR, sR = Lstm.stepWith Reference phi state grad
+                    for w in widths do
+                        withWidth w (fun () ->
+                            let gF, sF = Lstm.stepWith Fused phi state grad
+                            List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                                Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "%A width %d output %d (n=%d, H=%d, layers=%d)" pre w i n hidden layers))
+                                (gR :: LstmState.tensors sR) (gF :: LstmState.tensors sF)))
+
+        testCase "tails: n around the register and tile sizes" <| fun () ->
+            scoped (fun () ->
+                for n in [ 15L; 16L; 17L; 31L; 32L; 33L; 255L; 256L; 257L; 511L; 513L ] do
+                    let phi, state, grad = problemOf LstmConfig.paper n 2L
+                    let outR, gradsR = stepAndGrads Reference phi state grad
+                    for w in widths do
+                        withWidth w (fun () ->
+                            let outF, gradsF = stepAndGrads Fused phi state grad
+                            List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d outputs" n w)) outR outF
+                            List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-4 (sprintf "n=%d width %d gradients" n w)) gradsR gradsF))
+
+        testCase "the thread count changes nothing elementwise and the weight gradients only by rounding" <| fun () ->
+            scoped (fun () ->
+                let saved = LstmKernel.threads
+                try
+                    let phi, state, grad = problemOf LstmConfig.paper 9000L 3L
+                    LstmKernel.threads <- 1
+                    let out1, grads1 = stepAndGrads Fused phi state grad
+                    LstmKernel.threads <- 2
+                    let out2, grads2 = stepAndGrads Fused phi state grad
+                    List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.equal (toArray a) (toArray b) "outputs bit for bit") out1 out2
+                    let nPhi = List.length (Phi.tensors phi)
+                    List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                        if i < nPhi then Expect.isLessThan (relDiff a b) 1e-5 (sprintf "φ gradient %d" i)
+                        else Expect.equal (toArray a) (toArray b) (sprintf "state gradient %d bit for bit" i)) grads1 grads2
+                finally
+                    LstmKernel.threads <- saved)
+
+        testCase "the meta-gradient of a truncation equals the reference path's" <| fun () ->
+            scoped (fun () ->
+                let cfg = { smallMeta with Lstm = LstmConfig.paper; Task = Quadratic 10; BatchFunctions = 8; Unroll = { smallMeta.Unroll with Unroll = 10 } }
+                let phi = phiOf cfg.Lstm 4L f32
+                let metaGrad (impl: LstmImpl) =
+                    let saved = Lstm.implementation
+                    Lstm.implementation <- impl
+                    try
+                        let problem = TaskSpec.trainProblem cfg.Task 7L 0L cfg.BatchFunctions cfg.Horizon torch.CPU f32
+                        let tr = MetaLoss.start (Learned.optimizer phi) problem 0L
+                        let loss, _ = MetaLoss.unroll cfg.Unroll (Learned.optimizer phi) tr
+                        loss.ToDouble(), torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi)) |> List.ofSeq
+                    finally
+                        Lstm.implementation <- saved
+                let lossR, gr = metaGrad Reference
+                let lossF, gf = metaGrad Fused
+                Expect.floatClose { absolute = 0.0; relative = 1e-5 } lossF lossR "L(φ)"
+                List.iteri2 (fun i a b -> Expect.isLessThan (relDiff a b) 1e-3 (sprintf "dL/dφ tensor %d" i)) gr gf)
+
+    ]
