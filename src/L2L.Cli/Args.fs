@@ -55,7 +55,7 @@ type TrainArgs =
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
             | Device _ -> "cpu, cuda or auto; default cpu."
-            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 
 type EvaluateArgs =
     | [<Mandatory>] Task of name: string
@@ -95,7 +95,7 @@ type EvaluateArgs =
             | Tune_Steps _ -> "tuning criterion: mean loss at this step; default 100."
             | Out _ -> "results file (JSON)."
             | Device _ -> "cpu, cuda or auto; default cpu."
-            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 
 type ReproduceArgs =
     | [<MainCommand; Mandatory>] Experiment of name: string
@@ -111,7 +111,7 @@ type ReproduceArgs =
             | Out _ -> "output directory; default runs/<experiment>."
             | Meta_Iterations _ -> "meta-training budget; default that of train."
             | Seed _ -> "meta-training seed; default 0."
-            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 
 type SubmitArgs =
     | [<MainCommand; Mandatory>] Spec of file: string
@@ -157,7 +157,7 @@ type PaperArgs =
             | Root _ -> "the paper directory; default paper."
             | Retrain -> "train the optimizers again even where paper/optimizers holds one with the same settings."
             | Data_Dir _ -> "MNIST data directory."
-            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 
 type BenchArgs =
     | Task of name: string
@@ -174,7 +174,7 @@ type BenchArgs =
             | Task _ -> "quadratic, mnist or all (default all)."
             | Reps _ -> "timed repetitions after the warm-up; the median is reported (default 5)."
             | Out _ -> "JSON results file; default bench.json."
-            | Threads _ -> "intra-op threads; default: the number of cores."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
             | Peer _ -> "also run the reference PyTorch script (default ../shared/peer/l2l_peer.py) on the same settings, alternating, and print the ratios."
             | Data_Dir _ -> "MNIST data directory."
             | Child -> "measure in this process and print one JSON line (used by bench itself)."

@@ -57,7 +57,7 @@ let private secondsPerCall (f: unit -> unit) =
 /// How close m_φ comes to the arithmetic floor on n coordinates: achieved GFLOP/s of its forward
 /// pass (under no_grad) and of its backward pass (the fused kernel's recomputed gates, input and
 /// weight gradients: three times the forward's multiply-adds), against the machine's GEMM rate
-/// (a 2048² float32 matrix product through libtorch, same threads).
+/// (a 2048² float32 matrix product through libtorch on the kernel's thread count).
 let kernelProfile (phi: Phi) (n: int) : JsonObject =
     let c = phi.Config
     let h = c.Hidden
@@ -81,8 +81,12 @@ let kernelProfile (phi: Phi) (n: int) : JsonObject =
             let objective = g.sum().add(s.H |> List.reduce (fun a b -> a.add(b)) |> fun t -> t.sum())
             torch.autograd.grad([| objective |], List.toArray (Phi.tensors phiLeaves)) |> ignore)
     let backward = max (forwardBackward - forward) 1e-9
+    // the GEMM rate on as many threads as the kernel has (libtorch's own count is 1 by default)
     let a = torch.randn([| 2048L; 2048L |], generator = gen)
+    let torchThreads = torch.get_num_threads ()
+    torch.set_num_threads (max 1 LstmKernel.threads)
     let gemm = secondsPerCall (fun () -> use _ = torch.NewDisposeScope() in torch.mm(a, a) |> ignore)
+    torch.set_num_threads torchThreads
     let gemmGflops = 2.0 * 2048.0 ** 3.0 / gemm / 1e9
     a.Dispose()
     grad.Dispose()
@@ -163,7 +167,8 @@ let machine () =
         with _ -> None
     o["cpu"] <- JsonValue.Create(defaultArg cpu "unknown")
     o["cores"] <- JsonValue.Create(Environment.ProcessorCount)
-    o["threads"] <- JsonValue.Create(torch.get_num_threads ())
+    o["kernel_threads"] <- JsonValue.Create(LstmKernel.threads)
+    o["libtorch_threads"] <- JsonValue.Create(torch.get_num_threads ())
     o["os"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.OSDescription)
     o["libtorch"] <- JsonValue.Create("2.10.0 (CPU), TorchSharp 0.107.0")
     o

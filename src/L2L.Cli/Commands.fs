@@ -51,8 +51,7 @@ let setThreads (n: int option) =
         | Some n when n < 1 -> fail "threads must be ≥ 1"
         | Some n -> n
         | None -> Environment.ProcessorCount
-    torch.set_num_threads n
-    LstmKernel.threads <- n
+    LstmKernel.setThreads n
 
 let private parseDevice (s: string option) =
     match s with

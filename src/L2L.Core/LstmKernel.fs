@@ -28,6 +28,23 @@ let private dataPtr : Lazy<DataPtr option> =
 /// Threads the kernel spreads coordinates over (0: TorchSharp's intra-op thread count).
 let mutable threads = 0
 
+/// The process's thread policy for n threads: the fused kernel spreads m_φ's coordinates over n
+/// threads, and so does libtorch for its own operations, unless L2L_TORCH_THREADS sets libtorch's
+/// count apart. With learned-optimizer work only, 1 is faster on few cores (the optimizee's
+/// operations are small and waking libtorch's pool for each costs more than it saves: MNIST
+/// evaluation on 2 cores 258–330 steps/s with 2, 368–376 with 1); with baselines to tune on whole
+/// data sets, n is (the paper's MNIST experiments took about twice as long with 1).
+let setThreads (n: int) =
+    threads <- n
+    let torchThreads =
+        match Environment.GetEnvironmentVariable "L2L_TORCH_THREADS" with
+        | null | "" -> n
+        | t ->
+            match Int32.TryParse t with
+            | true, v when v >= 1 -> v
+            | _ -> invalidArg "L2L_TORCH_THREADS" (sprintf "L2L_TORCH_THREADS must be a positive integer, not '%s'" t)
+    torch.set_num_threads torchThreads
+
 let private threadCount () = if threads > 0 then threads else torch.get_num_threads ()
 
 /// Whether the fused kernel can run here (the native entry point it needs was found).

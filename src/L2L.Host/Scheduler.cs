@@ -23,7 +23,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, ILogger<Scheduler
         Directory.CreateDirectory(jobsDir);
         if (!string.IsNullOrWhiteSpace(_options.DataDirectory))
             Datasets.dataDir = Microsoft.FSharp.Core.FSharpOption<string>.Some(_options.DataDirectory);
-        TorchSharp.torch.set_num_threads(_options.Threads > 0 ? _options.Threads : Environment.ProcessorCount);
+        L2L.LstmKernel.setThreads(_options.Threads > 0 ? _options.Threads : Environment.ProcessorCount);
         Log.WorkerStarted(logger, jobsDir, _options.MaxConcurrentJobs);
         foreach (var id in JobStore.Unfinished(jobsDir))
             Enqueue(id);

@@ -27,7 +27,7 @@ public sealed class WorkerOptions
     [Range(1, 1000)]
     public int KeepCheckpoints { get; set; } = 3;
 
-    /// <summary>Intra-op threads of libtorch; 0 = the number of cores.</summary>
+    /// <summary>Threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); 0 = the number of cores.</summary>
     [Range(0, 1024)]
     public int Threads { get; set; }
 

@@ -5,5 +5,5 @@ open Expecto
 [<EntryPoint>]
 let main argv =
     L2L.Runtime.prepare ()
-    TorchSharp.torch.set_num_threads (max 1 System.Environment.ProcessorCount)
+    L2L.LstmKernel.setThreads (max 1 System.Environment.ProcessorCount)
     runTestsInAssemblyWithCLIArgs [ Sequenced; Append_Summary_Handler PlainSummary.handler ] argv

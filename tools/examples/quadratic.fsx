@@ -12,7 +12,7 @@ let iterations =
     | [| n |] -> int n
     | _ -> 1000
 
-torch.set_num_threads 2
+L2L.LstmKernel.setThreads 2
 
 // the paper's setting (2×20 LSTM, logsign preprocessing, output ×0.1), a short budget
 let cfg = { MetaConfig.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4) }
