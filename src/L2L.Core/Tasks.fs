@@ -158,22 +158,25 @@ module Mlp =
     /// Rows per chunk when a loss is taken over a whole split (bounds the float copy of the images).
     let private chunkRows = 1000L
 
-    /// Mean cross-entropy over all of `x`, a chunk of rows at a time.
-    let private fullLoss (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) =
+    /// Mean cross-entropy over all of `x` and the number of correct predictions, a chunk of rows at
+    /// a time (each chunk's float images and activations are released before the next).
+    let private fullLoss (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) : Tensor * int64 =
         let n = x.shape[0]
         let mutable total = torch.zeros([||], dtype = theta.dtype, device = theta.device)
+        let mutable correct = 0L
         let mutable start = 0L
         while start < n do
             let len = min chunkRows (n - start)
-            // each chunk's float images and activations are released before the next
             let next =
                 Scope.run (fun (t: Tensor) -> [ t ]) (fun () ->
                     let lg = logits m theta (Mnist.scale theta.dtype (x.narrow(0L, start, len)))
-                    total.add(torch.nn.functional.cross_entropy(lg, y.narrow(0L, start, len), reduction = torch.nn.Reduction.Sum)))
+                    let labels = y.narrow(0L, start, len)
+                    correct <- correct + lg.detach().argmax(1L).eq(labels).sum().ToInt64()
+                    total.add(torch.nn.functional.cross_entropy(lg, labels, reduction = torch.nn.Reduction.Sum)))
             total.Dispose()
             total <- next
             start <- start + len
-        total.div(sc (float n))
+        total.div(sc (float n)), correct
 
     /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
     let problem (m: MlpSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
@@ -187,20 +190,11 @@ module Mlp =
                 let idx = indices[int64 t]
                 let batch = Mnist.scale theta.dtype (x.index_select(0L, idx))
                 crossEntropy (logits m theta batch) (y.index_select(0L, idx)) |> fun l -> l.unsqueeze(0L)
-          Full = fun theta -> (fullLoss m theta x y).unsqueeze(0L)
+          Full = fun theta -> (fst (fullLoss m theta x y)).unsqueeze(0L)
           Metrics =
             fun theta ->
-                let loss = (fullLoss m theta data.TestX data.TestY).ToDouble()
-                let n = data.TestX.shape[0]
-                let mutable correct = 0L
-                let mutable start = 0L
-                while start < n do
-                    let len = min chunkRows (n - start)
-                    Scope.run (fun _ -> Seq.empty<Tensor>) (fun () ->
-                        let lg = logits m theta (Mnist.scale theta.dtype (data.TestX.narrow(0L, start, len)))
-                        correct <- correct + lg.argmax(1L).eq(data.TestY.narrow(0L, start, len)).sum().ToInt64())
-                    start <- start + len
-                [ "test_loss", [| loss |]; "test_acc", [| float correct / float n |] ]
+                let loss, correct = fullLoss m theta data.TestX data.TestY
+                [ "test_loss", [| loss.ToDouble() |]; "test_acc", [| float correct / float data.TestX.shape[0] |] ]
           Owned = [ theta0; indices; x; y ] }
 
     /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).

@@ -58,7 +58,7 @@ public static unsafe class CoordinatewiseLstm
     public static void Forward(in LstmLayer layer, float* hOut, float* cOut, int threads)
     {
         var a = new Args(layer, hOut, cOut, null, null, null, null, null);
-        Run<ForwardOp>(a, threads, 0, null);
+        Run<ForwardOp>(a, threads);
     }
 
     /// <summary>
@@ -76,11 +76,7 @@ public static unsafe class CoordinatewiseLstm
         var sums = new double[rows * k + rows];
         long scratchFloats = BackwardTiles.ScratchFloats(layer.Inputs, layer.Hidden);
         int width = Width;
-        long pair = 2L * width;
-        long blocks = Math.Max(1, (n + pair - 1) / pair);
-        int chunks = Chunks(n, threads, blocks);
-        long chunkLen = (blocks + chunks - 1) / chunks * pair;
-        void Chunk(long start, long end)
+        ForChunks(n, width, threads, (start, end) =>
         {
             float* scratch = Scratch(scratchFloats);
             long partialsAt = BackwardTiles.PartialsOffset(a.L.Inputs, a.L.Hidden);
@@ -98,14 +94,7 @@ public static unsafe class CoordinatewiseLstm
                 for (int e = 0; e < sums.Length; e++)
                     sums[e] += Vector512.Sum(Vector512.Load(p + (long)e * Lanes));
             }
-        }
-        if (chunks == 1) Chunk(0, n);
-        else
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, ci =>
-            {
-                long start = ci * chunkLen;
-                Chunk(start, Math.Min(n, start + chunkLen));
-            });
+        });
         int hd = layer.Hidden, ni = layer.Inputs;
         for (int r = 0; r < rows; r++)
         {
@@ -140,11 +129,7 @@ public static unsafe class CoordinatewiseLstm
         }
         var s = new StepArgs(args, n, hidden, features, p, grad, x, wout, *bout, outScale, g);
         int width = Width;
-        long pair = 2L * width;
-        long blocks = Math.Max(1, (n + pair - 1) / pair);
-        int chunks = Chunks(n, threads, blocks);
-        long chunkLen = (blocks + chunks - 1) / chunks * pair;
-        void Chunk(long start, long end)
+        ForChunks(n, width, threads, (start, end) =>
         {
             switch (width)
             {
@@ -152,15 +137,7 @@ public static unsafe class CoordinatewiseLstm
                 case 8: StepRange<V256>(s, start, end); break;
                 default: StepRange<V1>(s, start, end); break;
             }
-        }
-        if (n == 0) return;
-        if (chunks == 1) Chunk(0, n);
-        else
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, ci =>
-            {
-                long start = ci * chunkLen;
-                Chunk(start, Math.Min(n, start + chunkLen));
-            });
+        });
     }
 
     private readonly struct StepArgs
@@ -200,7 +177,7 @@ public static unsafe class CoordinatewiseLstm
         Preprocess<V>(s, ja);
         if (jb != ja) Preprocess<V>(s, jb);
         for (int l = 0; l < s.Layers.Length; l++)
-            ForwardOp.Block<V>(s.Layers[l], null, ja, jb, jb != ja);
+            ForwardOp.Block<V>(s.Layers[l], ja, jb, jb != ja);
         float* top = s.Layers[s.Layers.Length - 1].HOut;
         V g0 = V.Broadcast(s.BOut), g1 = g0;
         for (int u = 0; u < s.Hidden; u++)
@@ -268,75 +245,63 @@ public static unsafe class CoordinatewiseLstm
     {
         /// <summary>
         /// Processes the coordinates [ja, ja + V.Count) and [jb, jb + V.Count). When `second` is false
-        /// the second register repeats the first (jb = ja): its outputs are rewritten identically and it
-        /// adds nothing to sums over coordinates.
+        /// the second register repeats the first (jb = ja): its outputs are rewritten identically.
         /// </summary>
-        static abstract void Block<V>(in Args a, float* scratch, long ja, long jb, bool second) where V : struct, IVec<V>;
+        static abstract void Block<V>(in Args a, long ja, long jb, bool second) where V : struct, IVec<V>;
     }
 
-    private delegate void ChunkDone(float* scratch);
-
-    private static void Run<TOp>(Args a, int threads, long scratchFloats, ChunkDone? done) where TOp : IOp
+    private static void Run<TOp>(Args a, int threads) where TOp : IOp
     {
-        long n = a.L.N;
         int width = Width;
+        ForChunks(a.L.N, width, threads, (start, end) => Range<TOp>(a, start, end, width));
+    }
+
+    /// <summary>
+    /// Calls chunk(start, end) over [0, n) split into at most `threads` chunks of whole register
+    /// pairs (one chunk, on the calling thread, below MinChunk coordinates per thread).
+    /// </summary>
+    private static void ForChunks(long n, int width, int threads, Action<long, long> chunk)
+    {
+        if (n == 0) return;
         long pair = 2L * width;
-        long blocks = Math.Max(1, (n + pair - 1) / pair);
+        long blocks = (n + pair - 1) / pair;
         int chunks = Chunks(n, threads, blocks);
-        long chunkLen = (blocks + chunks - 1) / chunks * pair;
-        void Chunk(long start, long end)
-        {
-            float* scratch = null;
-            if (scratchFloats > 0)
-            {
-                scratch = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(scratchFloats * sizeof(float)), 64);
-                System.Runtime.InteropServices.NativeMemory.Clear(scratch, (nuint)(scratchFloats * sizeof(float)));
-            }
-            try
-            {
-                if (start < end) Range<TOp>(a, scratch, start, end, width);
-                done?.Invoke(scratch);
-            }
-            finally
-            {
-                if (scratch != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(scratch);
-            }
-        }
         if (chunks == 1)
         {
-            Chunk(0, n);
+            chunk(0, n);
             return;
         }
+        long chunkLen = (blocks + chunks - 1) / chunks * pair;
         Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, ci =>
         {
             long start = ci * chunkLen;
-            Chunk(start, Math.Min(n, start + chunkLen));
+            if (start < n) chunk(start, Math.Min(n, start + chunkLen));
         });
     }
 
-    private static void Range<TOp>(in Args a, float* scratch, long start, long end, int width) where TOp : IOp
+    private static void Range<TOp>(in Args a, long start, long end, int width) where TOp : IOp
     {
         switch (width)
         {
-            case 16: RangeOf<TOp, V512>(a, scratch, start, end); break;
-            case 8: RangeOf<TOp, V256>(a, scratch, start, end); break;
-            default: RangeOf<TOp, V1>(a, scratch, start, end); break;
+            case 16: RangeOf<TOp, V512>(a, start, end); break;
+            case 8: RangeOf<TOp, V256>(a, start, end); break;
+            default: RangeOf<TOp, V1>(a, start, end); break;
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void RangeOf<TOp, V>(in Args a, float* scratch, long start, long end) where TOp : IOp where V : struct, IVec<V>
+    private static void RangeOf<TOp, V>(in Args a, long start, long end) where TOp : IOp where V : struct, IVec<V>
     {
         long w = V.Count;
         long j = start;
-        for (; j + 2 * w <= end; j += 2 * w) TOp.Block<V>(a, scratch, j, j + w, true);
+        for (; j + 2 * w <= end; j += 2 * w) TOp.Block<V>(a, j, j + w, true);
         if (end - j >= w)
         {
-            TOp.Block<V>(a, scratch, j, j, false);
+            TOp.Block<V>(a, j, j, false);
             j += w;
         }
-        for (; j + 2 <= end; j += 2) TOp.Block<V1>(a, scratch, j, j + 1, true);
-        if (j < end) TOp.Block<V1>(a, scratch, j, j, false);
+        for (; j + 2 <= end; j += 2) TOp.Block<V1>(a, j, j + 1, true);
+        if (j < end) TOp.Block<V1>(a, j, j, false);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -387,7 +352,7 @@ public static unsafe class CoordinatewiseLstm
     private readonly struct ForwardOp : IOp
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Block<V>(in Args a, float* scratch, long ja, long jb, bool second) where V : struct, IVec<V>
+        public static void Block<V>(in Args a, long ja, long jb, bool second) where V : struct, IVec<V>
         {
             long n = a.L.N;
             for (int u = 0; u < a.L.Hidden; u++)
