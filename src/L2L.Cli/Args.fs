@@ -32,7 +32,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Task _ -> "task family to meta-train on: quadratic or mnist."
+            | Task _ -> "task family to meta-train on: quadratic, mnist (an MLP) or mnist-conv (a conv net with two learned optimizers, one for its conv and one for its fully connected parameters)."
             | Out _ -> "directory for optimizer.json (the best φ), train-log.csv and train.json."
             | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories)."
             | Seed _ -> "seed of φ's initialisation and of the meta-training problems; default 0."
@@ -47,7 +47,7 @@ type TrainArgs =
             | Dim _ -> "quadratic dimension; default 10."
             | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
             | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
-            | Batch _ -> "mnist: minibatch size; default 128."
+            | Batch _ -> "mnist, mnist-conv: minibatch size; default 128."
             | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
             | Validate_Every _ -> "validate on 1000 held-out functions every N meta-iterations (0: never); default 250."
@@ -79,14 +79,14 @@ type EvaluateArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Task _ -> "task family: quadratic or mnist."
+            | Task _ -> "task family: quadratic, mnist or mnist-conv."
             | Optimizer _ -> "a trained optimizer file (optimizer.json)."
             | Steps _ -> "optimizee steps S; default 200."
             | Runs _ -> "fresh problems N (quadratic: functions, default 1000; mnist: networks, default 10)."
             | Dim _ -> "quadratic dimension; default 10."
             | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
             | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
-            | Batch _ -> "mnist: minibatch size; default 128."
+            | Batch _ -> "mnist, mnist-conv: minibatch size; default 128."
             | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Seed _ -> "portable-stream seed of the evaluation problems; default 1000."
             | Tune_Baselines -> "also tune and evaluate SGD, momentum, NAG, RMSprop and Adam."
@@ -153,7 +153,7 @@ type PaperArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, or all."
+            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, mnist-conv, or all."
             | Root _ -> "the paper directory; default paper."
             | Retrain -> "train the optimizers again even where paper/optimizers holds one with the same settings."
             | Data_Dir _ -> "MNIST data directory."

@@ -136,7 +136,7 @@ let measure (task: string) (reps: int) : JsonObject =
     // evaluation of m_φ (under no_grad; ∇ from autograd), on fresh problems
     let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
     trace "training_done"
-    let opt = Learned.optimizer state.Phi
+    let opt = TaskSpec.learned cfg.Task state.Phis
     Evaluate.run opt problems 50 |> ignore
     trace "evaluation"
     let eval =
@@ -145,14 +145,14 @@ let measure (task: string) (reps: int) : JsonObject =
               float r.Steps / r.Seconds ]
     List.iter Problem.dispose problems
     let peak = peakRssMib ()
-    let kernel = kernelProfile state.Phi (TaskSpec.coordinates cfg.Task * (match cfg.Task with Quadratic _ -> evalCount | Mlp _ -> 1))
+    let kernel = kernelProfile (List.head state.Phis) (TaskSpec.coordinates cfg.Task * evalCount)
     TrainState.dispose state
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(median train)
     o["eval_steps_per_s"] <- JsonValue.Create(median eval)
     o["peak_rss_mib"] <- JsonValue.Create(peak)
     o["meta_train_coordinates"] <- JsonValue.Create(TaskSpec.coordinates cfg.Task * cfg.BatchFunctions)
-    o["eval_coordinates"] <- JsonValue.Create(TaskSpec.coordinates cfg.Task * (match cfg.Task with Quadratic _ -> evalCount | Mlp _ -> 1))
+    o["eval_coordinates"] <- JsonValue.Create(TaskSpec.coordinates cfg.Task * evalCount)
     o["repetitions"] <- JsonValue.Create(reps)
     o["meta_train_samples"] <- JsonArray(train |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)
     o["eval_samples"] <- JsonArray(eval |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)

@@ -42,7 +42,8 @@ let parseTask (name: string) (dim: int) (hidden: string option) (activation: str
             | Some "relu" -> Relu
             | Some other -> fail "unknown activation '%s' (expected sigmoid or relu)" other
         Mlp { Hidden = widths; Activation = act; Batch = defaultArg batch 128 }
-    | other -> fail "unknown task '%s' (known: quadratic, mnist)" other
+    | "mnist-conv" -> Conv { TaskSpec.convDefault with Batch = defaultArg batch TaskSpec.convDefault.Batch }
+    | other -> fail "unknown task '%s' (known: quadratic, mnist, mnist-conv)" other
 
 /// Sets libtorch's intra-op threads: the given number, or one per core.
 let setThreads (n: int option) =
@@ -64,7 +65,7 @@ let private parseDevice (s: string option) =
 let private fmt (v: float) = if Double.IsFinite v then sprintf "%.4g" v else "diverged"
 
 /// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json.
-let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
+let train (cfg: MetaConfig) (outDir: string) : Phi list * TrainState =
     let cfg = MetaConfig.validate cfg |> orFail
     Directory.CreateDirectory outDir |> ignore
     let logPath = Path.Combine(outDir, "train-log.csv")
@@ -115,7 +116,7 @@ let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
           "best_validation_loss", (if Double.IsFinite final.BestLoss then JsonValue.Create(final.BestLoss) :> JsonNode else null)
           "skipped_updates", JsonValue.Create(skipped)
           "seconds", JsonValue.Create(seconds) ]
-    OptimizerFile.save (Path.Combine(outDir, "optimizer.json")) best training
+    OptimizerFile.saveFor (Path.Combine(outDir, "optimizer.json")) cfg.Task best training
     let summary = JsonObject()
     for k, v in training do
         summary[k] <- (if isNull v then null else v.DeepClone())
@@ -125,7 +126,7 @@ let train (cfg: MetaConfig) (outDir: string) : Phi * TrainState =
     best, final
 
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
-let evaluate (s: EvalSettings) (phi: Phi) : EvaluationResults =
+let evaluate (s: EvalSettings) (phi: Phi list) : EvaluationResults =
     let s = EvalSettings.validate s |> orFail
     let results = Experiment.evaluate s phi (printfn "%s")
     printfn ""
@@ -170,7 +171,8 @@ let runTrain (a: ParseResults<TrainArgs>) =
     let cfg = metaConfigOf a
     let cfg =
         match cfg.Task with
-        | Mlp _ ->
+        | Mlp _
+        | Conv _ ->
             // the MNIST defaults (see MetaConfig.mnist) where the command line is silent
             let m = MetaConfig.mnist cfg.Task
             { cfg with
@@ -185,8 +187,8 @@ let runTrain (a: ParseResults<TrainArgs>) =
     train cfg (a.GetResult TrainArgs.Out) |> ignore
     0
 
-let private loadPhi (path: string) (device: DeviceChoice) =
-    match OptimizerFile.load path (DeviceChoice.resolve device) torch.ScalarType.Float32 with
+let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
+    match OptimizerFile.loadFor path task (DeviceChoice.resolve device) torch.ScalarType.Float32 with
     | Ok phi -> phi
     | Error e -> fail "%s" e
 
@@ -197,7 +199,7 @@ let runEvaluate (a: ParseResults<EvaluateArgs>) =
     let task =
         parseTask (a.GetResult EvaluateArgs.Task) (a.GetResult(EvaluateArgs.Dim, 10)) (a.TryGetResult EvaluateArgs.Mlp_Hidden)
             (a.TryGetResult EvaluateArgs.Activation) (a.TryGetResult EvaluateArgs.Batch)
-    let isMnist = match task with Mlp _ -> true | _ -> false
+    let isMnist = match task with Quadratic _ -> false | Mlp _ | Conv _ -> true
     let settings =
         { Task = task
           Steps = a.GetResult(EvaluateArgs.Steps, 200)
@@ -207,11 +209,12 @@ let runEvaluate (a: ParseResults<EvaluateArgs>) =
           TuneSeed = a.GetResult(EvaluateArgs.Tune_Seed, 2000UL)
           TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, (if isMnist then 3 else 1000))
           TuneSteps = a.GetResult(EvaluateArgs.Tune_Steps, 100)
+          TuneRefine = (EvalSettings.defaults task 100).TuneRefine
           Device = device }
     // validate the cheap things before loading anything
     if settings.Steps < 1 then fail "steps must be ≥ 1 (got %d)" settings.Steps
     if settings.Runs < 1 then fail "runs must be ≥ 1 (got %d)" settings.Runs
-    let phi = loadPhi (a.GetResult EvaluateArgs.Optimizer) device
+    let phi = loadPhi (a.GetResult EvaluateArgs.Optimizer) task device
     let results = evaluate settings phi
     let out = a.GetResult EvaluateArgs.Out
     Results.save out results

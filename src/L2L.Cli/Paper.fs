@@ -12,13 +12,17 @@ open TorchSharp
 open L2L
 open L2L.Cli.Commands
 
-let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep" ]
+let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep"; "mnist-conv" ]
 
 /// The meta-training settings of each trained optimizer.
 let quadraticConfig = MetaConfig.quadratic
 
 let mnistTask = Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
 let mnistConfig = MetaConfig.mnist mnistTask
+
+/// The conv net with its two learned optimizers (conv and fully connected parameters).
+let convTask = Conv TaskSpec.convDefault
+let convConfig = { MetaConfig.mnist convTask with MetaIterations = 300; ValidateEvery = 50 }
 
 /// The training settings an optimizer file must record to be reused for `cfg` (what `train` writes).
 let private expected (cfg: MetaConfig) : (string * string) list =
@@ -36,7 +40,7 @@ let private expected (cfg: MetaConfig) : (string * string) list =
 
 /// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
 /// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
-let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi * float =
+let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
     let path = Path.Combine(root, "optimizers", name + ".json")
     let existing =
         if retrain || not (File.Exists path) then None
@@ -54,8 +58,8 @@ let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : 
                             if k = "meta_lr" then Double.Parse(s, Globalization.CultureInfo.InvariantCulture) = cfg.MetaLr else s = v)
                 if not same then None
                 else
-                    match OptimizerFile.load path (DeviceChoice.resolve cfg.Device) cfg.DType with
-                    | Ok phi when phi.Config = cfg.Lstm -> Some(phi, training["seconds"].GetValue<float>())
+                    match OptimizerFile.loadFor path cfg.Task (DeviceChoice.resolve cfg.Device) cfg.DType with
+                    | Ok phis when phis |> List.forall (fun p -> p.Config = cfg.Lstm) -> Some(phis, training["seconds"].GetValue<float>())
                     | _ -> None
             with _ -> None
     match existing with
@@ -71,12 +75,12 @@ let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : 
         File.Copy(Path.Combine(dir, "optimizer.json"), path, true)
         File.Copy(Path.Combine(dir, "train-log.csv"), Path.Combine(root, "optimizers", name + ".train-log.csv"), true)
         Directory.Delete(dir, true)
-        let kept = phi |> Phi.map (fun t -> t.detach().clone().requires_grad_(true))
+        let kept = MetaTrain.snapshot phi
         TrainState.dispose final
         kept, seconds
 
 /// Evaluates and writes results.json, curves.csv and the figure into `dir`.
-let private evaluateInto (dir: string) (title: string) (settings: EvalSettings) (phi: Phi) (extra: (string * JsonNode) list) =
+let private evaluateInto (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =
     Directory.CreateDirectory dir |> ignore
     let sw = Stopwatch.StartNew()
     let r = evaluate settings phi
@@ -92,8 +96,10 @@ let private trainingInfo (name: string) (cfg: MetaConfig) (seconds: float) : (st
       "meta_iterations", JsonValue.Create(cfg.MetaIterations)
       "meta_training_seconds", JsonValue.Create(seconds) ]
 
+/// MNIST evaluations: 10 runs; baselines tuned on 3 held-out runs (the conv net: on 1, coarse to
+/// fine, as a conv run costs ~10× an MLP run).
 let mnistEval (task: TaskSpec) =
-    { EvalSettings.defaults task 100 with Runs = 10; TuneRuns = 3 }
+    { EvalSettings.defaults task 100 with Runs = 10; TuneRuns = (match task with Conv _ -> 1 | _ -> 3) }
 
 /// The tables of paper/README.md (between its markers), rebuilt from paper/results.
 let tables (root: string) : string =
@@ -131,6 +137,7 @@ let tables (root: string) : string =
     table "MNIST generalization: 40 hidden units (Fig. 5)" "mnist-generalization/hidden40"
     table "MNIST generalization: 2 hidden layers (Fig. 5)" "mnist-generalization/layers2"
     table "MNIST generalization: ReLU (Fig. 5)" "mnist-generalization/relu"
+    table "MNIST conv net with two LSTMs (the architecture of Fig. 7)" "mnist-conv"
     match read (Path.Combine(results, "mnist-sweep", "results.json")) with
     | None -> ()
     | Some r ->
@@ -235,6 +242,11 @@ let run (root: string) (name: string) (retrain: bool) =
         File.WriteAllText(Path.Combine(dir, "results.json"), o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
         plotSweep dir cells
         printfn "→ %s" dir
+    | "mnist-conv" ->
+        let phis, secs = optimizer root "mnist-conv" convConfig retrain
+        evaluateInto (Path.Combine(results, "mnist-conv")) "MNIST conv net, two LSTMs (conv, fully connected), 10 fresh runs" (mnistEval convTask) phis
+            (trainingInfo "mnist-conv" convConfig secs)
+        |> ignore
     | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)
 
 /// `tools/l2l paper NAME|all`.

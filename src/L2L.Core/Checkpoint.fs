@@ -52,8 +52,8 @@ module Checkpoint =
             cfg.Unroll.Unroll cfg.BatchFunctions cfg.Seed cfg.DType cfg.Unroll.SecondOrder cfg.Unroll.Weights cfg.Unroll.LogLoss
 
     let private stateTensors (s: TrainState) =
-        [ yield! Phi.tensors s.Phi |> List.mapi (fun i t -> sprintf "phi.%d" i, t)
-          yield! Phi.tensors s.Best |> List.mapi (fun i t -> sprintf "best.%d" i, t)
+        [ yield! Phis.tensors s.Phis |> List.mapi (fun i t -> sprintf "phi.%d" i, t)
+          yield! Phis.tensors s.Best |> List.mapi (fun i t -> sprintf "best.%d" i, t)
           for i, o in List.indexed s.MetaOpt do
               yield! o.Slots |> List.mapi (fun j t -> sprintf "adam.%d.%d" i j, t)
           match s.Trajectory with
@@ -192,10 +192,11 @@ module Checkpoint =
                     match tensors.TryFind name with
                     | Some t -> t
                     | None -> raise (InvalidDataException(sprintf "tensor %s is missing" name))
-                let count = 3 * cfg.Lstm.Layers + 2
+                let groups = (TaskSpec.groups cfg.Task).Length
+                let count = groups * (3 * cfg.Lstm.Layers + 2)
                 let leaf (t: Tensor) = t.requires_grad_(true)
-                let phi = Phi.ofTensors cfg.Lstm [ for i in 0 .. count - 1 -> leaf (get (sprintf "phi.%d" i)) ]
-                let best = Phi.ofTensors cfg.Lstm [ for i in 0 .. count - 1 -> leaf (get (sprintf "best.%d" i)) ]
+                let phi = Phis.ofTensors cfg.Lstm groups [ for i in 0 .. count - 1 -> leaf (get (sprintf "phi.%d" i)) ]
+                let best = Phis.ofTensors cfg.Lstm groups [ for i in 0 .. count - 1 -> leaf (get (sprintf "best.%d" i)) ]
                 let steps = [ for x in h.GetProperty("meta_opt_steps").EnumerateArray() -> x.GetInt32() ]
                 let metaOpt = steps |> List.mapi (fun i st -> { Step = st; Slots = [ get (sprintf "adam.%d.0" i); get (sprintf "adam.%d.1" i) ] })
                 let numOr (e: JsonElement) (name: string) =
@@ -213,7 +214,7 @@ module Checkpoint =
                               Step = t.GetProperty("step").GetInt32()
                               Theta = (get "traj.theta").requires_grad_(true)
                               Grad = get "traj.grad"
-                              Opt = { Step = t.GetProperty("opt_step").GetInt32(); Slots = [ for j in 0 .. 2 * cfg.Lstm.Layers - 1 -> get (sprintf "traj.slot.%d" j) ] }
+                              Opt = { Step = t.GetProperty("opt_step").GetInt32(); Slots = [ for j in 0 .. groups * 2 * cfg.Lstm.Layers - 1 -> get (sprintf "traj.slot.%d" j) ] }
                               Loss = numOr t "loss" }
                 let m = h.GetProperty("metrics")
                 let arr (name: string) = [| for x in m.GetProperty(name).EnumerateArray() -> if x.ValueKind = JsonValueKind.Null then nan else x.GetDouble() |]
@@ -221,7 +222,7 @@ module Checkpoint =
                 let ml, tl, vl = arr "meta_loss", arr "train_loss", arr "validation"
                 let metrics = Array.init its.Length (fun i -> { Iteration = its[i]; MetaLoss = ml[i]; TrainLoss = tl[i]; Validation = vl[i] })
                 let state =
-                    { Phi = phi
+                    { Phis = phi
                       MetaOpt = metaOpt
                       Iteration = h.GetProperty("iteration").GetInt32()
                       Trajectory = trajectory

@@ -37,8 +37,8 @@ type Summary =
 module Evaluate =
     let private finite (v: float) = if Double.IsFinite v then v else Double.PositiveInfinity
 
-    /// Runs `opt` for `steps` steps on one problem. ∇ comes from autograd; the update runs under
-    /// no_grad. At the steps in `at` the loss on all the problem's data and its metrics are taken.
+    /// Runs `opt` for `steps` steps on one problem. ∇ comes from the problem's hand-derived
+    /// gradient when it has one, else from autograd; the update runs under no_grad. At the steps in `at` the loss on all the problem's data and its metrics are taken.
     /// A function whose loss goes non-finite is reported as +∞ from then on.
     let runOne (opt: Optimizer) (problem: Problem) (steps: int) (at: Set<int>)
         : float[][] * Map<int, float[]> * Map<string, Map<int, float[]>> * float =
@@ -69,18 +69,31 @@ module Evaluate =
                 let sw = Stopwatch.StartNew()
                 let th, s, bad =
                     Scope.run (fun (th: Tensor, s: OptState, _) -> th :: s.Slots) (fun () ->
-                        let leaf = theta.requires_grad_(true)
-                        let perFunction = problem.Losses t leaf
-                        let values = Tensors.toArray perFunction
-                        losses[t] <- values |> Array.map finite
-                        let bad = Array.exists (Double.IsFinite >> not) values
-                        if t = steps || bad then
-                            leaf.detach(), state, bad
-                        else
-                            let grad = torch.autograd.grad([| perFunction.sum() |], [| leaf |])[0]
+                        match problem.LossGrad with
+                        | Some lossGrad ->
+                            // the hand-derived gradient: no autograd graph at all
                             use _ = torch.no_grad()
-                            let struct (g, s') = opt.Update state grad
-                            Update.apply (leaf.detach()) g, s', false)
+                            let perFunction, grad = lossGrad t theta
+                            let values = Tensors.toArray perFunction
+                            losses[t] <- values |> Array.map finite
+                            let bad = Array.exists (Double.IsFinite >> not) values
+                            if t = steps || bad then theta, state, bad
+                            else
+                                let struct (g, s') = opt.Update state grad
+                                Update.apply theta g, s', false
+                        | None ->
+                            let leaf = theta.requires_grad_(true)
+                            let perFunction = problem.Losses t leaf
+                            let values = Tensors.toArray perFunction
+                            losses[t] <- values |> Array.map finite
+                            let bad = Array.exists (Double.IsFinite >> not) values
+                            if t = steps || bad then
+                                leaf.detach(), state, bad
+                            else
+                                let grad = torch.autograd.grad([| perFunction.sum() |], [| leaf |])[0]
+                                use _ = torch.no_grad()
+                                let struct (g, s') = opt.Update state grad
+                                Update.apply (leaf.detach()) g, s', false)
                 seconds <- seconds + sw.Elapsed.TotalSeconds
                 // θ_t is the tensor `theta` still (th is θ_{t+1})
                 if at.Contains t then
@@ -162,15 +175,41 @@ module Tuning =
           /// (lr, mean loss at the criterion step) for every grid point
           Scores: (float * float) list }
 
+    let private score (name: string) (problems: Problem list) (steps: int) (lr: float) =
+        let r = Evaluate.run (Baselines.byName name lr) problems steps
+        let s = Evaluate.mean r.Full[steps]
+        lr, (if Double.IsFinite s then s else Double.PositiveInfinity)
+
+    let private pick (name: string) (scores: (float * float) list) (isEdge: float -> bool) : Result =
+        let scores = scores |> List.sortBy fst
+        let bestIdx = scores |> List.mapi (fun i (_, s) -> i, s) |> List.minBy snd |> fst
+        { Name = name
+          Lr = fst scores[bestIdx]
+          Score = snd scores[bestIdx]
+          AtGridEdge = isEdge (fst scores[bestIdx])
+          Scores = scores }
+
+    /// Coarse to fine over the grid of `grid lo hi fine`: every point of the coarse grid (`coarse`
+    /// per decade, a subset of the fine one when fine is a multiple of coarse), then the fine points
+    /// within one coarse step of the best coarse point. Same resolution as the whole fine grid at
+    /// about half the runs, for optimizees where a run is expensive; assumes the loss has no second
+    /// minimum hidden between coarse points.
+    let tuneRefined (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
+        let coarseScores = grid lo hi coarse |> List.map (score name problems steps)
+        let best = coarseScores |> List.minBy snd |> fst
+        let width = 10.0 ** (1.0 / float coarse) * (1.0 + 1e-9)
+        let near (a: float) (b: float) = abs (log10 a - log10 b) < 1e-9
+        let fineScores =
+            grid lo hi fine
+            |> List.filter (fun lr -> lr > best / width && lr < best * width && not (coarseScores |> List.exists (fst >> near lr)))
+            |> List.map (score name problems steps)
+        let all = grid lo hi fine
+        pick name (coarseScores @ fineScores) (fun lr -> near lr (List.head all) || near lr (List.last all))
+
     /// Picks the lr of baseline `name` that minimises the mean loss at step `steps` on `problems`
     /// (held-out problems: never the evaluation ones).
     let tune (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
-        let scores =
-            lrs
-            |> List.map (fun lr ->
-                let r = Evaluate.run (Baselines.byName name lr) problems steps
-                let s = Evaluate.mean r.Full[steps]
-                lr, (if Double.IsFinite s then s else Double.PositiveInfinity))
+        let scores = lrs |> List.map (score name problems steps)
         let bestIdx = scores |> List.mapi (fun i (_, s) -> i, s) |> List.minBy snd |> fst
         { Name = name
           Lr = fst scores[bestIdx]

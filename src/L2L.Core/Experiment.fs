@@ -19,6 +19,9 @@ type EvalSettings =
       TuneRuns: int
       /// Tuning criterion: mean loss at this step.
       TuneSteps: int
+      /// Tune coarse to fine (2 then 6 learning rates per decade, Tuning.tuneRefined) rather than
+      /// over the whole grid of 6 per decade: for optimizees where a run is expensive.
+      TuneRefine: bool
       Device: DeviceChoice }
 
 module EvalSettings =
@@ -31,6 +34,8 @@ module EvalSettings =
           TuneSeed = 2000UL
           TuneRuns = 1000
           TuneSteps = horizon
+          // a conv net's run costs ~10× an MLP's
+          TuneRefine = (match task with Conv _ -> true | _ -> false)
           Device = Cpu }
 
     let validate (s: EvalSettings) : Result<EvalSettings, string list> =
@@ -51,9 +56,10 @@ module Experiment =
 
     /// Runs m_φ (and, when asked, the tuned baselines) on fresh portable problems with common random
     /// numbers. `log` receives progress lines.
-    let evaluate (s: EvalSettings) (phi: Phi) (log: string -> unit) : EvaluationResults =
+    /// phis: one φ per coordinate group of the task (TaskSpec.groups).
+    let evaluate (s: EvalSettings) (phis: Phi list) (log: string -> unit) : EvaluationResults =
         let device = DeviceChoice.resolve s.Device
-        let dtype = phi.WOut.dtype
+        let dtype = (List.head phis).WOut.dtype
         let at = Evaluate.reportSteps s.Steps
         let problems = TaskSpec.heldOut s.Task EvalSplit s.Seed s.Runs s.Steps device dtype
         try
@@ -63,16 +69,20 @@ module Experiment =
                     let tuneProblems = TaskSpec.heldOut s.Task TrainSplit s.TuneSeed s.TuneRuns s.TuneSteps device dtype
                     try
                         let lrs = Tuning.grid 1e-5 10.0 6
-                        log (sprintf "tuning %d baselines on %d held-out problems (seed %d), %d learning rates each, criterion mean f(θ_%d)"
-                                 Baselines.names.Length s.TuneRuns s.TuneSeed lrs.Length s.TuneSteps)
+                        log (sprintf "tuning %d baselines on %d held-out problems (seed %d), %s, criterion mean f(θ_%d)"
+                                 Baselines.names.Length s.TuneRuns s.TuneSeed
+                                 (if s.TuneRefine then "coarse to fine over 1e-5..10 (2, then 6 learning rates per decade)"
+                                  else sprintf "%d learning rates each" lrs.Length) s.TuneSteps)
                         [ for name in Baselines.names ->
-                              let r = Tuning.tune name lrs tuneProblems s.TuneSteps
+                              let r =
+                                  if s.TuneRefine then Tuning.tuneRefined name 1e-5 10.0 2 6 tuneProblems s.TuneSteps
+                                  else Tuning.tune name lrs tuneProblems s.TuneSteps
                               log (sprintf "  %-9s lr %-9.3g f(θ_%d) %s%s" name r.Lr s.TuneSteps (fmt r.Score)
                                        (if r.AtGridEdge then "  (at the grid's edge)" else ""))
                               r ]
                     finally
                         List.iter Problem.dispose tuneProblems
-            let optimizers = Learned.optimizer phi :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
+            let optimizers = TaskSpec.learned s.Task phis :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
             let summaries =
                 [ for opt in optimizers ->
                       let run = Evaluate.runAt opt problems s.Steps at

@@ -92,14 +92,14 @@ type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArra
     /// SHA-256 (hex) of the current φ's values: equal for bit-identical φ.
     member _.PhiSha256() : string =
         let bytes =
-            Phi.tensors state.Phi
+            Phis.tensors state.Phis
             |> List.map (fun t -> Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () -> t.detach().cpu().contiguous().bytes.ToArray()))
             |> Array.concat
         Convert.ToHexString(SHA256.HashData bytes).ToLowerInvariant()
 
     /// Writes the best φ to `path` (the optimizer file format).
     member _.SaveOptimizer(path: string) =
-        OptimizerFile.save path state.Best
+        OptimizerFile.saveFor path cfg.Task state.Best
             [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
               "meta_iterations", JsonValue.Create(state.Iteration)
               "best_iteration", JsonValue.Create(state.BestIteration)

@@ -119,11 +119,12 @@ module JobSpec =
                 | Some t when t.ValueKind = JsonValueKind.String ->
                     if t.GetString() = "quadratic" then Quadratic 10
                     elif t.GetString() = "mnist" then Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
+                    elif t.GetString() = "mnist-conv" then Conv TaskSpec.convDefault
                     else
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist)" (t.GetString()))
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist, mnist-conv)" (t.GetString()))
                         Quadratic 10
                 | Some t when t.ValueKind = JsonValueKind.Object ->
-                    unknown t (set [ "name"; "dim"; "hidden"; "activation"; "batch" ]) "task."
+                    unknown t (set [ "name"; "dim"; "hidden"; "activation"; "batch"; "channels"; "dense" ]) "task."
                     match prop t "name" with
                     | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "quadratic" ->
                         Quadratic(intField t "task." "dim" 10)
@@ -146,8 +147,20 @@ module JobSpec =
                                 errors.Add(sprintf "task.activation '%s' is not sigmoid or relu" (a.ToString()))
                                 Sigmoid
                         Mlp { Hidden = hidden; Activation = activation; Batch = intField t "task." "batch" 128 }
+                    | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "mnist-conv" ->
+                        let d = TaskSpec.convDefault
+                        let channels =
+                            match prop t "channels" with
+                            | None -> d.Channels
+                            | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
+                                          && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
+                                [ for x in h.EnumerateArray() -> x.GetInt32() ]
+                            | Some _ ->
+                                errors.Add "task.channels must be a non-empty array of positive channel counts"
+                                d.Channels
+                        Conv { Channels = channels; Dense = intField t "task." "dense" d.Dense; Batch = intField t "task." "batch" d.Batch }
                     | Some n ->
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist)" (n.ToString()))
+                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist, mnist-conv)" (n.ToString()))
                         Quadratic 10
                     | None ->
                         errors.Add "task.name is missing"
@@ -155,7 +168,7 @@ module JobSpec =
                 | Some _ ->
                     errors.Add "task must be an object {\"name\":..}"
                     Quadratic 10
-            let d = match task with Mlp _ -> MetaConfig.mnist task | Quadratic _ -> MetaConfig.quadratic
+            let d = match task with Quadratic _ -> MetaConfig.quadratic | Mlp _ | Conv _ -> MetaConfig.mnist task
             let lstm =
                 match prop root "optimizer" with
                 | None -> d.Lstm
@@ -209,7 +222,7 @@ module JobSpec =
             let evalDefaults =
                 let e = EvalSettings.defaults task horizon
                 match task with
-                | Mlp _ -> { e with Runs = 10; TuneRuns = 3 }
+                | Mlp _ | Conv _ -> { e with Runs = 10; TuneRuns = 3 }
                 | Quadratic _ -> e
             let evaluation =
                 match prop root "evaluation" with

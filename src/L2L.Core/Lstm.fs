@@ -132,6 +132,17 @@ module Phi =
           WOut = leaf (uniform [| 1L; h |])
           BOut = leaf (torch.zeros([| 1L; 1L |], dtype = dtype, device = device)) })
 
+/// Several φ side by side (one per coordinate group of a task), as one list of tensors.
+module Phis =
+    let tensors (phis: Phi list) : Tensor list = phis |> List.collect Phi.tensors
+
+    /// Rebuilds `count` φ of configuration c from the tensors of `tensors`, in order.
+    let ofTensors (c: LstmConfig) (count: int) (ts: Tensor list) : Phi list =
+        let per = 3 * c.Layers + 2
+        if ts.Length <> count * per then
+            invalidArg "ts" (sprintf "expected %d tensors for %d optimizers of %d layers, got %d" (count * per) count c.Layers ts.Length)
+        [ for k in 0 .. count - 1 -> Phi.ofTensors c (ts |> List.skip (k * per) |> List.take per) ]
+
 module LstmState =
     /// Zero state for n coordinates.
     let zeros (phi: Phi) (n: int64) : LstmState =

@@ -79,6 +79,8 @@ module MetaConfig =
           elif c.Horizon % c.Unroll.Unroll <> 0 then
               sprintf "unroll %d does not divide the horizon %d" c.Unroll.Unroll c.Horizon
           if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
+          if (TaskSpec.groups c.Task).Length > 1 && c.BatchFunctions <> 1 then
+              "a task with several coordinate groups trains on one function at a time (batch functions 1)"
           if c.MetaIterations < 0 then "meta-iterations must be ≥ 0"
           if not (Double.IsFinite c.MetaLr) || c.MetaLr <= 0.0 then "meta-lr must be a positive number"
           if c.ValidateEvery < 0 then "validate-every must be ≥ 0"
@@ -91,8 +93,9 @@ module MetaConfig =
 
 /// The whole meta-training state between two meta-iterations.
 type TrainState =
-    { Phi: Phi
-      /// Adam's state for each of φ's tensors (in `Phi.tensors` order).
+    { /// φ of each coordinate group of the task (TaskSpec.groups; one for most tasks).
+      Phis: Phi list
+      /// Adam's state for each of φ's tensors (in `Phis.tensors` order).
       MetaOpt: OptState list
       /// Meta-iterations done.
       Iteration: int
@@ -100,7 +103,7 @@ type TrainState =
       Trajectory: Trajectory option
       /// Trajectories started so far (the counter of the next meta-training problem).
       Trajectories: int64
-      Best: Phi
+      Best: Phi list
       BestLoss: float
       BestIteration: int
       /// The meta-learning rate now (reduced after each fault).
@@ -111,10 +114,10 @@ type TrainState =
 
 module TrainState =
     let tensors (s: TrainState) =
-        Phi.tensors s.Phi
+        Phis.tensors s.Phis
         @ (s.MetaOpt |> List.collect (fun o -> o.Slots))
         @ (s.Trajectory |> Option.map Trajectory.tensors |> Option.defaultValue [])
-        @ Phi.tensors s.Best
+        @ Phis.tensors s.Best
 
     let dispose (s: TrainState) = Scope.disposeReplaced (tensors s) []
 
@@ -140,20 +143,21 @@ module MetaTrain =
     let private metaAdam (lr: float) = Baselines.adam lr 0.9 0.999 1e-8
 
     /// A detached copy of φ that requires grad (for keeping the best φ).
-    let snapshot (phi: Phi) = phi |> Phi.map (fun t -> t.detach().clone().requires_grad_(true))
+    let snapshot (phis: Phi list) = phis |> List.map (Phi.map (fun t -> t.detach().clone().requires_grad_(true)))
 
     let init (cfg: MetaConfig) : TrainState =
       Tensors.build TrainState.tensors (fun () ->
         let device = DeviceChoice.resolve cfg.Device
         use gen = Seeds.generator cfg.Seed 0UL 0L
-        let phi = Phi.init cfg.Lstm device cfg.DType gen
+        // one φ per coordinate group, drawn in turn from the same generator
+        let phis = [ for _ in TaskSpec.groups cfg.Task -> Phi.init cfg.Lstm device cfg.DType gen ]
         let adam = metaAdam cfg.MetaLr
-        { Phi = phi
-          MetaOpt = Phi.tensors phi |> List.map adam.Init
+        { Phis = phis
+          MetaOpt = Phis.tensors phis |> List.map adam.Init
           Iteration = 0
           Trajectory = None
           Trajectories = 0L
-          Best = snapshot phi
+          Best = snapshot phis
           BestLoss = Double.PositiveInfinity
           BestIteration = 0
           MetaLr = cfg.MetaLr
@@ -161,10 +165,10 @@ module MetaTrain =
           Faults = 0 })
 
     /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on.
-    let metaGradient (cfg: MetaConfig) (phi: Phi) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
-        let loss, carried = MetaLoss.unroll cfg.Unroll (Learned.optimizer phi) tr
-        let grads = torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi), allow_unused = true)
-        let grads = Seq.zip (Phi.tensors phi) grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
+    let metaGradient (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+        let loss, carried = MetaLoss.unroll cfg.Unroll (TaskSpec.learned cfg.Task phis) tr
+        let grads = torch.autograd.grad([| loss |], List.toArray (Phis.tensors phis), allow_unused = true)
+        let grads = Seq.zip (Phis.tensors phis) grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
         loss, grads, carried
 
     /// One meta-iteration: one truncation of the current trajectory (starting a new one when
@@ -178,8 +182,8 @@ module MetaTrain =
             | Some tr -> tr
             | None ->
                 let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
-                MetaLoss.start (Learned.optimizer s.Phi) problem s.Trajectories
-        let loss, grads, carried = metaGradient cfg s.Phi tr
+                MetaLoss.start (TaskSpec.learned cfg.Task s.Phis) problem s.Trajectories
+        let loss, grads, carried = metaGradient cfg s.Phis tr
         let lossValue = loss.ToDouble()
         let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
         let phi, metaOpt =
@@ -191,15 +195,15 @@ module MetaTrain =
                         (fun (p: Tensor) (g: Tensor) (o: OptState) ->
                             let struct (d, o') = adam.Update o g
                             (Update.apply p d).requires_grad_(true), o')
-                        (Phi.tensors s.Phi) grads s.MetaOpt
-                Phi.ofTensors cfg.Lstm (List.map fst updated), List.map snd updated
+                        (Phis.tensors s.Phis) grads s.MetaOpt
+                Phis.ofTensors cfg.Lstm s.Phis.Length (List.map fst updated), List.map snd updated
             else
-                s.Phi, s.MetaOpt
+                s.Phis, s.MetaOpt
         // after a fault θ may be unusable: the next iteration starts a fresh trajectory
         let finished = carried.Step >= cfg.Horizon || not finite
         let next =
             { s with
-                Phi = phi
+                Phis = phi
                 MetaOpt = metaOpt
                 Iteration = s.Iteration + 1
                 Trajectory = if finished then None else Some carried
@@ -223,8 +227,8 @@ module MetaTrain =
         TaskSpec.heldOut cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
 
     /// Mean f(θ_T) of m_φ over the validation problems (each function's loss on all its data).
-    let validate (cfg: MetaConfig) (problems: Problem list) (phi: Phi) =
-        let r = Evaluate.run (Learned.optimizer phi) problems cfg.Horizon
+    let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) =
+        let r = Evaluate.run (TaskSpec.learned cfg.Task phis) problems cfg.Horizon
         let v = Evaluate.mean r.Full[cfg.Horizon]
         if Double.IsFinite v then v else Double.PositiveInfinity
 
@@ -237,14 +241,14 @@ module MetaTrain =
                 let n, r = step cfg s
                 match validation with
                 | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
-                    let v = validate cfg vp n.Phi
+                    let v = validate cfg vp n.Phis
                     let n =
                         if v < n.BestLoss then
-                            { n with Best = snapshot n.Phi; BestLoss = v; BestIteration = n.Iteration }
+                            { n with Best = snapshot n.Phis; BestLoss = v; BestIteration = n.Iteration }
                         else n
                     n, { r with Validation = Some v }
                 | Some _ -> n, r
-                | None -> { n with Best = snapshot n.Phi; BestIteration = n.Iteration }, r)
+                | None -> { n with Best = snapshot n.Phis; BestIteration = n.Iteration }, r)
         Scope.disposeReplaced (TrainState.tensors s) (TrainState.tensors next)
         next, r
 

@@ -109,3 +109,36 @@ module Learned =
             fun s grad ->
                 let g, state = Lstm.step phi (LstmState.ofTensors layers s.Slots) grad
                 struct (g, { Step = s.Step + 1; Slots = LstmState.tensors state }) }
+
+    /// Several coordinatewise LSTMs, each on its own contiguous block of θ (paper §3.4: one for a
+    /// conv net's conv parameters, one for its fully connected ones). groups: (name, coordinates) in
+    /// θ's order, one φ each. With one φ it is `optimizer` itself, on any number of coordinates.
+    let grouped (groups: (string * int) list) (phis: Phi list) : Optimizer =
+        if groups.Length <> phis.Length then
+            invalidArg "phis" (sprintf "%d coordinate groups but %d learned optimizers" groups.Length phis.Length)
+        match phis with
+        | [ phi ] -> optimizer phi
+        | _ ->
+            let parts = List.map optimizer phis
+            let sizes = groups |> List.map (snd >> int64)
+            let offsets = List.scan (+) 0L sizes
+            let total = List.last offsets
+            let slots = phis |> List.map (fun p -> 2 * p.Config.Layers)
+            let slice (t: Tensor) = List.map2 (fun o n -> t.narrow(0L, o, n)) (List.take sizes.Length offsets) sizes
+            let split (s: OptState) =
+                let bounds = List.scan (+) 0 slots
+                List.map2 (fun a k -> { Step = s.Step; Slots = s.Slots |> List.skip a |> List.take k }) (List.take slots.Length bounds) slots
+            { Name = "lstm"
+              Hyper = (List.head parts).Hyper @ [ "groups", float phis.Length ]
+              Init =
+                fun theta ->
+                    if theta.numel() <> total then
+                        invalidArg "theta" (sprintf "θ has %d coordinates, the groups (%s) %d" (theta.numel())
+                                                (groups |> List.map (fun (n, k) -> sprintf "%s %d" n k) |> String.concat ", ") total)
+                    let states = List.map2 (fun (o: Optimizer) th -> o.Init th) parts (slice theta)
+                    { Step = 0; Slots = states |> List.collect (fun s -> s.Slots) }
+              Update =
+                fun s grad ->
+                    let results = List.map3 (fun (o: Optimizer) st g -> o.Update st g) parts (split s) (slice grad)
+                    let g = torch.cat(results |> List.map (fun (struct (g, _)) -> g) |> List.toArray, 0L)
+                    struct (g, { Step = s.Step + 1; Slots = results |> List.collect (fun (struct (_, st)) -> st.Slots) }) }

@@ -12,6 +12,9 @@ type Problem =
       Theta0: Tensor
       /// Per-function losses at optimizee step t (on step t's minibatch): (t, θ [n]) -> [B].
       Losses: int -> Tensor -> Tensor
+      /// Per-function losses at step t and ∇θ of their sum, by a hand-derived gradient without
+      /// autograd: (t, θ [n]) -> [B], [n]. Evaluation's fast path; None: autograd on `Losses`.
+      LossGrad: (int -> Tensor -> Tensor * Tensor) option
       /// Per-function loss on all of the problem's data (what results report): θ [n] -> [B].
       Full: Tensor -> Tensor
       /// Further metrics at θ (e.g. test-set loss and accuracy), one value per function each.
@@ -53,10 +56,18 @@ module Quadratic =
         let r = torch.bmm(q.W, theta.view(b, d, 1L)).squeeze(-1L).sub(q.Y)
         r.mul(r).sum(1L)
 
+    /// Per-function losses and ∇ = 2 Wᵀ(Wθ − y), without autograd. θ: [B·d] -> [B], [B·d]
+    let lossGrad (q: Quadratic) (theta: Tensor) : Tensor * Tensor =
+        let b = q.Y.shape[0]
+        let d = q.Y.shape[1]
+        let r = torch.bmm(q.W, theta.view(b, d, 1L)).squeeze(-1L).sub(q.Y)
+        r.mul(r).sum(1L), torch.bmm(q.W.transpose(1L, 2L), r.unsqueeze(-1L)).view(-1L).mul(sc 2.0)
+
     let problem (q: Quadratic) : Problem =
         { Functions = functions q
           Theta0 = q.Theta0
           Losses = fun _ theta -> losses q theta
+          LossGrad = Some(fun _ theta -> lossGrad q theta)
           Full = losses q
           Metrics = fun _ -> []
           Owned = [ q.W; q.Y; q.Theta0 ] }
@@ -126,6 +137,84 @@ module Datasets =
         | TrainSplit -> 0L, 50000L
         | EvalSplit -> 50000L, 10000L
 
+/// What the MNIST classifiers share: a problem from a logits function, whole-split losses taken a
+/// chunk of rows at a time, and θ_0 and minibatches drawn from a generator or the portable stream.
+module Classifier =
+    /// Rows per chunk when a loss is taken over a whole split (bounds the float copy of the images).
+    let private chunkRows = 1000L
+
+    /// Mean cross-entropy over all of `x` and the number of correct predictions, a chunk of rows at
+    /// a time (each chunk's float images and activations are released before the next).
+    let fullLoss (logits: Tensor -> Tensor -> Tensor) (theta: Tensor) (x: Tensor) (y: Tensor) : Tensor * int64 =
+        let n = x.shape[0]
+        let mutable total = torch.zeros([||], dtype = theta.dtype, device = theta.device)
+        let mutable correct = 0L
+        let mutable start = 0L
+        while start < n do
+            let len = min chunkRows (n - start)
+            let next =
+                Scope.run (fun (t: Tensor) -> [ t ]) (fun () ->
+                    let lg = logits theta (Mnist.scale theta.dtype (x.narrow(0L, start, len)))
+                    let labels = y.narrow(0L, start, len)
+                    correct <- correct + lg.detach().argmax(1L).eq(labels).sum().ToInt64()
+                    total.add(torch.nn.functional.cross_entropy(lg, labels, reduction = torch.nn.Reduction.Sum)))
+            total.Dispose()
+            total <- next
+            start <- start + len
+        total.div(sc (float n)), correct
+
+    /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
+    /// logits: θ [n], x [B; 784] -> [B; 10]; lossGrad (optional): θ, x, labels -> loss, ∇θ loss.
+    let problem (logits: Tensor -> Tensor -> Tensor) (lossGrad: (Tensor -> Tensor -> Tensor -> Tensor * Tensor) option) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
+        let offset, length = Datasets.range split
+        let x = data.TrainX.narrow(0L, offset, length)
+        let y = data.TrainY.narrow(0L, offset, length)
+        { Functions = 1
+          Theta0 = theta0
+          Losses =
+            fun t theta ->
+                let idx = indices[int64 t]
+                let batch = Mnist.scale theta.dtype (x.index_select(0L, idx))
+                torch.nn.functional.cross_entropy(logits theta batch, y.index_select(0L, idx)).unsqueeze(0L)
+          LossGrad =
+            lossGrad
+            |> Option.map (fun f t theta ->
+                let idx = indices[int64 t]
+                let loss, grad = f theta (Mnist.scale theta.dtype (x.index_select(0L, idx))) (y.index_select(0L, idx))
+                loss.unsqueeze(0L), grad)
+          Full = fun theta -> (fst (fullLoss logits theta x y)).unsqueeze(0L)
+          Metrics =
+            fun theta ->
+                let loss, correct = fullLoss logits theta data.TestX data.TestY
+                [ "test_loss", [| loss.ToDouble() |]; "test_acc", [| float correct / float data.TestX.shape[0] |] ]
+          Owned = [ theta0; indices; x; y ] }
+
+    /// θ_0 = scale ⊙ N(0, 1) and uniform minibatch indices from a torch generator (meta-training).
+    let sample (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        let data = Datasets.mnist device
+        let _, length = Datasets.range split
+        let theta0, indices =
+            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
+                let z = torch.randn([| int64 scale.Length |], dtype = torch.ScalarType.Float64, generator = gen)
+                let th = z.mul(torch.tensor(scale)).to_type(dtype).``to``(device)
+                let idx = torch.randint(length, [| int64 (steps + 1); int64 batch |], generator = gen).``to``(device)
+                th, idx)
+        problem logits lossGrad data split theta0 indices
+
+    /// The portable stream `seed`: first n normals (θ_0 = scale ⊙ normal), then (steps + 1)·batch
+    /// indices (u64 mod the split's length), row t = step t.
+    let portable (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        let data = Datasets.mnist device
+        let n = scale.Length
+        let _, length = Datasets.range split
+        let theta0, indices =
+            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
+                let z = Portable.normals seed 0L n
+                let th = Array.init n (fun i -> float32 (scale[i] * z[i]))
+                let idx = Portable.randints seed (2L * int64 n) ((steps + 1) * batch) (int length)
+                torch.tensor(th).to_type(dtype).``to``(device), torch.tensor(idx).reshape(int64 (steps + 1), int64 batch).``to``(device))
+        problem logits lossGrad data split theta0 indices
+
 module Mlp =
     let sizes (m: MlpSpec) = 784 :: m.Hidden @ [ 10 ]
 
@@ -153,84 +242,196 @@ module Mlp =
                     | Relu -> z.relu())
         h
 
-    let private crossEntropy (logits: Tensor) (y: Tensor) = torch.nn.functional.cross_entropy(logits, y)
+    /// Mean cross-entropy of a batch and its gradient by hand-derived backpropagation, without
+    /// autograd (evaluation's fast path). theta: [n], x: [B; 784], y: [B] -> loss [], ∇ [n]
+    let lossGrad (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) : Tensor * Tensor =
+        let layers = sizes m |> List.pairwise |> Array.ofList
+        let offsets = layers |> Array.scan (fun o (i, k) -> o + int64 (i * k + k)) 0L
+        let weight j =
+            let i, o = layers[j]
+            theta.narrow(0L, offsets[j], int64 (i * o)).view(int64 i, int64 o)
+        let bias j =
+            let i, o = layers[j]
+            theta.narrow(0L, offsets[j] + int64 (i * o), int64 o)
+        let last = layers.Length - 1
+        // forward, keeping each layer's input
+        let inputs = Array.zeroCreate<Tensor> layers.Length
+        let mutable h = x
+        for j in 0 .. last do
+            inputs[j] <- h
+            let z = torch.addmm(bias j, h, weight j, 1.0f, 1.0f)
+            h <-
+                if j = last then z
+                else
+                    match m.Activation with
+                    | Sigmoid -> z.sigmoid()
+                    | Relu -> z.relu()
+        let logp = torch.nn.functional.log_softmax(h, 1L)
+        let onehot = torch.nn.functional.one_hot(y, 10L).to_type(theta.dtype)
+        let loss = logp.mul(onehot).sum().div(sc (float x.shape[0])).neg()
+        // ∂loss/∂logits = (softmax − onehot) / B, then back through the layers
+        let mutable d = logp.exp().sub(onehot).div(sc (float x.shape[0]))
+        let pieces = Array.zeroCreate<Tensor> (2 * layers.Length)
+        for j in last .. -1 .. 0 do
+            pieces[2 * j] <- torch.mm(inputs[j].t(), d).view(-1L)
+            pieces[2 * j + 1] <- d.sum(0L)
+            if j > 0 then
+                let dh = torch.mm(d, (weight j).t())
+                let a = inputs[j]
+                d <-
+                    match m.Activation with
+                    | Sigmoid -> dh.mul(a).mul(a.neg().add(sc 1.0))
+                    | Relu -> dh.mul(a.gt(sc 0.0).to_type(a.dtype))
+        loss, torch.cat(pieces, 0L)
 
-    /// Rows per chunk when a loss is taken over a whole split (bounds the float copy of the images).
-    let private chunkRows = 1000L
+    /// θ_0 ~ N(0, 0.01²): the standard deviation of each coordinate.
+    let initScale (m: MlpSpec) = Array.create (count m) 0.01
 
-    /// Mean cross-entropy over all of `x` and the number of correct predictions, a chunk of rows at
-    /// a time (each chunk's float images and activations are released before the next).
-    let private fullLoss (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) : Tensor * int64 =
-        let n = x.shape[0]
-        let mutable total = torch.zeros([||], dtype = theta.dtype, device = theta.device)
-        let mutable correct = 0L
-        let mutable start = 0L
-        while start < n do
-            let len = min chunkRows (n - start)
-            let next =
-                Scope.run (fun (t: Tensor) -> [ t ]) (fun () ->
-                    let lg = logits m theta (Mnist.scale theta.dtype (x.narrow(0L, start, len)))
-                    let labels = y.narrow(0L, start, len)
-                    correct <- correct + lg.detach().argmax(1L).eq(labels).sum().ToInt64()
-                    total.add(torch.nn.functional.cross_entropy(lg, labels, reduction = torch.nn.Reduction.Sum)))
-            total.Dispose()
-            total <- next
-            start <- start + len
-        total.div(sc (float n)), correct
-
-    /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
+    /// A problem on MNIST (see Classifier.problem).
     let problem (m: MlpSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
-        let offset, length = Datasets.range split
-        let x = data.TrainX.narrow(0L, offset, length)
-        let y = data.TrainY.narrow(0L, offset, length)
-        { Functions = 1
-          Theta0 = theta0
-          Losses =
-            fun t theta ->
-                let idx = indices[int64 t]
-                let batch = Mnist.scale theta.dtype (x.index_select(0L, idx))
-                crossEntropy (logits m theta batch) (y.index_select(0L, idx)) |> fun l -> l.unsqueeze(0L)
-          Full = fun theta -> (fst (fullLoss m theta x y)).unsqueeze(0L)
-          Metrics =
-            fun theta ->
-                let loss, correct = fullLoss m theta data.TestX data.TestY
-                [ "test_loss", [| loss.ToDouble() |]; "test_acc", [| float correct / float data.TestX.shape[0] |] ]
-          Owned = [ theta0; indices; x; y ] }
+        Classifier.problem (logits m) (Some(lossGrad m)) data split theta0 indices
 
     /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).
     let sample (m: MlpSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        let data = Datasets.mnist device
-        let _, length = Datasets.range split
-        let theta0, indices =
-            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
-                let th = torch.randn([| int64 (count m) |], dtype = torch.ScalarType.Float64, generator = gen).mul(sc 0.01).to_type(dtype).``to``(device)
-                let idx = torch.randint(length, [| int64 (steps + 1); int64 m.Batch |], generator = gen).``to``(device)
-                th, idx)
-        problem m data split theta0 indices
+        Classifier.sample (logits m) (Some(lossGrad m)) (initScale m) m.Batch gen split steps device dtype
 
-    /// The portable stream `seed`: first n normals (θ_0 = 0.01·normal), then (steps + 1)·batch
-    /// indices (u64 mod the split's length), row t = step t.
+    /// The portable stream `seed` (θ_0 = 0.01·normal; identical to the reference implementation's).
     let portable (m: MlpSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        let data = Datasets.mnist device
-        let n = count m
-        let _, length = Datasets.range split
-        let theta0, indices =
-            Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
-                let th = Portable.normals seed 0L n |> Array.map (fun z -> float32 (0.01 * z))
-                let idx = Portable.randints seed (2L * int64 n) ((steps + 1) * m.Batch) (int length)
-                torch.tensor(th).to_type(dtype).``to``(device), torch.tensor(idx).reshape(int64 (steps + 1), int64 m.Batch).``to``(device))
-        problem m data split theta0 indices
+        Classifier.portable (logits m) (Some(lossGrad m)) (initScale m) m.Batch seed split steps device dtype
+
+/// A small convolutional network on MNIST (the paper's CIFAR-10 architecture, §3.4, scaled to
+/// MNIST): per conv layer a 3×3 convolution (padding 1), batch normalisation, ReLU and 2×2
+/// max-pooling; then a fully connected layer with batch normalisation and ReLU, and the 10-way
+/// output. θ holds the conv parameters first, then the fully connected ones, so the two
+/// coordinatewise LSTMs each own one contiguous block. Batch normalisation uses the statistics of
+/// the batch it sees (a minibatch; 1000 rows at a time for a loss on a whole split): the network
+/// is a function of θ alone, with no running averages.
+type ConvSpec =
+    { /// Output channels of each conv layer (input: 1 channel, 28×28).
+      Channels: int list
+      /// Units of the fully connected hidden layer (0: the conv features go straight to the output).
+      Dense: int
+      Batch: int }
+
+module Conv =
+    /// Side of the feature maps after the conv layers (each pooling halves it, rounding down).
+    let side (c: ConvSpec) = c.Channels |> List.fold (fun s _ -> s / 2) 28
+
+    let private convLayers (c: ConvSpec) = List.pairwise (1 :: c.Channels)
+
+    /// Dense layers (in, out): the flattened conv features → Dense (if any) → 10.
+    let denseLayers (c: ConvSpec) =
+        let features = (List.last (1 :: c.Channels)) * side c * side c
+        (if c.Dense > 0 then [ features; c.Dense; 10 ] else [ features; 10 ]) |> List.pairwise
+
+    /// Conv parameters: per layer W [out; in; 3; 3], then the normalisation's scale γ − 1 [out] and
+    /// shift β [out] (β takes the place of the convolution's bias).
+    let convCount (c: ConvSpec) = convLayers c |> List.sumBy (fun (i, o) -> o * i * 9 + 2 * o)
+
+    /// Fully connected parameters: per hidden layer W [in; out] (h·W), γ − 1 [out] and β [out]; the
+    /// output layer W [in; out] and b [out].
+    let denseCount (c: ConvSpec) =
+        let layers = denseLayers c
+        layers |> List.mapi (fun k (i, o) -> i * o + (if k = layers.Length - 1 then o else 2 * o)) |> List.sum
+
+    let count (c: ConvSpec) = convCount c + denseCount c
+
+    /// θ_0: weights N(0, 2/fan_in) (He initialisation: with ReLU, the scale N(0, 0.01²) of the MLP
+    /// leaves the output layer's input near zero), γ − 1, β and the output bias 0.
+    let initScale (c: ConvSpec) : float[] =
+        [| for i, o in convLayers c do
+               yield! Array.create (o * i * 9) (sqrt (2.0 / float (i * 9)))
+               yield! Array.zeroCreate<float> (2 * o)
+           let dense = denseLayers c
+           for k, (i, o) in List.indexed dense do
+               yield! Array.create (i * o) (sqrt (2.0 / float i))
+               yield! Array.zeroCreate<float> (if k = dense.Length - 1 then o else 2 * o) |]
+
+    [<Literal>]
+    let private NormEps = 1e-5
+
+    /// Batch normalisation over `dims` with the batch's own statistics, scale 1 + g and shift β.
+    /// z: [B; o; ...], g, beta: [o] viewed as `shape`
+    let private normalise (z: Tensor) (dims: int64[]) (g: Tensor) (beta: Tensor) (shape: int64[]) =
+        let centred = z.sub(z.mean(dims, true))
+        let var = centred.mul(centred).mean(dims, true)
+        centred.div(var.add(sc NormEps).sqrt()).mul(g.view(shape).add(sc 1.0)).add(beta.view(shape))
+
+    /// A 3×3 convolution with padding 1 as a product with the input's 3×3 patches (im2col: the
+    /// padded input's nine shifted views, stacked). Measured here, libtorch's CPU conv2d backward
+    /// (2.10) intermittently returned NaN weight gradients for this network (12 of 300 identical
+    /// calls), and its unfold was 4–7× slower than these views; this form never returned a NaN.
+    /// h: [B; in; s; s], w: [out; in; 3; 3] -> [B; out; s; s]
+    let private conv3x3 (w: Tensor) (h: Tensor) =
+        let n, channels, side, o = h.shape[0], h.shape[1], h.shape[2], w.shape[0]
+        let padded = torch.nn.functional.pad(h, [| 1L; 1L; 1L; 1L |])
+        let patches =
+            torch.stack([| for dy in 0L .. 2L do
+                               for dx in 0L .. 2L -> padded.narrow(2L, dy, side).narrow(3L, dx, side) |], 2L)
+        // patches: [B; in; 9; s; s] -> [B; in·9; s·s], the order of w's [in; 3; 3]
+        torch.matmul(w.reshape(o, -1L), patches.view(n, channels * 9L, side * side)).view(n, o, side, side)
+
+    /// The conv layers' output, flattened: what the fully connected layers see. Reads only the
+    /// first `convCount` coordinates of θ. theta: [n], x: [B; 784] -> [B; features]
+    let features (c: ConvSpec) (theta: Tensor) (x: Tensor) : Tensor =
+        let mutable offset = 0L
+        let take (n: int) =
+            let t = theta.narrow(0L, offset, int64 n)
+            offset <- offset + int64 n
+            t
+        let mutable h = x.view(-1L, 1L, 28L, 28L)
+        for i, o in convLayers c do
+            let w = (take (o * i * 9)).view(int64 o, int64 i, 3L, 3L)
+            let g = take o
+            let beta = take o
+            let z = normalise (conv3x3 w h) [| 0L; 2L; 3L |] g beta [| 1L; int64 o; 1L; 1L |]
+            h <- torch.nn.functional.max_pool2d(z.relu(), [| 2L; 2L |], [| 2L; 2L |], [| 0L; 0L |], [| 1L; 1L |], false)
+        h.flatten(1L)
+
+    /// Logits of a batch. theta: [n], x: [B; 784] -> [B; 10]
+    let logits (c: ConvSpec) (theta: Tensor) (x: Tensor) : Tensor =
+        let mutable h = features c theta x
+        let mutable offset = int64 (convCount c)
+        let take (n: int) =
+            let t = theta.narrow(0L, offset, int64 n)
+            offset <- offset + int64 n
+            t
+        let dense = denseLayers c
+        for k, (i, o) in List.indexed dense do
+            let w = (take (i * o)).view(int64 i, int64 o)
+            if k = dense.Length - 1 then
+                h <- torch.addmm(take o, h, w, 1.0f, 1.0f)
+            else
+                let g = take o
+                let beta = take o
+                h <- (normalise (torch.mm(h, w)) [| 0L |] g beta [| 1L; int64 o |]).relu()
+        h
+
+    let problem (c: ConvSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
+        Classifier.problem (logits c) None data split theta0 indices
+
+    let sample (c: ConvSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.sample (logits c) None (initScale c) c.Batch gen split steps device dtype
+
+    let portable (c: ConvSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.portable (logits c) None (initScale c) c.Batch seed split steps device dtype
 
 /// The task families the toolkit knows, with their settings.
 type TaskSpec =
     | Quadratic of dim: int
     | Mlp of MlpSpec
+    | Conv of ConvSpec
 
 module TaskSpec =
+    /// The small conv net of `mnist-conv`: 3×3 convs with 4 and 8 channels, batch normalisation,
+    /// max-pooling, 32 dense units.
+    let convDefault = { Channels = [ 4; 8 ]; Dense = 32; Batch = 128 }
+
     let name =
         function
         | Quadratic _ -> "quadratic"
         | Mlp _ -> "mnist"
+        | Conv _ -> "mnist-conv"
 
     /// A short description with the settings (for logs and results).
     let describe =
@@ -239,18 +440,35 @@ module TaskSpec =
         | Mlp m ->
             sprintf "mnist MLP 784-%s-10 %s, batch %d" (m.Hidden |> List.map string |> String.concat "-")
                 (match m.Activation with Sigmoid -> "sigmoid" | Relu -> "relu") m.Batch
+        | Conv c ->
+            sprintf "mnist conv net: %s, 3×3 conv + batch norm + ReLU + 2×2 max-pool each, %s10; batch %d"
+                (c.Channels |> List.map (sprintf "%d ch") |> String.concat ", ")
+                (if c.Dense > 0 then sprintf "dense %d + batch norm + ReLU, " c.Dense else "") c.Batch
 
     /// Optimizee coordinates of one function.
     let coordinates =
         function
         | Quadratic d -> d
         | Mlp m -> Mlp.count m
+        | Conv c -> Conv.count c
+
+    /// The coordinate groups of one function, each with its own learned optimizer, in θ's order:
+    /// (name, coordinates). One group for the quadratic and the MLP; the conv net has two, its conv
+    /// parameters and its fully connected ones (paper §3.4).
+    let groups (t: TaskSpec) : (string * int) list =
+        match t with
+        | Conv c -> [ "conv", Conv.convCount c; "fc", Conv.denseCount c ]
+        | _ -> [ "all", coordinates t ]
 
     let validate (t: TaskSpec) =
         match t with
         | Quadratic d when d < 1 -> Error [ "quadratic dimension must be ≥ 1" ]
         | Mlp m when m.Hidden |> List.exists (fun h -> h < 1) -> Error [ "hidden layer widths must be ≥ 1" ]
         | Mlp m when m.Batch < 1 -> Error [ "batch must be ≥ 1" ]
+        | Conv c when c.Channels.IsEmpty || c.Channels |> List.exists (fun h -> h < 1) -> Error [ "conv channels must be a non-empty list of positive counts" ]
+        | Conv c when c.Channels.Length > 4 -> Error [ "at most 4 conv layers (each halves the 28×28 image)" ]
+        | Conv c when c.Dense < 0 -> Error [ "dense units must be ≥ 0" ]
+        | Conv c when c.Batch < 1 -> Error [ "batch must be ≥ 1" ]
         | _ -> Ok t
 
     /// Meta-training problem number `index` of a run seeded `seed`, drawn from a generator derived
@@ -261,6 +479,7 @@ module TaskSpec =
         match t with
         | Quadratic dim -> Quadratic.problem (Quadratic.sample gen dim functions device dtype)
         | Mlp m -> Mlp.sample m gen TrainSplit steps device dtype
+        | Conv c -> Conv.sample c gen TrainSplit steps device dtype
 
     /// Held-out problems from the portable stream: quadratic, one problem of `count` functions;
     /// MNIST, `count` networks (seeds seed, seed + 1, ...) on the given split.
@@ -268,3 +487,9 @@ module TaskSpec =
         match t with
         | Quadratic dim -> [ Quadratic.problem (Quadratic.portable seed dim count device dtype) ]
         | Mlp m -> [ for r in 0 .. count - 1 -> Mlp.portable m (seed + uint64 r) split steps device dtype ]
+        | Conv c -> [ for r in 0 .. count - 1 -> Conv.portable c (seed + uint64 r) split steps device dtype ]
+
+    /// The learned optimizer for task t: one φ per coordinate group (see `groups`), each on its own
+    /// block of θ.
+    let learned (t: TaskSpec) (phis: Phi list) : Optimizer =
+        Learned.grouped (groups t) phis

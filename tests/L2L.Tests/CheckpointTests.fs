@@ -8,7 +8,7 @@ open L2L.Tests.Helpers
 
 let cfg = { smallMeta with MetaIterations = 12; ValidateEvery = 4 }
 
-let phiValues (phi: Phi) = Phi.tensors phi |> List.map toArray |> Array.concat
+let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
 
 let metrics = [ { Iteration = 1; MetaLoss = 2.5; TrainLoss = 0.5; Validation = nan } ]
 
@@ -20,6 +20,20 @@ let expectError (bytes: byte[]) (expected: CheckpointError) =
 [<Tests>]
 let tests =
     testList "checkpoint" [
+        testCase "a conv net's two φ and their Adam states survive a checkpoint" <| fun () ->
+            let ccfg = { MetaConfig.mnist (Conv TaskSpec.convDefault) with Lstm = { LstmConfig.paper with Hidden = 4 } }
+            let s = MetaTrain.init ccfg
+            Expect.equal s.Phis.Length 2 "one φ per group"
+            Expect.notEqual (phiValues [ s.Phis[0] ]) (phiValues [ s.Phis[1] ]) "drawn independently"
+            let bytes = Checkpoint.encode ccfg s metrics
+            match Checkpoint.decode ccfg bytes with
+            | Error e -> failtest (CheckpointError.describe e)
+            | Ok(r, _) ->
+                Expect.sequenceEqual (phiValues r.Phis) (phiValues s.Phis) "φ"
+                Expect.sequenceEqual (phiValues r.Best) (phiValues s.Best) "best φ"
+                Expect.equal r.MetaOpt.Length s.MetaOpt.Length "an Adam state per tensor of both φ"
+                TrainState.dispose r
+            TrainState.dispose s
         testCase "resuming mid-trajectory from a checkpoint ends with the same φ, bit for bit" <| fun () ->
             let straight = MetaTrain.run cfg ignore (fun () -> false) (MetaTrain.init cfg)
             // 7 iterations: mid-trajectory (4 per trajectory), after a validation
@@ -35,7 +49,7 @@ let tests =
                 Expect.isTrue (Double.IsNaN ms[0].Validation) "missing validation stays missing"
                 Expect.equal resumed.Iteration 7 "iteration"
                 let finished = MetaTrain.run cfg ignore (fun () -> false) resumed
-                Expect.sequenceEqual (phiValues finished.Phi) (phiValues straight.Phi) "final φ"
+                Expect.sequenceEqual (phiValues finished.Phis) (phiValues straight.Phis) "final φ"
                 Expect.sequenceEqual (phiValues finished.Best) (phiValues straight.Best) "best φ"
                 Expect.equal finished.BestLoss straight.BestLoss "best loss"
                 TrainState.dispose finished

@@ -36,6 +36,21 @@ let tests =
                 Expect.exists errs (fun e -> e.Contains "metaIterations must be an integer") "metaIterations"
                 Expect.exists errs (fun e -> e.Contains "task.dim must be an integer") "task.dim"
 
+        testCase "the conv net task: by name, with settings, and its errors named" <| fun () ->
+            match parse """{"id":"c","task":"mnist-conv","metaIterations":2}""", parse """{"id":"c","task":{"name":"mnist-conv","channels":[2,3],"dense":0,"batch":16},"metaIterations":2}""" with
+            | Ok a, Ok b ->
+                Expect.equal a.Meta.Task (Conv TaskSpec.convDefault) "the default conv net"
+                Expect.equal a.Meta.BatchFunctions 1 "one network per trajectory"
+                Expect.equal b.Meta.Task (Conv { Channels = [ 2; 3 ]; Dense = 0; Batch = 16 }) "settings"
+                Expect.equal (TaskSpec.groups b.Meta.Task) [ "conv", 2 * 9 + 2 * 2 + 3 * 2 * 9 + 2 * 3; "fc", 3 * 7 * 7 * 10 + 10 ] "two coordinate groups"
+            | a, b -> failtestf "%A %A" a b
+            match parse """{"id":"c","task":{"name":"mnist-conv","channels":[2,-1]},"metaIterations":2}""" with
+            | Ok _ -> failtest "accepted a negative channel count"
+            | Error errs -> Expect.exists errs (fun e -> e.Contains "task.channels") (sprintf "%A" errs)
+            match parse """{"id":"c","task":{"name":"mnist-conv","channels":[2,2,2,2,2]},"metaIterations":2}""" with
+            | Ok _ -> failtest "accepted 5 conv layers"
+            | Error errs -> Expect.exists errs (fun e -> e.Contains "at most 4 conv layers") (sprintf "%A" errs)
+
         testCase "not JSON" <| fun () ->
             match parse "{ nope" with
             | Error [ e ] -> Expect.stringContains e "not valid JSON" "message"

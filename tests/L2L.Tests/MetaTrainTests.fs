@@ -10,7 +10,7 @@ open L2L.Tests.Helpers
 let trainFor (cfg: MetaConfig) =
     MetaTrain.run cfg ignore (fun () -> false) (MetaTrain.init cfg)
 
-let phiValues (phi: Phi) = Phi.tensors phi |> List.map toArray |> Array.concat
+let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
 
 [<Tests>]
 let tests =
@@ -20,9 +20,9 @@ let tests =
             let b = trainFor smallMeta
             let c = trainFor { smallMeta with Seed = 1L }
             Expect.equal a.Iteration smallMeta.MetaIterations "iterations run"
-            Expect.sequenceEqual (phiValues a.Phi) (phiValues b.Phi) "same seed, same φ"
-            Expect.notEqual (phiValues a.Phi) (phiValues c.Phi) "another seed, another φ"
-            Expect.notEqual (phiValues a.Phi) (phiValues (MetaTrain.init smallMeta).Phi) "φ moved"
+            Expect.sequenceEqual (phiValues a.Phis) (phiValues b.Phis) "same seed, same φ"
+            Expect.notEqual (phiValues a.Phis) (phiValues c.Phis) "another seed, another φ"
+            Expect.notEqual (phiValues a.Phis) (phiValues (MetaTrain.init smallMeta).Phis) "φ moved"
             for s in [ a; b; c ] do
                 TrainState.dispose s
 
@@ -47,9 +47,9 @@ let tests =
             let cfg = { smallMeta with MetaIterations = 60; MetaLr = 0.01; Task = Quadratic 10; Horizon = 20; Unroll = { smallMeta.Unroll with Unroll = 5 } }
             let validation = MetaTrain.validationProblem cfg
             let s0 = MetaTrain.init cfg
-            let before = MetaTrain.validate cfg validation s0.Phi
+            let before = MetaTrain.validate cfg validation s0.Phis
             let s = trainFor cfg
-            let after = MetaTrain.validate cfg validation s.Phi
+            let after = MetaTrain.validate cfg validation s.Phis
             List.iter Problem.dispose validation
             Expect.isLessThan after (0.5 * before) (sprintf "validation f(θ_20): %g after vs %g before" after before)
             TrainState.dispose s
@@ -72,11 +72,11 @@ let tests =
             let cfg = { smallMeta with MetaIterations = 1 }
             let s0 = MetaTrain.init cfg
             // an output bias of 1e30 sends θ to infinity at the first step
-            s0.Phi.BOut.detach().fill_(sc 1e30) |> ignore
-            let before = phiValues s0.Phi
+            (List.head s0.Phis).BOut.detach().fill_(sc 1e30) |> ignore
+            let before = phiValues s0.Phis
             let s1, r = MetaTrain.step cfg s0
             Expect.isFalse r.Finite "reported as non-finite"
-            Expect.sequenceEqual (phiValues s1.Phi) before "φ unchanged"
+            Expect.sequenceEqual (phiValues s1.Phis) before "φ unchanged"
 
         testCase "invalid settings are all reported" <| fun () ->
             match MetaConfig.validate { smallMeta with Horizon = 20; Unroll = { smallMeta.Unroll with Unroll = 7 }; MetaLr = -1.0 } with

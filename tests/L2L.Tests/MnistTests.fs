@@ -102,7 +102,106 @@ let tests =
                         let fd = (at eps - at -eps) / (2.0 * eps)
                         Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%A: ∂f/∂θ[%d] %g vs %g" spec.Hidden i ga[i] fd))
 
+        testCase "MLP: the hand-derived minibatch loss and gradient equal autograd's (float64), sigmoid and ReLU, 1 and 2 layers" <| fun () ->
+            scoped (fun () ->
+                let data = fakeData ()
+                let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
+                for spec in [ { Hidden = [ 7 ]; Activation = Sigmoid; Batch = 16 }; { Hidden = [ 5; 4 ]; Activation = Relu; Batch = 9 }; { Hidden = [ 6; 3 ]; Activation = Sigmoid; Batch = 4 } ] do
+                    use gen = Seeds.generator 5L 2UL 0L
+                    let n = Mlp.count spec
+                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.3)
+                    let idx = torch.randint(50000L, [| 3L; int64 spec.Batch |], generator = gen)
+                    let p = Mlp.problem spec d64 TrainSplit theta0 idx
+                    for t in 0..2 do
+                        let loss, g = Gradient.at p t (theta0.clone().requires_grad_(true)) false false
+                        let l2, g2 = p.LossGrad.Value t theta0
+                        Expect.isLessThan (maxAbsDiff (toArray g2) (toArray g)) 1e-12 (sprintf "%A %A: gradient at step %d" spec.Hidden spec.Activation t)
+                        Expect.floatClose Accuracy.veryHigh (l2.sum().ToDouble()) (loss.ToDouble()) "loss")
+
         testCase "MLP: parameter count and the flat layout" <| fun () ->
             Expect.equal (Mlp.count { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }) 15910 "784·20 + 20 + 20·10 + 10"
             Expect.equal (Mlp.count { Hidden = [ 20; 20 ]; Activation = Sigmoid; Batch = 128 }) 16330 "+ 20·20 + 20"
+
+        testCase "conv net: gradients equal central finite differences (float64), in both parameter groups" <| fun () ->
+            scoped (fun () ->
+                let data = fakeData ()
+                let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
+                for spec in [ { Channels = [ 2; 3 ]; Dense = 4; Batch = 3 }; { Channels = [ 2 ]; Dense = 0; Batch = 2 } ] do
+                    use gen = Seeds.generator 1L 3UL 0L
+                    let n = Conv.count spec
+                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(torch.tensor(Conv.initScale spec))
+                    let theta0 = theta0.add(torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.05))
+                    let idx = torch.randint(50000L, [| 2L; int64 spec.Batch |], generator = gen)
+                    let p = Conv.problem spec d64 TrainSplit theta0 idx
+                    let th = theta0.clone().requires_grad_(true)
+                    let _, g = Gradient.at p 1 th false false
+                    let ga = toArray g
+                    let rng = Random(5)
+                    let nConv = Conv.convCount spec
+                    // coordinates from the conv group and from the fully connected group
+                    for i in [ for _ in 1..10 -> rng.Next nConv ] @ [ for _ in 1..10 -> nConv + rng.Next(n - nConv) ] do
+                        let eps = 1e-6
+                        let at (delta: float) =
+                            let v = theta0.clone()
+                            v[int64 i] <- v[int64 i].add(sc delta)
+                            (Problem.loss p 1 v).ToDouble()
+                        let fd = (at eps - at -eps) / (2.0 * eps)
+                        Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%A: ∂f/∂θ[%d] %g vs %g" spec.Channels i ga[i] fd))
+
+        testCase "conv net: logits equal libtorch's conv2d / batch_norm / max_pool2d network on the same parameters" <| fun () ->
+            scoped (fun () ->
+                let spec = { Channels = [ 3; 5 ]; Dense = 6; Batch = 4 }
+                use gen = Seeds.generator 2L 3UL 0L
+                let n = Conv.count spec
+                let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.3)
+                let x = torch.rand([| 4L; 784L |], dtype = f64, generator = gen)
+                let mutable offset = 0L
+                let take (shape: int64[]) =
+                    let k = shape |> Array.fold (*) 1L
+                    let t = theta.narrow(0L, offset, k).view(shape)
+                    offset <- offset + k
+                    t
+                let bn (z: Tensor) (g: Tensor) (beta: Tensor) =
+                    torch.nn.functional.batch_norm(z, null, null, g.add(sc 1.0), beta, true, 0.1, 1e-5)
+                let mutable h = x.view(4L, 1L, 28L, 28L)
+                for i, o in List.pairwise (1 :: spec.Channels) do
+                    let w = take [| int64 o; int64 i; 3L; 3L |]
+                    let g = take [| int64 o |]
+                    let beta = take [| int64 o |]
+                    let z = bn (torch.nn.functional.conv2d(h, w, null, [| 1L; 1L |], [| 1L; 1L |], [| 1L; 1L |], 1L)) g beta
+                    h <- torch.nn.functional.max_pool2d(z.relu(), [| 2L; 2L |], [| 2L; 2L |], [| 0L; 0L |], [| 1L; 1L |], false)
+                Expect.equal offset (int64 (Conv.convCount spec)) "conv parameters first"
+                let h = h.flatten(1L)
+                let w1 = take [| 5L * 7L * 7L; 6L |]
+                let g1 = take [| 6L |]
+                let beta1 = take [| 6L |]
+                let w2 = take [| 6L; 10L |]
+                let b2 = take [| 10L |]
+                Expect.equal offset (int64 n) "then the fully connected ones"
+                let expected = torch.addmm(b2, (bn (torch.mm(h, w1)) g1 beta1).relu(), w2, 1.0f, 1.0f)
+                let got = Conv.logits spec theta x
+                Expect.isLessThan (got.sub(expected).abs().max().ToDouble()) 1e-9 "same logits")
+
+        testCase "conv net: θ splits into the conv and the fully connected group, every parameter in exactly one" <| fun () ->
+            scoped (fun () ->
+                for spec in [ TaskSpec.convDefault; { Channels = [ 2; 3; 4 ]; Dense = 0; Batch = 2 } ] do
+                    let task = Conv spec
+                    let groups = TaskSpec.groups task
+                    Expect.equal (groups |> List.map fst) [ "conv"; "fc" ] "two groups, in θ's order"
+                    let n = Conv.count spec
+                    Expect.equal (groups |> List.sumBy snd) n "the groups cover θ: every parameter in exactly one"
+                    let nConv = snd groups[0]
+                    // the conv features depend on every coordinate of the conv group and on no other
+                    use gen = Seeds.generator 4L 3UL 0L
+                    let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(torch.tensor(Conv.initScale spec)).add(sc 0.01).requires_grad_(true)
+                    let x = torch.rand([| 8L; 784L |], dtype = f64, generator = gen)
+                    let f = Conv.features spec theta x
+                    let g = torch.autograd.grad([| f.mul(f).sum() |], [| theta |])[0]
+                    let ga = toArray g
+                    Expect.isTrue (ga[.. nConv - 1] |> Array.forall (fun v -> v <> 0.0)) "every conv-group coordinate moves the conv features"
+                    Expect.isTrue (ga[nConv ..] |> Array.forall (fun v -> v = 0.0)) "no fully connected coordinate does"
+                    // and the logits depend on every fully connected coordinate
+                    let l = Conv.logits spec theta x
+                    let gl = toArray (torch.autograd.grad([| l.mul(l).sum() |], [| theta |])[0])
+                    Expect.isTrue (gl[nConv ..] |> Array.forall (fun v -> v <> 0.0)) "every fully connected coordinate moves the logits")
     ]

@@ -38,6 +38,47 @@ let mutateParams (f: JsonObject -> unit) =
 [<Tests>]
 let tests =
     testList "optimizer file" [
+        testCase "grouped optimizers: save → load is exact, with names and sizes; the task's groups are checked" <| fun () ->
+            scoped (fun () ->
+                let task = Conv TaskSpec.convDefault
+                let c = { LstmConfig.paper with Hidden = 3 }
+                let phis = [ phiOf c 1L f32; phiOf c 2L f32 ]
+                let path = tempFile "conv.json"
+                OptimizerFile.saveFor path task phis []
+                match OptimizerFile.loadFor path task torch.CPU f32 with
+                | Error e -> failtest e
+                | Ok loaded ->
+                    Expect.equal loaded.Length 2 "two φ"
+                    for p, q in List.zip phis loaded do
+                        Expect.equal q.Config p.Config "config"
+                        for a, b in List.zip (Phi.tensors p) (Phi.tensors q) do
+                            Expect.sequenceEqual (toArray b) (toArray a) "values, bit for bit"
+                match OptimizerFile.loadGroups path torch.CPU f32 with
+                | Ok groups -> Expect.equal (groups |> List.map (fun (n, k, _) -> n, k)) (TaskSpec.groups task) "names and sizes"
+                | Error e -> failtest e
+                match OptimizerFile.load path torch.CPU f32 with
+                | Ok _ -> failtest "a single-φ load accepted two groups"
+                | Error e -> Expect.stringContains e "groups conv, fc" "names the groups"
+                match OptimizerFile.loadFor path (Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }) torch.CPU f32 with
+                | Ok _ -> failtest "the MLP accepted a conv net's optimizer"
+                | Error e -> Expect.stringContains e "do not match the task" "says why"
+                // a single φ serves a one-group task of any size, but not the two-group conv net
+                let single = tempFile "single.json"
+                OptimizerFile.save single (phiOf c 3L f32) []
+                match OptimizerFile.loadFor single task torch.CPU f32 with
+                | Ok _ -> failtest "one φ accepted for two groups"
+                | Error e -> Expect.stringContains e "conv (" "names the expected groups"
+                match OptimizerFile.loadFor single (Quadratic 10) torch.CPU f32 with
+                | Ok [ _ ] -> ()
+                | r -> failtestf "one φ for the quadratic: %A" r
+                // a damaged group is named
+                let text = File.ReadAllText path
+                let node = JsonNode.Parse(text).AsObject()
+                let data = node["groups"].[1].["params"].["w_out"].["data"].AsArray()
+                data[0] <- JsonValue.Create("x")
+                match OptimizerFile.ofJsonGroups (node.ToJsonString()) torch.CPU f32 with
+                | Ok _ -> failtest "accepted a non-numeric value"
+                | Error e -> Expect.stringContains e "groups[1].params.w_out" "names the group and the field")
         testProperty "save → load gives back φ bit for bit, with its hyper-parameters" <| fun (seed: int) (hidden: FsCheck.PositiveInt) (layers: bool) ->
             scoped (fun () ->
                 let cfg = { LstmConfig.paper with Hidden = 1 + hidden.Get % 24; Layers = (if layers then 2 else 1); OutScale = 0.01; Preprocessing = (if seed % 2 = 0 then LogSign 7.5 else Identity) }

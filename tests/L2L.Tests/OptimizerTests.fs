@@ -75,4 +75,43 @@ let tests =
                 Expect.equal s.Slots.Length (2 * tinyLstm.Layers) "h and c per layer"
                 for t in s.Slots do
                     Expect.equal t.shape [| int64 tinyLstm.Hidden; 7L |] "[H; n]")
+
+        testPropertyWithConfig propConfig "grouped LSTMs: each φ runs on its own block of θ, as if alone" <| fun (Grads xs) (seed: int) ->
+            scoped (fun () ->
+                let n = xs.Length
+                let split = 1 + abs seed % (max 1 (n - 1))
+                if n >= 2 then
+                    let a = phiOf tinyLstm (int64 seed) f64
+                    let b = phiOf tinyLstm (int64 seed + 1L) f64
+                    let grouped = Learned.grouped [ "first", split; "second", n - split ] [ a; b ]
+                    let alone (phi: Phi) = Learned.optimizer phi
+                    let theta = torch.zeros(int64 n, dtype = f64)
+                    let mutable s = grouped.Init theta
+                    let mutable sa = (alone a).Init(theta.narrow(0L, 0L, int64 split))
+                    let mutable sb = (alone b).Init(theta.narrow(0L, int64 split, int64 (n - split)))
+                    for k in 1..3 do
+                        let grad = tensorOf (xs |> Array.map (fun x -> x * float k)) f64
+                        let struct (g, s') = grouped.Update s grad
+                        let struct (ga, sa') = (alone a).Update sa (grad.narrow(0L, 0L, int64 split))
+                        let struct (gb, sb') = (alone b).Update sb (grad.narrow(0L, int64 split, int64 (n - split)))
+                        Expect.sequenceEqual (toArray g) (Array.append (toArray ga) (toArray gb)) (sprintf "g at step %d" k)
+                        s <- s'
+                        sa <- sa'
+                        sb <- sb'
+                    Expect.equal s.Slots.Length (4 * tinyLstm.Layers) "h and c per layer, per group")
+
+        testCase "grouped LSTMs: the meta-gradient reaches both φ, and a θ of the wrong size is refused" <| fun () ->
+            scoped (fun () ->
+                let a = phiOf tinyLstm 3L f64
+                let b = phiOf tinyLstm 4L f64
+                let grouped = Learned.grouped [ "first", 3; "second", 4 ] [ a; b ]
+                let q = Quadratic.problem (Quadratic.portable 5UL 7 1 torch.CPU f64)
+                let tr = MetaLoss.start grouped q 0L
+                let loss, _ = MetaLoss.unroll { Unroll = 3; Weights = Uniform; SecondOrder = false; LogLoss = false } grouped tr
+                let grads = torch.autograd.grad([| loss |], List.toArray (Phis.tensors [ a; b ]))
+                let norm (ts: Tensor seq) = ts |> Seq.sumBy (fun t -> t.norm().ToDouble())
+                Expect.isGreaterThan (norm (Seq.take (Phi.tensors a).Length grads)) 0.0 "the first φ gets a meta-gradient"
+                Expect.isGreaterThan (norm (Seq.skip (Phi.tensors a).Length grads)) 0.0 "the second φ gets a meta-gradient"
+                Expect.throwsT<ArgumentException> (fun () -> grouped.Init(torch.zeros(8L, dtype = f64)) |> ignore) "8 coordinates for groups of 3 + 4"
+                Expect.throwsT<ArgumentException> (fun () -> Learned.grouped [ "only", 7 ] [ a; b ] |> ignore) "one group, two φ")
     ])

@@ -43,6 +43,27 @@ let tests =
                 Expect.isLessThan (maxAbsDiff (toArray g) (toArray expected)) 1e-9 "gradient"
                 Expect.isFalse g.requires_grad "the gradient fed to the optimizer carries no graph")
 
+        testPropertyWithConfig propConfig "quadratic: the hand-derived loss and gradient equal autograd's" <| fun (seed: int) ->
+            scoped (fun () ->
+                use gen = Seeds.generator (int64 seed) 4UL 0L
+                let p = Quadratic.problem (Quadratic.sample gen 5 3 torch.CPU f64)
+                let theta = p.Theta0.add(torch.randn([| 15L |], dtype = f64, generator = gen))
+                let loss, g = Gradient.at p 0 (theta.clone().requires_grad_(true)) false false
+                let l2, g2 = p.LossGrad.Value 0 theta
+                Expect.isLessThan (maxAbsDiff (toArray g2) (toArray g)) 1e-9 "gradient"
+                Expect.floatClose Accuracy.veryHigh (l2.sum().ToDouble()) (loss.ToDouble()) "loss")
+
+        testCase "tuning coarse to fine finds the whole grid's learning rate at about half the runs" <| fun () ->
+            scoped (fun () ->
+                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 2000UL 100 100 torch.CPU f32).Head
+                let grid = Tuning.grid 1e-5 10.0 6
+                for name in Baselines.names do
+                    let full = Tuning.tune name grid [ p ] 100
+                    let refined = Tuning.tuneRefined name 1e-5 10.0 2 6 [ p ] 100
+                    Expect.floatClose Accuracy.high refined.Lr full.Lr (sprintf "%s: same learning rate" name)
+                    Expect.isLessThanOrEqual refined.Scores.Length 17 (sprintf "%s: 13 coarse + at most 4 fine runs (of %d)" name grid.Length)
+                    Expect.equal refined.AtGridEdge full.AtGridEdge (sprintf "%s: grid edge" name))
+
         testCase "meta-training problems are reproducible from (seed, index) and differ across indices" <| fun () ->
             scoped (fun () ->
                 let a = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 100 torch.CPU f32

@@ -28,7 +28,7 @@ let lossAt (opt: Optimizer) =
     let run = Evaluate.run opt problems 100
     Evaluate.mean run.Full[100]
 
-let lstm = lossAt (Learned.optimizer final.Best)
+let lstm = lossAt (TaskSpec.learned MetaConfig.quadratic.Task final.Best)
 let adam = lossAt (Baselines.adam 0.3 0.9 0.999 1e-8)
 printfn "mean f(θ_100) on 1000 fresh functions: lstm %.4f, adam %.4f" lstm adam
 printfn "RESULT lstm=%.6f adam=%.6f" lstm adam
