@@ -23,6 +23,7 @@ type TrainArgs =
     | Data_Dir of dir: string
     | Batch_Functions of n: int
     | Validate_Every of n: int
+    | Validation_Functions of n: int
     | Second_Order
     | Log_Loss
     | Sum_Loss
@@ -50,7 +51,8 @@ type TrainArgs =
             | Batch _ -> "mnist, mnist-conv: minibatch size; default 128."
             | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
-            | Validate_Every _ -> "validate on 1000 held-out functions every N meta-iterations (0: never); default 250."
+            | Validate_Every _ -> "validate on held-out functions every N meta-iterations (0: never); default 250 (mnist: 100)."
+            | Validation_Functions _ -> "held-out functions per validation (quadratic) or networks (mnist, mnist-conv); default 1000 (mnist: 3)."
             | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."

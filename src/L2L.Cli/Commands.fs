@@ -162,6 +162,7 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
         ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
+        ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, d.ValidationFunctions)
         Seed = a.GetResult(TrainArgs.Seed, d.Seed)
         Device = parseDevice (a.TryGetResult TrainArgs.Device) }
 
@@ -182,7 +183,7 @@ let runTrain (a: ParseResults<TrainArgs>) =
                 Unroll = { cfg.Unroll with LogLoss = a.Contains TrainArgs.Log_Loss || (m.Unroll.LogLoss && not (a.Contains TrainArgs.Sum_Loss)) }
                 BatchFunctions = 1
                 ValidateEvery = a.GetResult(TrainArgs.Validate_Every, m.ValidateEvery)
-                ValidationFunctions = m.ValidationFunctions }
+                ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, m.ValidationFunctions) }
         | Quadratic _ -> cfg
     train cfg (a.GetResult TrainArgs.Out) |> ignore
     0

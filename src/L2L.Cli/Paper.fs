@@ -38,6 +38,18 @@ let private expected (cfg: MetaConfig) : (string * string) list =
       "validate_every", string cfg.ValidateEvery
       "validation_functions", string cfg.ValidationFunctions ]
 
+/// True when an optimizer file's "training" object records exactly the settings of `cfg`.
+let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
+    not (isNull training)
+    && expected cfg
+       |> List.forall (fun (k, v) ->
+           match training[k] with
+           | null -> false
+           | x ->
+               // strings compared as their values (JSON text would escape the non-ASCII of a description)
+               let s = if x.GetValueKind() = JsonValueKind.String then x.GetValue<string>() else x.ToJsonString()
+               if k = "meta_lr" then Double.Parse(s, Globalization.CultureInfo.InvariantCulture) = cfg.MetaLr else s = v)
+
 /// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
 /// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
 let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
@@ -48,15 +60,7 @@ let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : 
             try
                 let node = JsonNode.Parse(File.ReadAllText path)
                 let training = node["training"]
-                let same =
-                    expected cfg
-                    |> List.forall (fun (k, v) ->
-                        match training[k] with
-                        | null -> false
-                        | x ->
-                            let s = x.ToJsonString().Trim('"')
-                            if k = "meta_lr" then Double.Parse(s, Globalization.CultureInfo.InvariantCulture) = cfg.MetaLr else s = v)
-                if not same then None
+                if not (recordsSettings training cfg) then None
                 else
                     match OptimizerFile.loadFor path cfg.Task (DeviceChoice.resolve cfg.Device) cfg.DType with
                     | Ok phis when phis |> List.forall (fun p -> p.Config = cfg.Lstm) -> Some(phis, training["seconds"].GetValue<float>())

@@ -33,6 +33,22 @@ let tmpDir () = Path.Combine(Path.GetTempPath(), "l2l-cli-" + Guid.NewGuid().ToS
 [<Tests>]
 let tests =
     testList "cli" [
+        testCase "paper: a committed optimizer is reused only when its file records the same settings" <| fun () ->
+            for cfg in [ L2L.Cli.Paper.convConfig; L2L.Cli.Paper.mnistConfig; L2L.Cli.Paper.quadraticConfig ] do
+                // the training record `train` writes, through JSON and back
+                let o = Text.Json.Nodes.JsonObject()
+                o["description"] <- Text.Json.Nodes.JsonValue.Create(L2L.TaskSpec.describe cfg.Task)
+                for k, v in [ "meta_iterations", cfg.MetaIterations; "horizon", cfg.Horizon; "unroll", cfg.Unroll.Unroll; "batch_functions", cfg.BatchFunctions
+                              "validate_every", cfg.ValidateEvery; "validation_functions", cfg.ValidationFunctions ] do
+                    o[k] <- Text.Json.Nodes.JsonValue.Create(v)
+                o["second_order"] <- Text.Json.Nodes.JsonValue.Create(cfg.Unroll.SecondOrder)
+                o["log_loss"] <- Text.Json.Nodes.JsonValue.Create(cfg.Unroll.LogLoss)
+                o["meta_lr"] <- Text.Json.Nodes.JsonValue.Create(cfg.MetaLr)
+                o["seed"] <- Text.Json.Nodes.JsonValue.Create(cfg.Seed)
+                let training = Text.Json.Nodes.JsonNode.Parse(o.ToJsonString())
+                Expect.isTrue (L2L.Cli.Paper.recordsSettings training cfg) (sprintf "%s: same settings (non-ASCII description included)" (L2L.TaskSpec.describe cfg.Task))
+                Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with MetaIterations = cfg.MetaIterations + 1 }) "another budget"
+                Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with Seed = cfg.Seed + 1L }) "another seed"
         testCase "unknown task" <| fun () -> expectUsageError [ "train"; "--task"; "rosenbrock"; "--out"; tmpDir () ] "unknown task 'rosenbrock'"
         testCase "steps ≤ 0" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--steps"; "0" ] "steps"
         testCase "unroll not dividing the horizon" <| fun () ->
