@@ -69,31 +69,26 @@ module Evaluate =
                 let sw = Stopwatch.StartNew()
                 let th, s, bad =
                     Scope.run (fun (th: Tensor, s: OptState, _) -> th :: s.Slots) (fun () ->
-                        match problem.LossGrad with
-                        | Some lossGrad ->
-                            // the hand-derived gradient: no autograd graph at all
+                        // the hand-derived gradient when the problem has one (no autograd graph), else autograd
+                        let source, perFunction, gradient =
+                            match problem.LossGrad with
+                            | Some lossGrad ->
+                                let l, g = (use _ = torch.no_grad() in lossGrad t theta)
+                                theta, l, (fun () -> g)
+                            | None ->
+                                let leaf = theta.requires_grad_(true)
+                                let l = problem.Losses t leaf
+                                leaf, l, (fun () -> torch.autograd.grad([| l.sum() |], [| leaf |])[0])
+                        let values = Tensors.toArray perFunction
+                        losses[t] <- values |> Array.map finite
+                        let bad = Array.exists (Double.IsFinite >> not) values
+                        if t = steps || bad then
+                            source.detach(), state, bad
+                        else
+                            let grad = gradient ()
                             use _ = torch.no_grad()
-                            let perFunction, grad = lossGrad t theta
-                            let values = Tensors.toArray perFunction
-                            losses[t] <- values |> Array.map finite
-                            let bad = Array.exists (Double.IsFinite >> not) values
-                            if t = steps || bad then theta, state, bad
-                            else
-                                let struct (g, s') = opt.Update state grad
-                                Update.apply theta g, s', false
-                        | None ->
-                            let leaf = theta.requires_grad_(true)
-                            let perFunction = problem.Losses t leaf
-                            let values = Tensors.toArray perFunction
-                            losses[t] <- values |> Array.map finite
-                            let bad = Array.exists (Double.IsFinite >> not) values
-                            if t = steps || bad then
-                                leaf.detach(), state, bad
-                            else
-                                let grad = torch.autograd.grad([| perFunction.sum() |], [| leaf |])[0]
-                                use _ = torch.no_grad()
-                                let struct (g, s') = opt.Update state grad
-                                Update.apply (leaf.detach()) g, s', false)
+                            let struct (g, s') = opt.Update state grad
+                            Update.apply (source.detach()) g, s', false)
                 seconds <- seconds + sw.Elapsed.TotalSeconds
                 // θ_t is the tensor `theta` still (th is θ_{t+1})
                 if at.Contains t then

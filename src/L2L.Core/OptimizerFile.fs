@@ -121,6 +121,11 @@ module OptimizerFile =
         | true, v -> Some v
         | _ -> None
 
+    /// Frees the tensors of loaded groups that will not be returned.
+    let private disposeGroups (groups: (string * int * Phi) list) =
+        for _, _, phi in groups do
+            Phi.tensors phi |> List.iter (fun t -> t.Dispose())
+
     /// One φ from an object with "config" and "params"; `at` prefixes the field names in messages.
     let private phiOf (root: JsonElement) (at: string) (device: torch.Device) (dtype: torch.ScalarType) : Result<Phi, string> =
         let fail fmt = Printf.kprintf (fun m -> Error(at + m)) fmt
@@ -237,7 +242,7 @@ module OptimizerFile =
                           | _ -> Error(at + "needs a 'name' string and a positive 'coordinates' count") ]
                 match parsed |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
                 | Some e ->
-                    parsed |> List.iter (function Ok(_, _, phi) -> Phi.tensors phi |> List.iter (fun t -> t.Dispose()) | Error _ -> ())
+                    disposeGroups (parsed |> List.choose Result.toOption)
                     Error e
                 | None -> Ok(parsed |> List.map (function Ok g -> g | Error _ -> failwith "unreachable"))
         with
@@ -251,8 +256,7 @@ module OptimizerFile =
         match ofJsonGroups text device dtype with
         | Ok [ _, _, phi ] -> Ok phi
         | Ok groups ->
-            for _, _, phi in groups do
-                Phi.tensors phi |> List.iter (fun t -> t.Dispose())
+            disposeGroups groups
             Error(sprintf "it holds %d learned optimizers (groups %s), one per coordinate group of its task; load it as groups"
                       groups.Length (groups |> List.map (fun (n, _, _) -> n) |> String.concat ", "))
         | Error e -> Error e
@@ -299,6 +303,5 @@ module OptimizerFile =
             match forTask task groups with
             | Ok phis -> Ok phis
             | Error e ->
-                for _, _, phi in groups do
-                    Phi.tensors phi |> List.iter (fun t -> t.Dispose())
+                disposeGroups groups
                 Error(sprintf "optimizer file '%s': %s" path e))

@@ -222,61 +222,53 @@ module Mlp =
     let count (m: MlpSpec) =
         sizes m |> List.pairwise |> List.sumBy (fun (i, o) -> i * o + o)
 
+    /// Each layer's W [in; out] and b [out], as views of θ.
+    let private layerViews (m: MlpSpec) (theta: Tensor) : (Tensor * Tensor)[] =
+        let layers = sizes m |> List.pairwise |> Array.ofList
+        let offsets = layers |> Array.scan (fun o (i, k) -> o + int64 (i * k + k)) 0L
+        layers
+        |> Array.mapi (fun j (i, o) ->
+            theta.narrow(0L, offsets[j], int64 (i * o)).view(int64 i, int64 o), theta.narrow(0L, offsets[j] + int64 (i * o), int64 o))
+
+    let private activate (m: MlpSpec) (z: Tensor) =
+        match m.Activation with
+        | Sigmoid -> z.sigmoid()
+        | Relu -> z.relu()
+
     /// Logits of a batch. theta: [n], x: [B; 784] -> [B; 10]
     let logits (m: MlpSpec) (theta: Tensor) (x: Tensor) : Tensor =
-        let layers = sizes m |> List.pairwise
-        let last = layers.Length - 1
+        let views = layerViews m theta
         let mutable h = x
-        let mutable offset = 0L
-        layers
-        |> List.iteri (fun k (i, o) ->
-            let w = theta.narrow(0L, offset, int64 (i * o)).view(int64 i, int64 o)
-            let b = theta.narrow(0L, offset + int64 (i * o), int64 o)
-            offset <- offset + int64 (i * o + o)
+        views
+        |> Array.iteri (fun k (w, b) ->
             let z = torch.addmm(b, h, w, 1.0f, 1.0f)
-            h <-
-                if k = last then z
-                else
-                    match m.Activation with
-                    | Sigmoid -> z.sigmoid()
-                    | Relu -> z.relu())
+            h <- if k = views.Length - 1 then z else activate m z)
         h
 
     /// Mean cross-entropy of a batch and its gradient by hand-derived backpropagation, without
     /// autograd (evaluation's fast path). theta: [n], x: [B; 784], y: [B] -> loss [], ∇ [n]
     let lossGrad (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) : Tensor * Tensor =
-        let layers = sizes m |> List.pairwise |> Array.ofList
-        let offsets = layers |> Array.scan (fun o (i, k) -> o + int64 (i * k + k)) 0L
-        let weight j =
-            let i, o = layers[j]
-            theta.narrow(0L, offsets[j], int64 (i * o)).view(int64 i, int64 o)
-        let bias j =
-            let i, o = layers[j]
-            theta.narrow(0L, offsets[j] + int64 (i * o), int64 o)
-        let last = layers.Length - 1
+        let views = layerViews m theta
+        let last = views.Length - 1
         // forward, keeping each layer's input
-        let inputs = Array.zeroCreate<Tensor> layers.Length
+        let inputs = Array.zeroCreate<Tensor> views.Length
         let mutable h = x
         for j in 0 .. last do
             inputs[j] <- h
-            let z = torch.addmm(bias j, h, weight j, 1.0f, 1.0f)
-            h <-
-                if j = last then z
-                else
-                    match m.Activation with
-                    | Sigmoid -> z.sigmoid()
-                    | Relu -> z.relu()
+            let w, b = views[j]
+            let z = torch.addmm(b, h, w, 1.0f, 1.0f)
+            h <- if j = last then z else activate m z
         let logp = torch.nn.functional.log_softmax(h, 1L)
         let onehot = torch.nn.functional.one_hot(y, 10L).to_type(theta.dtype)
         let loss = logp.mul(onehot).sum().div(sc (float x.shape[0])).neg()
         // ∂loss/∂logits = (softmax − onehot) / B, then back through the layers
         let mutable d = logp.exp().sub(onehot).div(sc (float x.shape[0]))
-        let pieces = Array.zeroCreate<Tensor> (2 * layers.Length)
+        let pieces = Array.zeroCreate<Tensor> (2 * views.Length)
         for j in last .. -1 .. 0 do
             pieces[2 * j] <- torch.mm(inputs[j].t(), d).view(-1L)
             pieces[2 * j + 1] <- d.sum(0L)
             if j > 0 then
-                let dh = torch.mm(d, (weight j).t())
+                let dh = torch.mm(d, (fst views[j]).t())
                 let a = inputs[j]
                 d <-
                     match m.Activation with

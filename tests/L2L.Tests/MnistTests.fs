@@ -41,6 +41,24 @@ let fakeData () =
     let y = torch.randint(10L, [| 60000L |], generator = gen)
     { TrainX = x; TrainY = y; TestX = x.narrow(0L, 0L, 10000L); TestY = y.narrow(0L, 0L, 10000L) }
 
+/// fakeData with float64 images (for finite differences).
+let fakeData64 () =
+    let data = fakeData ()
+    { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
+
+/// ∂f/∂θ at step 1 (autograd) equals central finite differences at the given coordinates.
+let expectFiniteDifferences (p: Problem) (theta0: Tensor) (coords: int list) (label: string) =
+    let _, g = Gradient.at p 1 (theta0.clone().requires_grad_(true)) false false
+    let ga = toArray g
+    for i in coords do
+        let eps = 1e-6
+        let at (delta: float) =
+            let v = theta0.clone()
+            v[int64 i] <- v[int64 i].add(sc delta)
+            (Problem.loss p 1 v).ToDouble()
+        let fd = (at eps - at -eps) / (2.0 * eps)
+        Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%s: ∂f/∂θ[%d] %g vs %g" label i ga[i] fd)
+
 [<Tests>]
 let tests =
     testList "mnist" [
@@ -88,24 +106,12 @@ let tests =
                     let idx = torch.randint(50000L, [| 2L; 5L |], generator = gen)
                     let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
                     let p = Mlp.problem spec d64 TrainSplit theta0 idx
-                    let th = theta0.clone().requires_grad_(true)
-                    let _, g = Gradient.at p 1 th false false
-                    let ga = toArray g
                     let rng = Random(3)
-                    for _ in 1..12 do
-                        let i = rng.Next n
-                        let eps = 1e-6
-                        let at (delta: float) =
-                            let v = theta0.clone()
-                            v[int64 i] <- v[int64 i].add(sc delta)
-                            (Problem.loss p 1 v).ToDouble()
-                        let fd = (at eps - at -eps) / (2.0 * eps)
-                        Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%A: ∂f/∂θ[%d] %g vs %g" spec.Hidden i ga[i] fd))
+                    expectFiniteDifferences p theta0 [ for _ in 1..12 -> rng.Next n ] (sprintf "%A" spec.Hidden))
 
         testCase "MLP: the hand-derived minibatch loss and gradient equal autograd's (float64), sigmoid and ReLU, 1 and 2 layers" <| fun () ->
             scoped (fun () ->
-                let data = fakeData ()
-                let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
+                let d64 = fakeData64 ()
                 for spec in [ { Hidden = [ 7 ]; Activation = Sigmoid; Batch = 16 }; { Hidden = [ 5; 4 ]; Activation = Relu; Batch = 9 }; { Hidden = [ 6; 3 ]; Activation = Sigmoid; Batch = 4 } ] do
                     use gen = Seeds.generator 5L 2UL 0L
                     let n = Mlp.count spec
@@ -124,8 +130,7 @@ let tests =
 
         testCase "conv net: gradients equal central finite differences (float64), in both parameter groups" <| fun () ->
             scoped (fun () ->
-                let data = fakeData ()
-                let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
+                let d64 = fakeData64 ()
                 for spec in [ { Channels = [ 2; 3 ]; Dense = 4; Batch = 3 }; { Channels = [ 2 ]; Dense = 0; Batch = 2 } ] do
                     use gen = Seeds.generator 1L 3UL 0L
                     let n = Conv.count spec
@@ -133,20 +138,11 @@ let tests =
                     let theta0 = theta0.add(torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.05))
                     let idx = torch.randint(50000L, [| 2L; int64 spec.Batch |], generator = gen)
                     let p = Conv.problem spec d64 TrainSplit theta0 idx
-                    let th = theta0.clone().requires_grad_(true)
-                    let _, g = Gradient.at p 1 th false false
-                    let ga = toArray g
                     let rng = Random(5)
                     let nConv = Conv.convCount spec
                     // coordinates from the conv group and from the fully connected group
-                    for i in [ for _ in 1..10 -> rng.Next nConv ] @ [ for _ in 1..10 -> nConv + rng.Next(n - nConv) ] do
-                        let eps = 1e-6
-                        let at (delta: float) =
-                            let v = theta0.clone()
-                            v[int64 i] <- v[int64 i].add(sc delta)
-                            (Problem.loss p 1 v).ToDouble()
-                        let fd = (at eps - at -eps) / (2.0 * eps)
-                        Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%A: ∂f/∂θ[%d] %g vs %g" spec.Channels i ga[i] fd))
+                    let coords = [ for _ in 1..10 -> rng.Next nConv ] @ [ for _ in 1..10 -> nConv + rng.Next(n - nConv) ]
+                    expectFiniteDifferences p theta0 coords (sprintf "%A" spec.Channels))
 
         testCase "conv net: logits equal libtorch's conv2d / batch_norm / max_pool2d network on the same parameters" <| fun () ->
             scoped (fun () ->
