@@ -155,7 +155,7 @@ type PaperArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Experiment _ -> "quadratics, mnist, mnist-long, mnist-generalization, mnist-sweep, mnist-conv, or all."
+            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, mnist-conv, or all."
             | Root _ -> "the paper directory; default paper."
             | Retrain -> "train the optimizers again even where paper/optimizers holds one with the same settings."
             | Data_Dir _ -> "MNIST data directory."

@@ -12,7 +12,7 @@ open TorchSharp
 open L2L
 open L2L.Cli.Commands
 
-let experiments = [ "quadratics"; "mnist"; "mnist-long"; "mnist-generalization"; "mnist-sweep"; "mnist-conv" ]
+let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep"; "mnist-conv" ]
 
 /// The meta-training settings of each trained optimizer.
 let quadraticConfig = MetaConfig.quadratic
@@ -20,12 +20,9 @@ let quadraticConfig = MetaConfig.quadratic
 let mnistTask = Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
 let mnistConfig = MetaConfig.mnist mnistTask
 
-/// MNIST meta-trained twice as long, the kept φ chosen on 10 held-out networks instead of 3.
-let mnistLongConfig = { mnistConfig with MetaIterations = 3000; ValidationFunctions = 10 }
-
 /// The conv net with its two learned optimizers (conv and fully connected parameters).
 let convTask = Conv TaskSpec.convDefault
-let convConfig = { MetaConfig.mnist convTask with MetaIterations = 300; ValidateEvery = 50 }
+let convConfig = MetaConfig.mnist convTask
 
 /// The training settings an optimizer file must record to be reused for `cfg` (what `train` writes).
 let private expected (cfg: MetaConfig) : (string * string) list =
@@ -141,7 +138,6 @@ let tables (root: string) : string =
             sb.AppendLine() |> ignore
     table "Quadratics (Fig. 4, left)" "quadratics"
     table "MNIST, 784-20-10 sigmoid (Fig. 4, centre and right)" "mnist"
-    table "MNIST, φ meta-trained 3000 iterations, kept on 10 held-out networks (Fig. 4, centre and right)" "mnist-long"
     table "MNIST generalization: 40 hidden units (Fig. 5)" "mnist-generalization/hidden40"
     table "MNIST generalization: 2 hidden layers (Fig. 5)" "mnist-generalization/layers2"
     table "MNIST generalization: ReLU (Fig. 5)" "mnist-generalization/relu"
@@ -208,11 +204,6 @@ let run (root: string) (name: string) (retrain: bool) =
         let phi, secs = optimizer root "mnist" mnistConfig retrain
         evaluateInto (Path.Combine(results, "mnist")) "MNIST, MLP 784-20-10 sigmoid, 10 fresh runs" (mnistEval mnistTask) phi
             (trainingInfo "mnist" mnistConfig secs)
-        |> ignore
-    | "mnist-long" ->
-        let phi, secs = optimizer root "mnist-3000x10" mnistLongConfig retrain
-        evaluateInto (Path.Combine(results, "mnist-long")) "MNIST, MLP 784-20-10 sigmoid, φ meta-trained 3000 iterations, 10 fresh runs" (mnistEval mnistTask) phi
-            (trainingInfo "mnist-3000x10" mnistLongConfig secs)
         |> ignore
     | "mnist-generalization" ->
         let phi, secs = optimizer root "mnist" mnistConfig retrain
