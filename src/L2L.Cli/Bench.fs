@@ -28,6 +28,14 @@ let peakRssMib () = statusMib "VmHWM"
 /// Current resident set size of this process, MiB.
 let currentRssMib () = statusMib "VmRSS"
 
+/// Minor page faults of this process so far (fresh pages the kernel had to map), from /proc/self/stat.
+let minorFaults () =
+    try
+        let stat = File.ReadAllText "/proc/self/stat"
+        let fields = stat.Substring(stat.LastIndexOf ')' + 2).Split(' ')
+        float (int64 fields[7])
+    with _ -> nan
+
 let median (xs: float list) =
     let a = xs |> List.sort |> Array.ofList
     if a.Length = 0 then nan
@@ -102,6 +110,49 @@ let kernelProfile (phi: Phi) (n: int) : JsonObject =
     o["gemm_peak_gflops"] <- JsonValue.Create(gemmGflops)
     o
 
+/// Where a meta-iteration's time goes, per optimizee step: the optimizee alone (its loss and ∇ as
+/// the meta-gradient takes them: hand-derived on the closed-form path, else autograd with the graph
+/// kept), m_φ's forward pass alone (no autograd, the meta-training coordinates), and the whole
+/// meta-gradient of a truncation; the rest is the backward pass and bookkeeping. Medians of timed
+/// truncations.
+let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
+    let device = DeviceChoice.resolve cfg.Device
+    let problem = TaskSpec.trainProblem cfg.Task cfg.Seed 1_000_000L cfg.BatchFunctions cfg.Horizon device cfg.DType
+    let opt = TaskSpec.learned cfg.Task phis
+    let tr = Scope.run Trajectory.tensors (fun () -> MetaLoss.start opt problem 0L)
+    let closed = MetaTrain.closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr
+    let perStep (f: unit -> unit) =
+        let once () =
+            use _ = torch.NewDisposeScope()
+            f ()
+        for _ in 1..3 do
+            once ()
+        median
+            [ for _ in 1..7 ->
+                  let sw = Stopwatch.StartNew()
+                  once ()
+                  sw.Elapsed.TotalSeconds / float cfg.Unroll.Unroll ]
+    let optimizee =
+        perStep (fun () ->
+            for j in 1 .. cfg.Unroll.Unroll do
+                match problem.LossGrad with
+                | Some lossGrad when closed -> (use _ = torch.no_grad() in lossGrad (tr.Step + j) tr.Theta) |> ignore
+                | _ -> Gradient.at problem (tr.Step + j) tr.Theta true false |> ignore)
+    let forward =
+        perStep (fun () ->
+            use _ = torch.no_grad()
+            for _ in 1 .. cfg.Unroll.Unroll do
+                opt.Update tr.Opt tr.Grad |> ignore)
+    let whole = perStep (fun () -> MetaTrain.metaGradient cfg phis tr |> ignore)
+    Scope.disposeReplaced (Trajectory.tensors tr) []
+    let o = JsonObject()
+    o["path"] <- JsonValue.Create(if closed then "closed form (no autograd)" else "autograd")
+    o["optimizee_ms_per_step"] <- JsonValue.Create(optimizee * 1e3)
+    o["m_phi_forward_ms_per_step"] <- JsonValue.Create(forward * 1e3)
+    o["backward_and_rest_ms_per_step"] <- JsonValue.Create((whole - optimizee - forward) * 1e3)
+    o["meta_gradient_ms_per_step"] <- JsonValue.Create(whole * 1e3)
+    o
+
 /// Measures one task in this process.
 let measure (task: string) (reps: int) : JsonObject =
     let cfg, evalCount = settings task
@@ -115,6 +166,11 @@ let measure (task: string) (reps: int) : JsonObject =
         stages[what] <- JsonValue.Create(Math.Round(rss, 1))
         if Environment.GetEnvironmentVariable "L2L_MEMTRACE" = "1" then
             eprintfn "%-16s RSS %7.1f MiB, peak %7.1f MiB" what rss (peakRssMib ())
+    // knobs for A/B runs: the kernel's chunk size, and the meta-gradient's path
+    match Environment.GetEnvironmentVariable "L2L_MIN_CHUNK" with
+    | null | "" -> ()
+    | v -> CoordinatewiseLstm.MinChunk <- int64 v
+    if Environment.GetEnvironmentVariable "L2L_META_GRADIENT" = "autograd" then MetaTrain.closedForm <- false
     torch.zeros(1L).Dispose()
     trace "libtorch"
     let mutable state = MetaTrain.init cfg
@@ -122,30 +178,46 @@ let measure (task: string) (reps: int) : JsonObject =
         let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg state)
         Scope.disposeReplaced (TrainState.tensors state) (TrainState.tensors next)
         state <- next
+        if Environment.GetEnvironmentVariable "L2L_MALLOC_TRIM" = "1" then L2L.Runtime.releaseFreeMemory () |> ignore
     iteration ()
     trace "first_iteration"
     for _ in 2 .. 5 * perTrajectory do
         iteration ()
     trace "training_warm"
+    let trainFaults0 = minorFaults ()
     let train =
         [ for _ in 1..reps ->
               let sw = Stopwatch.StartNew()
               for _ in 1..perTrajectory do
                   iteration ()
               float cfg.Horizon / sw.Elapsed.TotalSeconds ]
+    let trainFaults = (minorFaults () - trainFaults0) / float (reps * cfg.Horizon)
     // evaluation of m_φ (under no_grad; ∇ from autograd), on fresh problems
     let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
     trace "training_done"
     let opt = TaskSpec.learned cfg.Task state.Phis
     Evaluate.run opt problems 50 |> ignore
     trace "evaluation"
+    let faults0 = minorFaults ()
     let eval =
         [ for _ in 1..reps ->
               let r = Evaluate.run opt problems cfg.Horizon
               float r.Steps / r.Seconds ]
+    let evalFaults = (minorFaults () - faults0) / float (reps * cfg.Horizon)
+    // the optimizee's share of an evaluation step: its loss and ∇ at θ_0 (no update)
+    let optimizeeEval =
+        secondsPerCall (fun () ->
+            use _ = torch.NewDisposeScope()
+            for p in problems do
+                match p.LossGrad with
+                | Some lossGrad -> (use _ = torch.no_grad() in lossGrad 1 p.Theta0) |> ignore
+                | None ->
+                    let leaf = p.Theta0.detach().requires_grad_(true)
+                    torch.autograd.grad([| Problem.loss p 1 leaf |], [| leaf |]) |> ignore)
     List.iter Problem.dispose problems
     let peak = peakRssMib ()
     let kernel = kernelProfile (List.head state.Phis) (TaskSpec.coordinates cfg.Task * evalCount)
+    let metaTrain = metaTrainProfile cfg state.Phis
     TrainState.dispose state
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(median train)
@@ -157,7 +229,11 @@ let measure (task: string) (reps: int) : JsonObject =
     o["meta_train_samples"] <- JsonArray(train |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)
     o["eval_samples"] <- JsonArray(eval |> List.map (fun v -> JsonValue.Create(v) :> JsonNode) |> Array.ofList)
     o["rss_mib_by_stage"] <- stages
+    o["meta_train_minor_faults_per_step"] <- JsonValue.Create(trainFaults)
+    o["eval_minor_faults_per_step"] <- JsonValue.Create(evalFaults)
+    o["eval_optimizee_ms_per_step"] <- JsonValue.Create(optimizeeEval * 1e3)
     o["kernel"] <- kernel
+    o["meta_train_profile"] <- metaTrain
     o
 
 let machine () =
@@ -249,6 +325,7 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
             let first = fst pairs.Head
             entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
             entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
+            entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
         results[task] <- entry
     let doc = JsonObject()
     doc["machine"] <- machine ()

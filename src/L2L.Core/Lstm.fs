@@ -211,15 +211,17 @@ module Lstm =
         forwardWith implementation phi state x
 
     /// m_φ on a raw gradient: (φ, ∇_t, h_t) -> (g_t, h_{t+1}).  grad: [n] -> g: [n]
-    /// Fused, without autograd (evaluation), the whole step is one kernel pass.
+    /// Fused, the whole step is one kernel pass: without autograd (evaluation), or as one
+    /// differentiable function when ∇ carries no graph (meta-training without second derivatives);
+    /// with ∂∇/∂φ kept, the cells are fused and the preprocessing and output layer are tensor operations.
     let stepWith (impl: LstmImpl) (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
-        let wholeStep =
+        let whole =
             impl = Fused
-            && not (torch.is_grad_enabled ())
+            && not (torch.is_grad_enabled () && grad.requires_grad)
             && LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)
-        if wholeStep then
+        if whole then
             let g, hs, cs =
-                LstmKernel.step
+                (if torch.is_grad_enabled () then LstmKernel.stepDifferentiable else LstmKernel.step)
                     [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
                     phi.WOut phi.BOut phi.Config.OutScale
                     (match phi.Config.Preprocessing with

@@ -73,6 +73,18 @@ let releaseReturned () =
         t.Dispose()
     returned.Value <- []
 
+/// Ends a backward call. Memory: a truncation is differentiated once, so the saved inputs (whole
+/// [H; n] states of every step) are released now rather than when the collector finalizes the
+/// context; the incoming gradients' wrappers are released now; the results are handed to the engine
+/// and released at the next call, so that no dispose scope holds every step's gradients.
+let private handOver (ctx: torch.autograd.AutogradContext) (grads: List<Tensor>) (results: Tensor list) =
+    ctx.Dispose()
+    for g in grads do
+        if not (isNull g) then g.Dispose()
+    for t in results do
+        t.DetachFromDisposeScope() |> ignore
+    returned.Value <- results
+
 /// The cell as an autograd function: inputs x [in; n], h, c [H; n], wih [4H; in], whh [4H; H],
 /// b [4H; 1]; outputs h', c' [H; n].
 type CellFunction() =
@@ -109,16 +121,7 @@ type CellFunction() =
                 let l = layer x h c wih whh b
                 CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, ptr dx, ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threadCount ())
                 [ dx; dh; dc; dwih; dwhh; db ])
-        // Memory: a truncation is differentiated once, so the saved inputs (whole [H; n] states of
-        // every step) are released now rather than when the collector finalizes the context; the
-        // incoming gradients' wrappers are released now; the results are handed to the engine and
-        // released at the next call, so that no dispose scope holds every step's gradients.
-        ctx.Dispose()
-        for g in grads do
-            if not (isNull g) then g.Dispose()
-        for t in results do
-            t.DetachFromDisposeScope() |> ignore
-        returned.Value <- results
+        handOver ctx grads results
         List<Tensor>(results)
 
 /// h', c' = the cell at (x, h, c) with weights (wih, whh, b), differentiable in all of them.
@@ -127,13 +130,14 @@ let cell (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Ten
         CellFunction.apply(x.contiguous(), h.contiguous(), c.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous())
     outs[0], outs[1]
 
-/// m_φ's whole step in one kernel pass, for evaluation (no autograd graph): g [n] and the new
-/// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
-let step (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
-         (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
+/// m_φ's whole step in one kernel pass (no autograd): g [n], h'_l, c'_l [H; n] and the preprocessed
+/// features x [features; n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign
+/// preprocessing's parameter (NaN: the identity).
+let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
+                     (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
     let grad = grad.contiguous()
     let n = grad.shape[0]
-    let features = if logSignP.IsSome then 2L else 1L
+    let features = if Double.IsNaN p then 1L else 2L
     let x = torch.empty([| features; n |], dtype = grad.dtype, device = grad.device)
     let hs = hs |> List.map (fun t -> t.contiguous())
     let cs = cs |> List.map (fun t -> t.contiguous())
@@ -144,11 +148,135 @@ let step (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor)
     let weights = layers |> List.map (fun (wih: Tensor, whh: Tensor, b: Tensor) -> wih.contiguous(), whh.contiguous(), b.contiguous())
     let wOut = wOut.contiguous()
     CoordinatewiseLstm.Step(
-        n, int (hs.Head.shape[0]), int features, defaultArg logSignP nan, ptr grad,
+        n, int (hs.Head.shape[0]), int features, p, ptr grad,
         hs |> List.map addr |> List.toArray, cs |> List.map addr |> List.toArray,
         weights |> List.map (fun (w, _, _) -> addr w) |> List.toArray,
         weights |> List.map (fun (_, w, _) -> addr w) |> List.toArray,
         weights |> List.map (fun (_, _, b) -> addr b) |> List.toArray,
         ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map addr |> List.toArray,
         cOut |> List.map addr |> List.toArray, ptr g, threadCount ())
+    g, hOut, cOut, x
+
+/// The adjoint of m_φ's whole step (`stepPass`), without autograd: from dL/dg [n] and dL/dh'_l,
+/// dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l), returns dL/dh_l,
+/// dL/dc_l, and dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l for each layer, wout, bout).
+/// The output layer's products are GEMVs; each layer's backward is the fused kernel, from the top.
+let stepBackward (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
+                 (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
+                 (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) : Tensor list * Tensor list * Tensor list =
+    let k = List.length layers
+    let n = x.shape[1]
+    // g = s·(bout + wout·h'_top): its weights' gradients, and the top layer's dh' gains woutᵀ·s·dg
+    let dgs = dg.contiguous().view(1L, n).mul(sc outScale)
+    let dWOut = torch.mm(dgs, (List.last hOut).t())
+    let dBOut = dgs.sum().view(1L, 1L)
+    let dhOuts = dhOut |> List.map (fun t -> t.contiguous()) |> Array.ofList
+    dhOuts[k - 1] <- torch.addmm(dhOuts[k - 1], wOut.t(), dgs, 1.0f, 1.0f)
+    let dh = Array.create k (null: Tensor)
+    let dc = Array.create k (null: Tensor)
+    let dWeights = Array.create (3 * k) (null: Tensor)
+    for l in k - 1 .. -1 .. 0 do
+        let wih, whh, b = layers[l]
+        let input = if l = 0 then x else hOut[l - 1]
+        let dxl = if l = 0 then null else torch.empty_like(input)
+        let dhl = torch.empty_like(hs[l])
+        let dcl = torch.empty_like(cs[l])
+        let dwih = torch.empty_like(wih)
+        let dwhh = torch.empty_like(whh)
+        let db = torch.empty_like(b)
+        let lay = layer input hs[l] cs[l] wih whh b
+        CoordinatewiseLstm.Backward(&lay, ptr dhOuts[l], ptr (dcOut[l].contiguous()), (if isNull dxl then NativePtr.nullPtr else ptr dxl),
+                                    ptr dhl, ptr dcl, ptr dwih, ptr dwhh, ptr db, threadCount ())
+        if l > 0 then dhOuts[l - 1] <- dhOuts[l - 1].add(dxl)
+        dh[l] <- dhl
+        dc[l] <- dcl
+        dWeights[3 * l] <- dwih
+        dWeights[3 * l + 1] <- dwhh
+        dWeights[3 * l + 2] <- db
+    List.ofArray dh, List.ofArray dc, List.ofArray dWeights @ [ dWOut; dBOut ]
+
+/// m_φ's whole step as one autograd function, for meta-training with second derivatives dropped
+/// (∇ carries no graph): forward, one kernel pass (the preprocessing, every layer's cell, the output
+/// layer); backward, the output layer's products, then each layer's fused backward from the top.
+/// Saves the preprocessed features and each layer's input state and output h' (the next layer's
+/// input). vars: grad [n]; h_l [H; n] for each layer; c_l for each layer; wih_l, whh_l, b_l for each
+/// layer; wout [1; H]; bout [1; 1]; then the boxed settings: layers (int), outScale and p (float;
+/// NaN: the identity preprocessing). Outputs: g [n], then h'_l and c'_l for each layer.
+type StepFunction() =
+    inherit torch.autograd.MultiTensorFunction<StepFunction>()
+
+    override _.Name = "CoordinatewiseLstmStep"
+
+    override _.forward(ctx, vars) =
+        let layers = vars[vars.Length - 3] :?> int
+        let outScale = vars[vars.Length - 2] :?> float
+        let p = vars[vars.Length - 1] :?> float
+        let t (i: int) = vars[i] :?> Tensor
+        let grad = t 0
+        let hs = [ for l in 0 .. layers - 1 -> t (1 + l) ]
+        let cs = [ for l in 0 .. layers - 1 -> t (1 + layers + l) ]
+        let ws = [ for l in 0 .. layers - 1 -> t (1 + 2 * layers + 3 * l), t (2 + 2 * layers + 3 * l), t (3 + 2 * layers + 3 * l) ]
+        let wOut = t (1 + 5 * layers)
+        let bOut = t (2 + 5 * layers)
+        let g, hOut, cOut, x = stepPass ws wOut bOut outScale p hs cs grad
+        ctx.save_for_backward(List<Tensor>(x :: hs @ cs @ hOut @ (ws |> List.collect (fun (a, b, c) -> [ a; b; c ])) @ [ wOut ]))
+        ctx.save_data("layers", layers)
+        ctx.save_data("outScale", outScale)
+        List<Tensor>(g :: List.collect id (List.map2 (fun h c -> [ h; c ]) hOut cOut))
+
+    override _.backward(ctx, grads) =
+        use _ = torch.no_grad()
+        releaseReturned ()
+        let layers = ctx.get_data "layers" :?> int
+        let outScale = ctx.get_data "outScale" :?> float
+        let results =
+            Scope.run (fun (ts: Tensor list) -> ts) (fun () ->
+                let saved = ctx.get_saved_variables()
+                let x = saved[0]
+                let hs = [ for l in 0 .. layers - 1 -> saved[1 + l] ]
+                let cs = [ for l in 0 .. layers - 1 -> saved[1 + layers + l] ]
+                let hOut = [ for l in 0 .. layers - 1 -> saved[1 + 2 * layers + l] ]
+                let ws = [ for l in 0 .. layers - 1 -> saved[1 + 3 * layers + 3 * l], saved[2 + 3 * layers + 3 * l], saved[3 + 3 * layers + 3 * l] ]
+                let wOut = saved[1 + 6 * layers]
+                let dh, dc, dPhi =
+                    stepBackward ws wOut outScale x hs cs hOut grads[0]
+                        [ for l in 0 .. layers - 1 -> grads[1 + 2 * l] ] [ for l in 0 .. layers - 1 -> grads[2 + 2 * l] ]
+                dh @ dc @ dPhi)
+        handOver ctx grads results
+        // no gradient for ∇ and the three settings
+        List<Tensor>((null: Tensor) :: results @ [ null; null; null ])
+
+/// m_φ's whole step, differentiable in φ and the state (not in ∇): g [n] and the new state from the
+/// raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
+let stepDifferentiable (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+                       (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
+    let c (t: Tensor) = t.contiguous() :> obj
+    let vars =
+        [| yield c grad
+           for h in hs do yield c h
+           for s in cs do yield c s
+           for wih, whh, b in layers do
+               yield c wih
+               yield c whh
+               yield c b
+           yield c wOut
+           yield c bOut
+           yield box (List.length layers)
+           yield box outScale
+           yield box (defaultArg logSignP nan) |]
+    let outs = StepFunction.apply vars
+    let k = List.length layers
+    outs[0], [ for l in 0 .. k - 1 -> outs[1 + 2 * l] ], [ for l in 0 .. k - 1 -> outs[2 + 2 * l] ]
+
+/// m_φ's whole step in one kernel pass, for evaluation (no autograd graph): g [n] and the new
+/// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
+let step (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+         (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
+    let g, hOut, cOut, x = stepPass layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
+    x.Dispose()
     g, hOut, cOut
+
+/// `step` that also returns the preprocessed features x [features; n], for `stepBackward`.
+let stepSaving (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+               (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
+    stepPass layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad

@@ -67,7 +67,7 @@ module MetaConfig =
                 MetaLr = 0.003 }
         match task with
         // the conv net's held-out loss stops improving after about 100 meta-iterations, and one of its
-        // meta-iterations costs about five of the MLP's
+        // meta-iterations costs several of the MLP's (1.7 s against 0.3 s when both were last timed)
         | Conv _ -> { common with MetaIterations = 300; ValidateEvery = 50; ValidationFunctions = 3 }
         // 3000 meta-iterations and the kept φ chosen on 10 held-out networks: the first setting measured
         // to beat every tuned baseline at steps 100 and 200 (1500 and 3 did not; paper/README.md)
@@ -170,12 +170,24 @@ module MetaTrain =
           ConsecutiveFaults = 0
           Faults = 0 })
 
-    /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on.
-    let metaGradient (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+    /// The meta-gradient through autograd: `MetaLoss.unroll`'s graph, differentiated.
+    let metaGradientAutograd (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
         let loss, carried = MetaLoss.unroll cfg.Unroll (TaskSpec.learned cfg.Task phis) tr
         let grads = torch.autograd.grad([| loss |], List.toArray (Phis.tensors phis), allow_unused = true)
         let grads = Seq.zip (Phis.tensors phis) grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
         loss, grads, carried
+
+    /// Whether meta-gradients take the closed form of `FirstOrder` where it applies (a process-wide
+    /// backend choice, like `Lstm.implementation`: the same function, to float32 rounding).
+    let mutable closedForm = true
+
+    /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on: in closed form
+    /// without autograd where `FirstOrder.applies`, else through autograd.
+    let metaGradient (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+        if closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr then
+            FirstOrder.metaGradient cfg.Unroll phis.Head tr
+        else
+            metaGradientAutograd cfg phis tr
 
     /// One meta-iteration: one truncation of the current trajectory (starting a new one when
     /// needed), then one Adam step on φ. Pure in the state: the old state's tensors are left as

@@ -26,22 +26,27 @@ let tests =
             for s in [ a; b; c ] do
                 TrainState.dispose s
 
-        testCase "a meta-iteration leaks no tensors" <| fun () ->
-            // 2 iterations per trajectory; compare live counts at the same phase of a trajectory
-            let cfg = { smallMeta with Horizon = 10; MetaIterations = 100; ValidateEvery = 4 }
-            let stats = DisposeScopeManager.Statistics
-            let mutable s = MetaTrain.init cfg
-            let live = ResizeArray()
-            for k in 1..8 do
-                s <- MetaTrain.run { cfg with MetaIterations = k } ignore (fun () -> false) s
-                live.Add stats.ThreadTotalLiveCount
-            Expect.equal live[3] live[1] "after iterations 2 and 4"
-            Expect.equal live[5] live[1] "after iterations 2 and 6"
-            Expect.equal live[7] live[1] "after iterations 2 and 8"
-            Expect.equal live[4] live[2] "after iterations 3 and 5 (mid-trajectory)"
-            let before = stats.ThreadTotalLiveCount
-            TrainState.dispose s
-            Expect.equal (before - stats.ThreadTotalLiveCount) (int64 (TrainState.tensors s |> List.distinct |> List.length)) "disposing the state frees exactly its tensors"
+        testCase "a meta-iteration leaks no tensors (closed-form and autograd meta-gradients)" <| fun () ->
+            for closed in [ true; false ] do
+                MetaTrain.closedForm <- closed
+                try
+                    // 2 iterations per trajectory; compare live counts at the same phase of a trajectory
+                    let cfg = { smallMeta with Horizon = 10; MetaIterations = 100; ValidateEvery = 4 }
+                    let stats = DisposeScopeManager.Statistics
+                    let mutable s = MetaTrain.init cfg
+                    let live = ResizeArray()
+                    for k in 1..8 do
+                        s <- MetaTrain.run { cfg with MetaIterations = k } ignore (fun () -> false) s
+                        live.Add stats.ThreadTotalLiveCount
+                    Expect.equal live[3] live[1] "after iterations 2 and 4"
+                    Expect.equal live[5] live[1] "after iterations 2 and 6"
+                    Expect.equal live[7] live[1] "after iterations 2 and 8"
+                    Expect.equal live[4] live[2] "after iterations 3 and 5 (mid-trajectory)"
+                    let before = stats.ThreadTotalLiveCount
+                    TrainState.dispose s
+                    Expect.equal (before - stats.ThreadTotalLiveCount) (int64 (TrainState.tensors s |> List.distinct |> List.length)) "disposing the state frees exactly its tensors"
+                finally
+                    MetaTrain.closedForm <- true
 
         testCase "meta-training lowers L(φ): held-out loss after 60 meta-iterations is well below φ_0's" <| fun () ->
             let cfg = { smallMeta with MetaIterations = 60; MetaLr = 0.01; Task = Quadratic 10; Horizon = 20; Unroll = { smallMeta.Unroll with Unroll = 5 } }
