@@ -120,7 +120,7 @@ let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
     let problem = TaskSpec.trainProblem cfg.Task cfg.Seed 1_000_000L cfg.BatchFunctions cfg.Horizon device cfg.DType
     let opt = TaskSpec.learned cfg.Task phis
     let tr = Scope.run Trajectory.tensors (fun () -> MetaLoss.start opt problem 0L)
-    let closed = MetaTrain.closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr
+    let closed = MetaTrain.usesClosedForm cfg phis tr
     let perStep (f: unit -> unit) =
         let once () =
             use _ = torch.NewDisposeScope()
@@ -166,11 +166,12 @@ let measure (task: string) (reps: int) : JsonObject =
         stages[what] <- JsonValue.Create(Math.Round(rss, 1))
         if Environment.GetEnvironmentVariable "L2L_MEMTRACE" = "1" then
             eprintfn "%-16s RSS %7.1f MiB, peak %7.1f MiB" what rss (peakRssMib ())
-    // knobs for A/B runs: the kernel's chunk size, and the meta-gradient's path
+    // switches for A/B runs: the kernel's chunk size, the meta-gradient's path, the heap's trimming
     match Environment.GetEnvironmentVariable "L2L_MIN_CHUNK" with
     | null | "" -> ()
     | v -> CoordinatewiseLstm.MinChunk <- int64 v
     if Environment.GetEnvironmentVariable "L2L_META_GRADIENT" = "autograd" then MetaTrain.closedForm <- false
+    let trimEachIteration = Environment.GetEnvironmentVariable "L2L_MALLOC_TRIM" = "1"
     torch.zeros(1L).Dispose()
     trace "libtorch"
     let mutable state = MetaTrain.init cfg
@@ -178,7 +179,7 @@ let measure (task: string) (reps: int) : JsonObject =
         let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg state)
         Scope.disposeReplaced (TrainState.tensors state) (TrainState.tensors next)
         state <- next
-        if Environment.GetEnvironmentVariable "L2L_MALLOC_TRIM" = "1" then L2L.Runtime.releaseFreeMemory () |> ignore
+        if trimEachIteration then L2L.Runtime.releaseFreeMemory () |> ignore
     iteration ()
     trace "first_iteration"
     for _ in 2 .. 5 * perTrajectory do

@@ -204,10 +204,5 @@ module Tuning =
     /// Picks the lr of baseline `name` that minimises the mean loss at step `steps` on `problems`
     /// (held-out problems: never the evaluation ones).
     let tune (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
-        let scores = lrs |> List.map (score name problems steps)
-        let bestIdx = scores |> List.mapi (fun i (_, s) -> i, s) |> List.minBy snd |> fst
-        { Name = name
-          Lr = fst scores[bestIdx]
-          Score = snd scores[bestIdx]
-          AtGridEdge = bestIdx = 0 || bestIdx = scores.Length - 1
-          Scores = scores }
+        let lo, hi = List.min lrs, List.max lrs
+        pick name (lrs |> List.map (score name problems steps)) (fun lr -> lr = lo || lr = hi)

@@ -132,6 +132,16 @@ module Phi =
           WOut = leaf (uniform [| 1L; h |])
           BOut = leaf (torch.zeros([| 1L; 1L |], dtype = dtype, device = device)) })
 
+module PhiKernel =
+    /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
+    let layers (phi: Phi) = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
+
+    /// The kernel's preprocessing parameter: p of the log-sign preprocessing, None for the identity.
+    let logSignP (phi: Phi) =
+        match phi.Config.Preprocessing with
+        | LogSign p -> Some p
+        | Identity -> None
+
 /// Several φ side by side (one per coordinate group of a task), as one list of tensors.
 module Phis =
     let tensors (phis: Phi list) : Tensor list = phis |> List.collect Phi.tensors
@@ -222,12 +232,7 @@ module Lstm =
         if whole then
             let g, hs, cs =
                 (if torch.is_grad_enabled () then LstmKernel.stepDifferentiable else LstmKernel.step)
-                    [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
-                    phi.WOut phi.BOut phi.Config.OutScale
-                    (match phi.Config.Preprocessing with
-                     | LogSign p -> Some p
-                     | Identity -> None)
-                    state.H state.C grad
+                    (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C grad
             g, { H = hs; C = cs }
         else
             forwardWith impl phi state (Preprocess.apply phi.Config.Preprocessing grad)

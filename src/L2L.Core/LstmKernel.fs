@@ -73,6 +73,23 @@ let releaseReturned () =
         t.Dispose()
     returned.Value <- []
 
+/// One layer's fused backward: from dL/dh', dL/dc' [H; n], the gradients of its input x (None when
+/// `needDx` is false), h, c and its weights wih, whh, b.
+let private layerBackward (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
+                          (dhOut: Tensor) (dcOut: Tensor) (needDx: bool) =
+    let dhOut = dhOut.contiguous()
+    let dcOut = dcOut.contiguous()
+    let dx = if needDx then torch.empty_like(x) else null
+    let dh = torch.empty_like(h)
+    let dc = torch.empty_like(c)
+    let dwih = torch.empty_like(wih)
+    let dwhh = torch.empty_like(whh)
+    let db = torch.empty_like(b)
+    let l = layer x h c wih whh b
+    CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, (if needDx then ptr dx else NativePtr.nullPtr),
+                                ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threadCount ())
+    dx, dh, dc, dwih, dwhh, db
+
 /// Ends a backward call. Memory: a truncation is differentiated once, so the saved inputs (whole
 /// [H; n] states of every step) are released now rather than when the collector finalizes the
 /// context; the incoming gradients' wrappers are released now; the results are handed to the engine
@@ -109,17 +126,7 @@ type CellFunction() =
         let results =
             Scope.run (fun (ts: Tensor list) -> ts) (fun () ->
                 let saved = ctx.get_saved_variables()
-                let x, h, c, wih, whh, b = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]
-                let dhOut = grads[0].contiguous()
-                let dcOut = grads[1].contiguous()
-                let dx = torch.empty_like(x)
-                let dh = torch.empty_like(h)
-                let dc = torch.empty_like(c)
-                let dwih = torch.empty_like(wih)
-                let dwhh = torch.empty_like(whh)
-                let db = torch.empty_like(b)
-                let l = layer x h c wih whh b
-                CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, ptr dx, ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threadCount ())
+                let dx, dh, dc, dwih, dwhh, db = layerBackward saved[0] saved[1] saved[2] saved[3] saved[4] saved[5] grads[0] grads[1] true
                 [ dx; dh; dc; dwih; dwhh; db ])
         handOver ctx grads results
         List<Tensor>(results)
@@ -170,23 +177,16 @@ let stepBackward (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outSc
     let dgs = dg.contiguous().view(1L, n).mul(sc outScale)
     let dWOut = torch.mm(dgs, (List.last hOut).t())
     let dBOut = dgs.sum().view(1L, 1L)
-    let dhOuts = dhOut |> List.map (fun t -> t.contiguous()) |> Array.ofList
+    let dhOuts = Array.ofList dhOut
     dhOuts[k - 1] <- torch.addmm(dhOuts[k - 1], wOut.t(), dgs, 1.0f, 1.0f)
     let dh = Array.create k (null: Tensor)
     let dc = Array.create k (null: Tensor)
     let dWeights = Array.create (3 * k) (null: Tensor)
     for l in k - 1 .. -1 .. 0 do
         let wih, whh, b = layers[l]
+        // layer l's input is layer l − 1's output (the features for the first; ∇ carries no graph)
         let input = if l = 0 then x else hOut[l - 1]
-        let dxl = if l = 0 then null else torch.empty_like(input)
-        let dhl = torch.empty_like(hs[l])
-        let dcl = torch.empty_like(cs[l])
-        let dwih = torch.empty_like(wih)
-        let dwhh = torch.empty_like(whh)
-        let db = torch.empty_like(b)
-        let lay = layer input hs[l] cs[l] wih whh b
-        CoordinatewiseLstm.Backward(&lay, ptr dhOuts[l], ptr (dcOut[l].contiguous()), (if isNull dxl then NativePtr.nullPtr else ptr dxl),
-                                    ptr dhl, ptr dcl, ptr dwih, ptr dwhh, ptr db, threadCount ())
+        let dxl, dhl, dcl, dwih, dwhh, db = layerBackward input hs[l] cs[l] wih whh b dhOuts[l] dcOut[l] (l > 0)
         if l > 0 then dhOuts[l - 1] <- dhOuts[l - 1].add(dxl)
         dh[l] <- dhl
         dc[l] <- dcl

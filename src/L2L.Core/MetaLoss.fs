@@ -123,8 +123,8 @@ module FirstOrder =
         use _ = torch.no_grad()
         let lossGrad = tr.Problem.LossGrad.Value
         let b = float tr.Problem.Functions
-        let layers = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
-        let p = match phi.Config.Preprocessing with LogSign p -> Some p | Identity -> None
+        let layers = PhiKernel.layers phi
+        let p = PhiKernel.logSignP phi
         let k = phi.Config.Layers
         let u = cfg.Unroll
         // forward: the inner loop; step j keeps its features x_j, input state and output h'

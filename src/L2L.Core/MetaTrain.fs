@@ -181,10 +181,14 @@ module MetaTrain =
     /// backend choice, like `Lstm.implementation`: the same function, to float32 rounding).
     let mutable closedForm = true
 
+    /// Whether `metaGradient` takes the closed form for this truncation.
+    let usesClosedForm (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) =
+        closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr
+
     /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on: in closed form
     /// without autograd where `FirstOrder.applies`, else through autograd.
     let metaGradient (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
-        if closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr then
+        if usesClosedForm cfg phis tr then
             FirstOrder.metaGradient cfg.Unroll phis.Head tr
         else
             metaGradientAutograd cfg phis tr
