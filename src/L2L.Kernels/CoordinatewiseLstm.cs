@@ -89,19 +89,30 @@ public static unsafe class CoordinatewiseLstm
                 default: BackwardTiles.Run<V1>(a, scratch, start, end); break;
             }
             float* p = scratch + partialsAt;
-            lock (sums)
-            {
-                for (int e = 0; e < sums.Length; e++)
-                    sums[e] += Vector512.Sum(Vector512.Load(p + (long)e * Lanes));
-            }
+            lock (sums) AddPartials(sums, p);
         });
-        int hd = layer.Hidden, ni = layer.Inputs;
+        StoreWeightGrads(sums, layer.Inputs, layer.Hidden, dwih, dwhh, db);
+    }
+
+    /// <summary>dwih, dwhh, db from the reduced sums [4H·(inputs + H) + 4H].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void StoreWeightGrads(double[] sums, int ni, int hd, float* dwih, float* dwhh, float* db)
+    {
+        int rows = 4 * hd, k = ni + hd;
         for (int r = 0; r < rows; r++)
         {
             for (int j = 0; j < ni; j++) dwih[(long)r * ni + j] = (float)sums[r * k + j];
             for (int j = 0; j < hd; j++) dwhh[(long)r * hd + j] = (float)sums[r * k + ni + j];
             db[r] = (float)sums[rows * k + r];
         }
+    }
+
+    /// <summary>sums[e] += the Lanes partial sums at p + e·Lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddPartials(double[] sums, float* p)
+    {
+        for (int e = 0; e < sums.Length; e++)
+            sums[e] += Vector512.Sum(Vector512.Load(p + (long)e * Lanes));
     }
 
     /// <summary>
@@ -170,7 +181,10 @@ public static unsafe class CoordinatewiseLstm
         if (j < end) StepBlock<V1>(s, j, j);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    // The per-block bodies are methods of their own, compiled fully optimised: inlined into the loops
+    // that call them they exceed the JIT's inlining budget, and whatever it then leaves as calls starts
+    // unoptimised under tiered compilation (several times slower until it is recompiled, if ever).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StepBlock<V>(in StepArgs s, long ja, long jb) where V : struct, IVec<V>
     {
         long n = s.N;
@@ -388,6 +402,7 @@ public static unsafe class CoordinatewiseLstm
         public static long PartialsOffset(int ni, int hd) => (long)T * (2L * (ni + hd) + 8L * hd);
         public static long ScratchFloats(int ni, int hd) => PartialsOffset(ni, hd) + (4L * hd * (ni + hd) + 4L * hd) * Lanes;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void Gather(float* src, long n, int rows, long start, int len, float* dst)
         {
             for (int r = 0; r < rows; r++)
@@ -397,6 +412,7 @@ public static unsafe class CoordinatewiseLstm
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void Scatter(float* src, int rows, long n, long start, int len, float* dst)
         {
             for (int r = 0; r < rows; r++)
@@ -432,13 +448,7 @@ public static unsafe class CoordinatewiseLstm
 
                 // 1. gate gradients and the incoming cell state's gradient
                 for (int j = 0; j < padded; j += 2 * w)
-                    for (int u = 0; u < hd; u++)
-                    {
-                        Gates<V>(tile, u, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
-                        long at = (long)u * T + j;
-                        Cell(zi0, zf0, zg0, zo0, cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
-                        Cell(zi1, zf1, zg1, zo1, cT + at + w, dhT + at + w, dcOutT + at + w, dzT + at + w, (long)hd * T, dcT + at + w);
-                    }
+                    GateGrads<V>(tile, j, cT, dhT, dcOutT, dzT, dcT);
                 Scatter(dcT, hd, n, t0, len, a.Dc);
 
                 // 2. input gradients d[x; h] = Wᵀ·dz
@@ -462,6 +472,21 @@ public static unsafe class CoordinatewiseLstm
             }
         }
 
+        /// <summary>Step 1 for two registers of coordinates at column j of the tile.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void GateGrads<V>(in LstmLayer tile, int j, float* cT, float* dhT, float* dcOutT, float* dzT, float* dcT)
+            where V : struct, IVec<V>
+        {
+            int hd = tile.Hidden, w = V.Count;
+            for (int u = 0; u < hd; u++)
+            {
+                Gates<V>(tile, u, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
+                long at = (long)u * T + j;
+                Cell(zi0, zf0, zg0, zo0, cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
+                Cell(zi1, zf1, zg1, zo1, cT + at + w, dhT + at + w, dcOutT + at + w, dzT + at + w, (long)hd * T, dcT + at + w);
+            }
+        }
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static void Cell<V>(V zi, V zf, V zg, V zo, float* cPrev, float* dhOut, float* dcOut, float* dz, long gate, float* dc)
             where V : struct, IVec<V>
@@ -481,7 +506,7 @@ public static unsafe class CoordinatewiseLstm
         }
 
         /// <summary>dOut[k] = Σ_r w[r, k]·dz[r] for two registers of coordinates (rows of stride T).</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void InputGrad<V>(float* wt, int cols, int rows, float* dz, float* dOut, int w) where V : struct, IVec<V>
         {
             int k = 0;
