@@ -122,9 +122,11 @@ let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
     let tr = Scope.run Trajectory.tensors (fun () -> MetaLoss.start opt problem 0L)
     let closed = MetaTrain.usesClosedForm cfg phis tr
     let perStep (f: unit -> unit) =
+        // as in meta-training: libtorch on the steps' thread count
         let once () =
-            use _ = torch.NewDisposeScope()
-            f ()
+            LstmKernel.inSteps (fun () ->
+                use _ = torch.NewDisposeScope()
+                f ())
         for _ in 1..3 do
             once ()
         median
@@ -193,6 +195,8 @@ let measure (task: string) (reps: int) : JsonObject =
                   iteration ()
               float cfg.Horizon / sw.Elapsed.TotalSeconds ]
     let trainFaults = (minorFaults () - trainFaults0) / float (reps * cfg.Horizon)
+    // the end of training as in MetaTrain.run: the closed form's buffers are released
+    FirstOrder.releaseWorkspace ()
     // evaluation of m_φ (under no_grad; ∇ from autograd), on fresh problems
     let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
     trace "training_done"
@@ -205,9 +209,11 @@ let measure (task: string) (reps: int) : JsonObject =
               let r = Evaluate.run opt problems cfg.Horizon
               float r.Steps / r.Seconds ]
     let evalFaults = (minorFaults () - faults0) / float (reps * cfg.Horizon)
-    // the optimizee's share of an evaluation step: its loss and ∇ at θ_0 (no update)
+    // the optimizee's share of an evaluation step: its loss and ∇ at θ_0 (no update), on the
+    // steps' libtorch thread count as in the evaluation
     let optimizeeEval =
         secondsPerCall (fun () ->
+            LstmKernel.inSteps <| fun () ->
             use _ = torch.NewDisposeScope()
             for p in problems do
                 match p.LossGrad with

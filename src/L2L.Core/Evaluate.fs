@@ -42,6 +42,7 @@ module Evaluate =
     /// A function whose loss goes non-finite is reported as +∞ from then on.
     let runOne (opt: Optimizer) (problem: Problem) (steps: int) (at: Set<int>)
         : float[][] * Map<int, float[]> * Map<string, Map<int, float[]>> * float =
+        Spare.within <| fun () ->
         let n = problem.Functions
         let losses = Array.zeroCreate<float[]> (steps + 1)
         let mutable full = Map.empty
@@ -68,6 +69,7 @@ module Evaluate =
             else
                 let sw = Stopwatch.StartNew()
                 let th, s, bad =
+                    LstmKernel.inSteps <| fun () ->
                     Scope.run (fun (th: Tensor, s: OptState, _) -> th :: s.Slots) (fun () ->
                         // the hand-derived gradient when the problem has one (no autograd graph), else autograd
                         let source, perFunction, gradient =
@@ -94,7 +96,9 @@ module Evaluate =
                 if at.Contains t then
                     if bad then diverged <- true
                     measure t theta
-                Scope.disposeReplaced (theta :: state.Slots) (th :: s.Slots)
+                // the replaced state's buffers serve the next step's (m_φ's [H; n] states)
+                Spare.giveReplaced state.Slots s.Slots
+                Scope.disposeReplaced [ theta ] [ th ]
                 theta <- th
                 state <- s
                 diverged <- diverged || bad

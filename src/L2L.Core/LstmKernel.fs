@@ -28,12 +28,34 @@ let private dataPtr : Lazy<DataPtr option> =
 /// Threads the kernel spreads coordinates over (0: TorchSharp's intra-op thread count).
 let mutable threads = 0
 
+/// libtorch's thread count inside the steps of learned-optimizer work (`inSteps`): the optimizee's
+/// minibatch loss and gradient, the θ update, the meta-gradient's products. Its tensors are small
+/// (a minibatch, one θ), and on few cores waking libtorch's thread pool for each of a dozen
+/// operations per step costs more than it saves: measured on MNIST (2 cores), the optimizee's loss
+/// and gradient took 0.28 ms with 1 thread against 0.44–0.64 ms with 2. Whole-data-set losses and
+/// baseline tuning outside `inSteps` keep the process's count. 0: the process's count.
+let mutable stepTorchThreads = 1
+
+/// Runs f with libtorch on `stepTorchThreads` threads (the kernel's own count unchanged), then
+/// restores the process's count.
+let inSteps (f: unit -> 'a) : 'a =
+    let outer = torch.get_num_threads ()
+    if stepTorchThreads <= 0 || stepTorchThreads >= outer then
+        f ()
+    else
+        let kernelThreads = threads
+        if kernelThreads <= 0 then threads <- outer
+        torch.set_num_threads stepTorchThreads
+        try
+            f ()
+        finally
+            torch.set_num_threads outer
+            threads <- kernelThreads
+
 /// The process's thread policy for n threads: the fused kernel spreads m_φ's coordinates over n
-/// threads, and so does libtorch for its own operations, unless L2L_TORCH_THREADS sets libtorch's
-/// count apart. With learned-optimizer work only, 1 is faster on few cores (the optimizee's
-/// operations are small and waking libtorch's pool for each costs more than it saves: MNIST
-/// evaluation on 2 cores 258–330 steps/s with 2, 368–376 with 1); with baselines to tune on whole
-/// data sets, n is (the paper's MNIST experiments took about twice as long with 1).
+/// threads, and so does libtorch for its own operations (whole data sets, baseline tuning) unless
+/// L2L_TORCH_THREADS sets libtorch's count apart; inside the steps of learned-optimizer work libtorch
+/// runs on `stepTorchThreads` (L2L_STEP_TORCH_THREADS sets it; 0: the same as outside).
 let setThreads (n: int) =
     threads <- n
     let torchThreads =
@@ -44,8 +66,15 @@ let setThreads (n: int) =
             | true, v when v >= 1 -> v
             | _ -> invalidArg "L2L_TORCH_THREADS" (sprintf "L2L_TORCH_THREADS must be a positive integer, not '%s'" t)
     torch.set_num_threads torchThreads
+    match Environment.GetEnvironmentVariable "L2L_STEP_TORCH_THREADS" with
+    | null | "" -> ()
+    | t ->
+        match Int32.TryParse t with
+        | true, v when v >= 0 -> stepTorchThreads <- v
+        | _ -> invalidArg "L2L_STEP_TORCH_THREADS" (sprintf "L2L_STEP_TORCH_THREADS must be a non-negative integer, not '%s'" t)
 
 let private threadCount () = if threads > 0 then threads else torch.get_num_threads ()
+
 
 /// Whether the fused kernel can run here (the native entry point it needs was found).
 let available () = dataPtr.Force().IsSome
@@ -73,21 +102,29 @@ let releaseReturned () =
         t.Dispose()
     returned.Value <- []
 
-/// One layer's fused backward: from dL/dh', dL/dc' [H; n], the gradients of its input x (None when
-/// `needDx` is false), h, c and its weights wih, whh, b.
-let private layerBackward (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
-                          (dhOut: Tensor) (dcOut: Tensor) (needDx: bool) =
+/// One layer's fused backward into given tensors: from dL/dh', dL/dc' [H; n], writes the gradients
+/// of its input x (into dx, skipped when dx is null), h and c (into dh, dc), and returns its
+/// weights' gradients dwih, dwhh, db.
+let private layerBackwardInto (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
+                              (dhOut: Tensor) (dcOut: Tensor) (dx: Tensor) (dh: Tensor) (dc: Tensor) =
     let dhOut = dhOut.contiguous()
     let dcOut = dcOut.contiguous()
-    let dx = if needDx then torch.empty_like(x) else null
-    let dh = torch.empty_like(h)
-    let dc = torch.empty_like(c)
     let dwih = torch.empty_like(wih)
     let dwhh = torch.empty_like(whh)
     let db = torch.empty_like(b)
     let l = layer x h c wih whh b
-    CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, (if needDx then ptr dx else NativePtr.nullPtr),
+    CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, (if isNull dx then NativePtr.nullPtr else ptr dx),
                                 ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threadCount ())
+    dwih, dwhh, db
+
+/// One layer's fused backward: from dL/dh', dL/dc' [H; n], the gradients of its input x (None when
+/// `needDx` is false), h, c and its weights wih, whh, b.
+let private layerBackward (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
+                          (dhOut: Tensor) (dcOut: Tensor) (needDx: bool) =
+    let dx = if needDx then torch.empty_like(x) else null
+    let dh = torch.empty_like(h)
+    let dc = torch.empty_like(c)
+    let dwih, dwhh, db = layerBackwardInto x h c wih whh b dhOut dcOut dx dh dc
     dx, dh, dc, dwih, dwhh, db
 
 /// Ends a backward call. Memory: a truncation is differentiated once, so the saved inputs (whole
@@ -137,19 +174,17 @@ let cell (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Ten
         CellFunction.apply(x.contiguous(), h.contiguous(), c.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous())
     outs[0], outs[1]
 
-/// m_φ's whole step in one kernel pass (no autograd): g [n], h'_l, c'_l [H; n] and the preprocessed
-/// features x [features; n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign
-/// preprocessing's parameter (NaN: the identity).
-let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
-                     (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
+/// m_φ's whole step in one kernel pass (no autograd) into given tensors: writes the new state
+/// h'_l, c'_l [H; n] into hOut, cOut and the preprocessed features into x [features; n], returns g
+/// [n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign preprocessing's
+/// parameter (NaN: the identity).
+let private stepPassInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
+                         (hs: Tensor list) (cs: Tensor list) (grad: Tensor) (x: Tensor) (hOut: Tensor list) (cOut: Tensor list) : Tensor =
     let grad = grad.contiguous()
     let n = grad.shape[0]
-    let features = if Double.IsNaN p then 1L else 2L
-    let x = torch.empty([| features; n |], dtype = grad.dtype, device = grad.device)
+    let features = x.shape[0]
     let hs = hs |> List.map (fun t -> t.contiguous())
     let cs = cs |> List.map (fun t -> t.contiguous())
-    let hOut = hs |> List.map (fun t -> torch.empty_like(t))
-    let cOut = cs |> List.map (fun t -> torch.empty_like(t))
     let g = torch.empty([| n |], dtype = grad.dtype, device = grad.device)
     let addr (t: Tensor) = NativePtr.toNativeInt (ptr t)
     let weights = layers |> List.map (fun (wih: Tensor, whh: Tensor, b: Tensor) -> wih.contiguous(), whh.contiguous(), b.contiguous())
@@ -162,38 +197,75 @@ let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (b
         weights |> List.map (fun (_, _, b) -> addr b) |> List.toArray,
         ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map addr |> List.toArray,
         cOut |> List.map addr |> List.toArray, ptr g, threadCount ())
+    g
+
+/// A contiguous tensor of t's shape, type and device (values undefined).
+let private fresh (t: Tensor) = Spare.empty t.shape t.dtype t.device
+
+/// The number of features m_φ's preprocessing gives a coordinate (`p`: NaN for the identity).
+let private featureCount (p: float) = if Double.IsNaN p then 1L else 2L
+
+/// m_φ's whole step in one kernel pass (no autograd): g [n], h'_l, c'_l [H; n] and the preprocessed
+/// features x [features; n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign
+/// preprocessing's parameter (NaN: the identity).
+let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
+                     (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
+    let x = Spare.empty [| featureCount p; grad.shape[0] |] grad.dtype grad.device
+    let hOut = hs |> List.map (fun t -> fresh t)
+    let cOut = cs |> List.map (fun t -> fresh t)
+    let g = stepPassInto layers wOut bOut outScale p hs cs grad x hOut cOut
     g, hOut, cOut, x
 
-/// The adjoint of m_φ's whole step (`stepPass`), without autograd: from dL/dg [n] and dL/dh'_l,
-/// dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l), returns dL/dh_l,
-/// dL/dc_l, and dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l for each layer, wout, bout).
-/// The output layer's products are GEMVs; each layer's backward is the fused kernel, from the top.
-let stepBackward (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
-                 (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
-                 (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) : Tensor list * Tensor list * Tensor list =
+/// The adjoint of m_φ's whole step (`stepPass`) into given tensors, without autograd: from dL/dg [n]
+/// and dL/dh'_l, dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l),
+/// writes dL/dh_l, dL/dc_l into dh, dc and returns dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l
+/// for each layer, wout, bout). dhOut is consumed: overwritten with the total gradients of h'_l
+/// (contiguous tensors of this module's making only); `scratch` [H; n] holds a layer's input
+/// gradient. The output layer's products are GEMVs; each layer's backward is the fused kernel,
+/// from the top.
+let stepBackwardInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
+                     (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
+                     (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) (dh: Tensor list) (dc: Tensor list) (scratch: Tensor) : Tensor list =
     let k = List.length layers
     let n = x.shape[1]
     // g = s·(bout + wout·h'_top): its weights' gradients, and the top layer's dh' gains woutᵀ·s·dg
     let dgs = dg.contiguous().view(1L, n).mul(sc outScale)
     let dWOut = torch.mm(dgs, (List.last hOut).t())
     let dBOut = dgs.sum().view(1L, 1L)
-    let dhOuts = Array.ofList dhOut
-    dhOuts[k - 1] <- torch.addmm(dhOuts[k - 1], wOut.t(), dgs, 1.0f, 1.0f)
-    let dh = Array.create k (null: Tensor)
-    let dc = Array.create k (null: Tensor)
+    dhOut[k - 1].addmm_(wOut.t(), dgs, 1.0f, 1.0f) |> ignore
     let dWeights = Array.create (3 * k) (null: Tensor)
     for l in k - 1 .. -1 .. 0 do
         let wih, whh, b = layers[l]
         // layer l's input is layer l − 1's output (the features for the first; ∇ carries no graph)
         let input = if l = 0 then x else hOut[l - 1]
-        let dxl, dhl, dcl, dwih, dwhh, db = layerBackward input hs[l] cs[l] wih whh b dhOuts[l] dcOut[l] (l > 0)
-        if l > 0 then dhOuts[l - 1] <- dhOuts[l - 1].add(dxl)
-        dh[l] <- dhl
-        dc[l] <- dcl
+        let dx = if l > 0 then scratch else null
+        let dwih, dwhh, db = layerBackwardInto input hs[l] cs[l] wih whh b dhOut[l] dcOut[l] dx dh[l] dc[l]
+        if l > 0 then dhOut[l - 1].add_(scratch) |> ignore
         dWeights[3 * l] <- dwih
         dWeights[3 * l + 1] <- dwhh
         dWeights[3 * l + 2] <- db
-    List.ofArray dh, List.ofArray dc, List.ofArray dWeights @ [ dWOut; dBOut ]
+    List.ofArray dWeights @ [ dWOut; dBOut ]
+
+/// The adjoint of m_φ's whole step (`stepPass`), without autograd: from dL/dg [n] and dL/dh'_l,
+/// dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l), returns dL/dh_l,
+/// dL/dc_l, and dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l for each layer, wout, bout).
+let stepBackward (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
+                 (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
+                 (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) : Tensor list * Tensor list * Tensor list =
+    let dhTotal = dhOut |> List.map (fun t -> (fresh t).copy_(t))
+    let dh = hs |> List.map (fun t -> fresh t)
+    let dc = cs |> List.map (fun t -> fresh t)
+    let scratch = fresh hs.Head
+    let dPhi = stepBackwardInto layers wOut outScale x hs cs hOut dg dhTotal dcOut dh dc scratch
+    scratch.Dispose()
+    for t in dhTotal do
+        t.Dispose()
+    dh, dc, dPhi
+
+/// `stepSaving` into given tensors: the new state into hOut, cOut and the features into x; returns g.
+let stepInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+             (hs: Tensor list) (cs: Tensor list) (grad: Tensor) (x: Tensor) (hOut: Tensor list) (cOut: Tensor list) : Tensor =
+    stepPassInto layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad x hOut cOut
 
 /// m_φ's whole step as one autograd function, for meta-training with second derivatives dropped
 /// (∇ carries no graph): forward, one kernel pass (the preprocessing, every layer's cell, the output
@@ -273,7 +345,7 @@ let stepDifferentiable (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) 
 let step (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
          (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
     let g, hOut, cOut, x = stepPass layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
-    x.Dispose()
+    Spare.give x
     g, hOut, cOut
 
 /// `step` that also returns the preprocessed features x [features; n], for `stepBackward`.

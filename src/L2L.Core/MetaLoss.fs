@@ -116,9 +116,71 @@ module FirstOrder =
         && tr.Problem.LossGrad.IsSome
         && LstmKernel.supports (tr.Theta :: tr.Grad :: Phi.tensors phis.Head @ tr.Opt.Slots)
 
+    /// The buffers of one shape of truncation, kept from one truncation to the next (per thread):
+    /// the states written by steps 1 … u − 1 (step u's state is fresh: it is carried on), every
+    /// step's features, two sets of state gradients (this step's and the previous one's) and one
+    /// layer's input gradient. On MNIST they are a hundred megabytes; allocated afresh for every
+    /// truncation, step by step, they left glibc's heap fragmented and the resident set growing to
+    /// several times what was in use.
+    type private Workspace =
+        { Key: int * int * int * int64 * int64
+          Buffers: Tensor list
+          /// H_l, C_l written by step j (index j − 1), j < u
+          States: LstmState[]
+          /// x_j [features; n] (index j − 1)
+          Features: Tensor[]
+          /// dL/dh_l, dL/dc_l: two sets
+          Grads: LstmState[]
+          Scratch: Tensor }
+
+    let private workspace = new System.Threading.ThreadLocal<Workspace option>(fun () -> None)
+
+    /// Frees this thread's buffers (the next closed-form meta-gradient allocates them again).
+    let releaseWorkspace () =
+        match workspace.Value with
+        | Some w ->
+            for t in w.Buffers @ List.ofArray w.Features @ (Array.toList w.States |> List.collect LstmState.tensors)
+                     @ (Array.toList w.Grads |> List.collect LstmState.tensors) do
+                t.Dispose()
+            w.Scratch.Dispose()
+            workspace.Value <- None
+        | None -> ()
+
+    let private workspaceFor (u: int) (k: int) (h: int) (n: int64) (features: int64) (like: Tensor) =
+        let key = u, k, h, n, features
+        match workspace.Value with
+        | Some w when w.Key = key -> w
+        | _ ->
+            releaseWorkspace ()
+            let make (shape: int64[]) =
+                let t = torch.empty(shape, dtype = like.dtype, device = like.device)
+                t.DetachFromDisposeScope() |> ignore
+                t
+            let views (t: Tensor) (i: int) =
+                let v = t[int64 i]
+                v.DetachFromDisposeScope() |> ignore
+                v
+            let stateOf (t: Tensor) =
+                { H = [ for l in 0 .. k - 1 -> views t l ]; C = [ for l in 0 .. k - 1 -> views t (k + l) ] }
+            let states = make [| int64 (u - 1); 2L * int64 k; int64 h; n |]
+            let feats = make [| int64 u; features; n |]
+            let grads = make [| 2L; 2L * int64 k; int64 h; n |]
+            let stateViews = Array.init (u - 1) (views states)
+            let gradViews = Array.init 2 (views grads)
+            let w =
+                { Key = key
+                  Buffers = [ states; feats; grads ] @ List.ofArray stateViews @ List.ofArray gradViews
+                  States = stateViews |> Array.map stateOf
+                  Features = Array.init u (views feats)
+                  Grads = gradViews |> Array.map stateOf
+                  Scratch = make [| int64 h; n |] }
+            workspace.Value <- Some w
+            w
+
     /// L(φ) of one truncation, dL/dφ (in `Phi.tensors` order) and the trajectory carried on.
-    /// Memory: each step's features and states are released as soon as the backward pass is past
-    /// them; what is returned lives in the caller's dispose scope.
+    /// Memory: the steps' features and states live in this thread's workspace, reused from one
+    /// truncation to the next (`releaseWorkspace` frees it); what is returned lives in the caller's
+    /// dispose scope.
     let metaGradient (cfg: UnrollConfig) (phi: Phi) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
         use _ = torch.no_grad()
         let lossGrad = tr.Problem.LossGrad.Value
@@ -127,8 +189,10 @@ module FirstOrder =
         let p = PhiKernel.logSignP phi
         let k = phi.Config.Layers
         let u = cfg.Unroll
-        // forward: the inner loop; step j keeps its features x_j, input state and output h'
-        let xs = Array.zeroCreate<Tensor> u
+        let n = tr.Theta.shape[0]
+        let ws = workspaceFor u k phi.Config.Hidden n (if p.IsSome then 2L else 1L) tr.Theta
+        // forward: the inner loop; step j writes its features and state into the workspace (the
+        // last step's state into fresh tensors)
         let states = Array.zeroCreate<LstmState> (u + 1)
         let dTheta = Array.zeroCreate<Tensor> u
         states[0] <- LstmState.ofTensors k tr.Opt.Slots
@@ -138,52 +202,50 @@ module FirstOrder =
         let mutable last = 0.0
         for j in 1 .. u do
             let w = MetaLoss.weight cfg.Weights j u
-            let x, state, theta', grad', dt, f =
-                Scope.run (fun (x: Tensor, s: LstmState, th: Tensor, gr: Tensor, dt: Tensor, _) -> [ x; th; gr; dt ] @ LstmState.tensors s |> List.filter (isNull >> not)) (fun () ->
-                    let g, hs, cs, x = LstmKernel.stepSaving layers phi.WOut phi.BOut phi.Config.OutScale p states[j - 1].H states[j - 1].C grad
+            let out =
+                if j < u then ws.States[j - 1]
+                else LstmState.zeros phi n
+            let theta', grad', dt, f =
+                Scope.run (fun (th: Tensor, gr: Tensor, dt: Tensor, _) -> [ th; gr; dt ] |> List.filter (isNull >> not)) (fun () ->
+                    let g = LstmKernel.stepInto layers phi.WOut phi.BOut phi.Config.OutScale p states[j - 1].H states[j - 1].C grad ws.Features[j - 1] out.H out.C
                     let theta' = Update.apply theta g
                     let losses, grad' = lossGrad (tr.Step + j) theta'
                     let f = losses.sum().ToDouble()
                     // dL/dθ_{s+j}
                     let dt = if w = 0.0 then null elif cfg.LogLoss then grad'.mul(sc (w / f)) else grad'.mul(sc (w / b))
-                    x, { H = hs; C = cs }, theta', grad', dt, f)
+                    theta', grad', dt, f)
             if j > 1 then
                 theta.Dispose()
                 grad.Dispose()
             if w <> 0.0 then metaLoss <- metaLoss + (if cfg.LogLoss then w * log (f / b) else w * f / b)
-            xs[j - 1] <- x
-            states[j] <- state
+            states[j] <- out
             dTheta[j - 1] <- dt
             theta <- theta'
             grad <- grad'
             last <- f
         // backward, from the last step (the carried state is cut: dL/dh', dL/dc' start at zero);
-        // the adjoint of g_j accumulates dL/dθ from the last step down
+        // the adjoint of g_j accumulates dL/dθ from the last step down; the state gradients
+        // alternate between the workspace's two sets
         let mutable dg = torch.zeros_like(theta)
-        let mutable dh = [ for h in states[u].H -> torch.zeros_like(h) ]
-        let mutable dc = [ for c in states[u].C -> torch.zeros_like(c) ]
+        for t in LstmState.tensors ws.Grads[0] do
+            t.zero_() |> ignore
         let mutable dPhi = Phi.tensors phi |> List.map (fun t -> torch.zeros_like(t))
         for j in u .. -1 .. 1 do
-            let dg', dh', dc', dPhi' =
-                Scope.run (fun (a: Tensor, b: Tensor list, c: Tensor list, d: Tensor list) -> a :: b @ c @ d) (fun () ->
+            let dIn = ws.Grads[(u - j) % 2]
+            let dOut = ws.Grads[(u - j + 1) % 2]
+            let dg', dPhi' =
+                Scope.run (fun (a: Tensor, d: Tensor list) -> a :: d) (fun () ->
                     let dg' = if isNull dTheta[j - 1] then dg.clone() else dg.add(dTheta[j - 1])
-                    let dh', dc', dW =
-                        LstmKernel.stepBackward layers phi.WOut phi.Config.OutScale xs[j - 1] states[j - 1].H states[j - 1].C states[j].H dg' dh dc
-                    dg', dh', dc', List.map2 (fun (a: Tensor) (d: Tensor) -> a.add(d)) dPhi dW)
-            for t in dg :: dh @ dc @ dPhi do
+                    let dW =
+                        LstmKernel.stepBackwardInto layers phi.WOut phi.Config.OutScale ws.Features[j - 1] states[j - 1].H states[j - 1].C states[j].H
+                            dg' dIn.H dIn.C dOut.H dOut.C ws.Scratch
+                    dg', List.map2 (fun (a: Tensor) (d: Tensor) -> a.add(d)) dPhi dW)
+            for t in dg :: dPhi do
                 t.Dispose()
-            xs[j - 1].Dispose()
             if not (isNull dTheta[j - 1]) then dTheta[j - 1].Dispose()
-            // step j's output state is past (the last one is carried on)
-            if j < u then
-                for t in LstmState.tensors states[j] do
-                    t.Dispose()
             dg <- dg'
-            dh <- dh'
-            dc <- dc'
             dPhi <- dPhi'
-        for t in dg :: dh @ dc do
-            t.Dispose()
+        dg.Dispose()
         let loss = torch.tensor(metaLoss, dtype = theta.dtype, device = theta.device)
         let carried =
             { tr with

@@ -205,7 +205,7 @@ module MetaTrain =
             | None ->
                 let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
                 MetaLoss.start (TaskSpec.learned cfg.Task s.Phis) problem s.Trajectories
-        let loss, grads, carried = metaGradient cfg s.Phis tr
+        let loss, grads, carried = LstmKernel.inSteps (fun () -> metaGradient cfg s.Phis tr)
         let lossValue = loss.ToDouble()
         let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
         let phi, metaOpt =
@@ -291,6 +291,7 @@ module MetaTrain =
             s
         finally
             validation |> Option.iter (List.iter Problem.dispose)
+            FirstOrder.releaseWorkspace ()
 
     /// `runObserved` with a report callback only.
     let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =

@@ -38,12 +38,13 @@ let compare (label: string) (cfg: UnrollConfig) (phi: Phi) (problem: unit -> Pro
 [<Tests>]
 let tests =
     testList "first-order meta-gradient in closed form" [
-        testCase "equals autograd's on quadratics: Σ f, Σ log f, last-step weights, one and three layers" <| fun () ->
+        testCase "equals autograd's on quadratics: Σ f, Σ log f, last-step weights, one-step truncations, one and three layers" <| fun () ->
             scoped (fun () ->
                 for label, cfg, lstm in
                     [ "Σ f", { Unroll = 6; Weights = Uniform; SecondOrder = false; LogLoss = false }, LstmConfig.paper
                       "Σ log f", { Unroll = 6; Weights = Uniform; SecondOrder = false; LogLoss = true }, LstmConfig.paper
                       "last step", { Unroll = 5; Weights = LastOnly; SecondOrder = false; LogLoss = false }, LstmConfig.paper
+                      "one-step truncations", { Unroll = 1; Weights = Uniform; SecondOrder = false; LogLoss = true }, LstmConfig.paper
                       "3 layers, identity input", { Unroll = 4; Weights = Uniform; SecondOrder = false; LogLoss = true },
                       { LstmConfig.paper with Layers = 3; Hidden = 7; Preprocessing = Identity } ] do
                     let phi = phiOf lstm 5L f32

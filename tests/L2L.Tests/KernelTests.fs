@@ -103,6 +103,32 @@ let tests =
                             List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d outputs" n w)) outR outF
                             List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-4 (sprintf "n=%d width %d gradients" n w)) gradsR gradsF))
 
+        testCase "the log-sign features' logarithm: within 3 float32 ulp of float64's over 16 decades, the same bits in every register width and tail" <| fun () ->
+            scoped (fun () ->
+                use _ = torch.no_grad()
+                let n = 4099L
+                use gen = Seeds.generator 13L 5UL 0L
+                let magnitude = torch.rand([| n |], generator = gen, dtype = f64).mul(sc 16.0).sub(sc 10.0).mul(sc (log 10.0)).exp()
+                let grad = magnitude.mul(torch.randn([| n |], generator = gen, dtype = f64).sign()).to_type(f32)
+                let phi = phiOf LstmConfig.paper 3L f32
+                let state = LstmState.zeros phi n
+                let features (w: int) =
+                    withWidth w (fun () ->
+                        let _, _, _, x = LstmKernel.stepSaving (PhiKernel.layers phi) phi.WOut phi.BOut 0.1 (Some 10.0) state.H state.C grad
+                        x[0L].clone())
+                let x16 = features 16
+                for w in [ 8; 1 ] do
+                    Expect.equal (toArray (features w)) (toArray x16) (sprintf "width %d: the same bits as width 16" w)
+                // where |∇| ≥ e^{−p} the feature is log|∇|/p
+                let a = grad.abs().to_type(f64)
+                let taken = a.ge(sc (exp -10.0))
+                let exact = a.log()
+                let got = x16.to_type(f64).mul(sc 10.0)
+                let err = got.sub(exact).abs().masked_select(taken)
+                let bound = exact.abs().masked_select(taken).mul(sc (3.0 * 1.19e-7)).add(sc 1e-7)
+                Expect.isGreaterThan (taken.sum().ToInt64()) 2000L "most coordinates take the logarithm"
+                Expect.isTrue (err.le(bound).all().ToBoolean()) (sprintf "max error %g" (err.max().ToDouble())))
+
         testCase "the thread count changes nothing elementwise and the weight gradients only by rounding" <| fun () ->
             scoped (fun () ->
                 let saved = LstmKernel.threads
