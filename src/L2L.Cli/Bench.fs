@@ -168,11 +168,12 @@ let measure (task: string) (reps: int) : JsonObject =
         stages[what] <- JsonValue.Create(Math.Round(rss, 1))
         if Environment.GetEnvironmentVariable "L2L_MEMTRACE" = "1" then
             eprintfn "%-16s RSS %7.1f MiB, peak %7.1f MiB" what rss (peakRssMib ())
-    // switches for A/B runs: the kernel's chunk size, the meta-gradient's path, the heap's trimming
+    // switches for A/B runs: the kernel's chunk size, the meta-gradient's path, the kernel's threads, the heap's trimming
     match Environment.GetEnvironmentVariable "L2L_MIN_CHUNK" with
     | null | "" -> ()
     | v -> CoordinatewiseLstm.MinChunk <- int64 v
     if Environment.GetEnvironmentVariable "L2L_META_GRADIENT" = "autograd" then MetaTrain.closedForm <- false
+    if Environment.GetEnvironmentVariable "L2L_KERNEL_TEAM" = "0" then CoordinatewiseLstm.UseTeam <- false
     let trimEachIteration = Environment.GetEnvironmentVariable "L2L_MALLOC_TRIM" = "1"
     torch.zeros(1L).Dispose()
     trace "libtorch"

@@ -286,11 +286,36 @@ public static unsafe class CoordinatewiseLstm
             return;
         }
         long chunkLen = (blocks + chunks - 1) / chunks * pair;
-        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, ci =>
+        void Chunk(int ci)
         {
             long start = ci * chunkLen;
             if (start < n) chunk(start, Math.Min(n, start + chunkLen));
-        });
+        }
+        if (UseTeam && TeamOf(threads).TryRun(chunks, Chunk)) return;
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, Chunk);
+    }
+
+    /// <summary>
+    /// Whether calls spread over threads run on the kernel's own team of spinning workers (else on
+    /// the .NET thread pool).
+    /// </summary>
+    public static bool UseTeam { get; set; } = true;
+
+    private static Team? _team;
+    private static readonly object TeamLock = new();
+
+    /// <summary>The team for a call on `threads` threads (re-formed when the count changes).</summary>
+    private static Team TeamOf(int threads)
+    {
+        lock (TeamLock)
+        {
+            if (_team == null || _team.Workers < threads - 1)
+            {
+                _team?.Dispose();
+                _team = new Team(threads - 1);
+            }
+            return _team;
+        }
     }
 
     private static void Range<TOp>(in Args a, long start, long end, int width) where TOp : IOp

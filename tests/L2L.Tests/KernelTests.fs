@@ -146,6 +146,30 @@ let tests =
                 finally
                     LstmKernel.threads <- saved)
 
+        testCase "the kernel's worker team and the thread pool give the same bits, also with callers on several threads at once" <| fun () ->
+            let saved = LstmKernel.threads
+            let savedTeam = CoordinatewiseLstm.UseTeam
+            try
+                LstmKernel.threads <- 2
+                let run (n: int64) =
+                    scoped (fun () ->
+                        use _ = torch.no_grad()
+                        let phi, state, grad = problemOf LstmConfig.paper n (n % 7L)
+                        let g, s = Lstm.stepWith Fused phi (LstmState.detach state) grad
+                        g :: LstmState.tensors s |> List.map toArray)
+                let sizes = [ 5000L; 9000L; 4097L; 20000L ]
+                CoordinatewiseLstm.UseTeam <- false
+                let pool = sizes |> List.map run
+                CoordinatewiseLstm.UseTeam <- true
+                Expect.equal (sizes |> List.map run) pool "one caller: the team's results are the thread pool's"
+                for _ in 1..3 do
+                    let concurrent =
+                        sizes |> List.map (fun n -> Threading.Tasks.Task.Run(fun () -> run n)) |> List.map (fun t -> t.Result)
+                    Expect.equal concurrent pool "four callers at once"
+            finally
+                LstmKernel.threads <- saved
+                CoordinatewiseLstm.UseTeam <- savedTeam
+
         testCase "the meta-gradient of a truncation equals the reference path's" <| fun () ->
             scoped (fun () ->
                 let cfg = { smallMeta with Lstm = LstmConfig.paper; Task = Quadratic 10; BatchFunctions = 8; Unroll = { smallMeta.Unroll with Unroll = 10 } }
