@@ -329,6 +329,16 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
             entry["ours"] <- o
             entry["peer"] <- p
             entry["ratio"] <- ratio
+            // every pair, in the order run
+            entry["runs"] <-
+                JsonArray(
+                    pairs
+                    |> List.map (fun (us, them) ->
+                        let r = JsonObject()
+                        r["ours"] <- medianOf [ us ]
+                        r["peer"] <- JsonNode.Parse(them.ToJsonString())
+                        r :> JsonNode)
+                    |> Array.ofList)
             // the profile of our first run: m_φ against the GEMM rate, memory by stage
             let first = fst pairs.Head
             entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
