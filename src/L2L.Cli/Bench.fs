@@ -140,11 +140,14 @@ let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
                 match problem.LossGrad with
                 | Some lossGrad when closed -> (use _ = torch.no_grad() in lossGrad (tr.Step + j) tr.Theta) |> ignore
                 | _ -> Gradient.at problem (tr.Step + j) tr.Theta true false |> ignore)
+    // m_φ's forward as the meta-gradient runs it: into buffers reused from step to step
     let forward =
-        perStep (fun () ->
-            use _ = torch.no_grad()
-            for _ in 1 .. cfg.Unroll.Unroll do
-                opt.Update tr.Opt tr.Grad |> ignore)
+        Spare.within (fun () ->
+            perStep (fun () ->
+                use _ = torch.no_grad()
+                for _ in 1 .. cfg.Unroll.Unroll do
+                    let struct (_, s) = opt.Update tr.Opt tr.Grad
+                    List.iter Spare.give s.Slots))
     let whole = perStep (fun () -> MetaTrain.metaGradient cfg phis tr |> ignore)
     Scope.disposeReplaced (Trajectory.tensors tr) []
     let o = JsonObject()
