@@ -36,21 +36,24 @@ let mutable threads = 0
 /// baseline tuning outside `inSteps` keep the process's count. 0: the process's count.
 let mutable stepTorchThreads = 1
 
+/// The process's libtorch thread count while this thread is inside `inSteps` (0: outside).
+let private outsideCount = new System.Threading.ThreadLocal<int>(fun () -> 0)
+
 /// Runs f with libtorch on `stepTorchThreads` threads (the kernel's own count unchanged), then
-/// restores the process's count.
+/// restores the process's count. libtorch's count is process-wide: callers on several threads at
+/// once can only change each other's speed, not their results.
 let inSteps (f: unit -> 'a) : 'a =
     let outer = torch.get_num_threads ()
-    if stepTorchThreads <= 0 || stepTorchThreads >= outer then
+    if stepTorchThreads <= 0 || stepTorchThreads >= outer || outsideCount.Value > 0 then
         f ()
     else
-        let kernelThreads = threads
-        if kernelThreads <= 0 then threads <- outer
+        outsideCount.Value <- outer
         torch.set_num_threads stepTorchThreads
         try
             f ()
         finally
             torch.set_num_threads outer
-            threads <- kernelThreads
+            outsideCount.Value <- 0
 
 /// The process's thread policy for n threads: the fused kernel spreads m_φ's coordinates over n
 /// threads, and so does libtorch for its own operations (whole data sets, baseline tuning) unless
@@ -73,8 +76,12 @@ let setThreads (n: int) =
         | true, v when v >= 0 -> stepTorchThreads <- v
         | _ -> invalidArg "L2L_STEP_TORCH_THREADS" (sprintf "L2L_STEP_TORCH_THREADS must be a non-negative integer, not '%s'" t)
 
-let private threadCount () = if threads > 0 then threads else torch.get_num_threads ()
-
+/// The threads the kernel runs on now: `threads`, else the process's libtorch count (inside
+/// `inSteps` too).
+let kernelThreads () =
+    if threads > 0 then threads
+    elif outsideCount.Value > 0 then outsideCount.Value
+    else torch.get_num_threads ()
 
 /// Whether the fused kernel can run here (the native entry point it needs was found).
 let available () = dataPtr.Force().IsSome
@@ -114,7 +121,7 @@ let private layerBackwardInto (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) 
     let db = torch.empty_like(b)
     let l = layer x h c wih whh b
     CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, (if isNull dx then NativePtr.nullPtr else ptr dx),
-                                ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threadCount ())
+                                ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, kernelThreads ())
     dwih, dwhh, db
 
 /// One layer's fused backward: from dL/dh', dL/dc' [H; n], the gradients of its input x (None when
@@ -152,7 +159,7 @@ type CellFunction() =
         let hOut = torch.empty_like(h)
         let cOut = torch.empty_like(c)
         let l = layer x h c wih whh b
-        CoordinatewiseLstm.Forward(&l, ptr hOut, ptr cOut, threadCount ())
+        CoordinatewiseLstm.Forward(&l, ptr hOut, ptr cOut, kernelThreads ())
         ctx.save_for_backward(List<Tensor>([ x; h; c; wih; whh; b ]))
         List<Tensor>([ hOut; cOut ])
 
@@ -196,7 +203,7 @@ let private stepPassInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor
         weights |> List.map (fun (_, w, _) -> addr w) |> List.toArray,
         weights |> List.map (fun (_, _, b) -> addr b) |> List.toArray,
         ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map addr |> List.toArray,
-        cOut |> List.map addr |> List.toArray, ptr g, threadCount ())
+        cOut |> List.map addr |> List.toArray, ptr g, kernelThreads ())
     g
 
 /// A contiguous tensor of t's shape, type and device (values undefined).

@@ -31,7 +31,10 @@ module Runtime =
     /// it raises to the largest block freed, and returns the heap's free top above twice that:
     /// m_φ's states of [H; n] floats (1.2 MiB each on MNIST) were then given back and faulted in
     /// again at every step (225–407 page faults per evaluation step, evaluation 2× slower). Fixed
-    /// thresholds keep blocks below 16 MiB on the heap and up to 32 MiB of its free top mapped.
+    /// thresholds keep blocks below 32 MiB (glibc's largest) on the heap and up to 256 MiB of its
+    /// free top mapped: with 16 and 32 MiB, the conv net's loss on 50,000 images (patch matrices of
+    /// about 28 MiB per 1000 rows) took 2.2–3.3 s and 250,000 page faults, with 32 and 256 MiB
+    /// 0.36–0.43 s and 3,000–4,000.
     let private tuneAllocator () =
         let chosen =
             Environment.GetEnvironmentVariables().Keys
@@ -40,8 +43,8 @@ module Runtime =
         if not chosen then
             try
                 // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3
-                mallopt (-3, 16 <<< 20) |> ignore
-                mallopt (-1, 32 <<< 20) |> ignore
+                mallopt (-3, 32 <<< 20) |> ignore
+                mallopt (-1, 256 <<< 20) |> ignore
             with _ -> ()
 
     /// libtorch's OpenMP workers spin-wait after every parallel region by default; on a machine

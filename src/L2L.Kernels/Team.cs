@@ -54,6 +54,7 @@ internal sealed class Team : IDisposable
         if (!Monitor.TryEnter(_busy)) return false;
         try
         {
+            if (_stopped) return false;
             _work = work;
             _chunks = chunks;
             _error = null;
@@ -119,9 +120,13 @@ internal sealed class Team : IDisposable
         }
     }
 
+    /// <summary>Stops the workers once the call in flight, if any, has ended.</summary>
     public void Dispose()
     {
-        _stopped = true;
-        foreach (var w in _wake) w.Set();
+        lock (_busy)
+        {
+            _stopped = true;
+            foreach (var w in _wake) w.Set();
+        }
     }
 }

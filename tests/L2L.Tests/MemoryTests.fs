@@ -103,9 +103,11 @@ let tests =
                 torch.set_num_threads 2
                 LstmKernel.threads <- 0
                 LstmKernel.stepTorchThreads <- 1
-                let inside = LstmKernel.inSteps (fun () -> torch.get_num_threads (), LstmKernel.threads)
-                Expect.equal inside (1, 2) "libtorch on 1 thread, the kernel on the 2 it had"
+                let inside = LstmKernel.inSteps (fun () -> torch.get_num_threads (), LstmKernel.inSteps (fun () -> torch.get_num_threads ()))
+                Expect.equal inside (1, 1) "libtorch on 1 thread, nested calls too"
                 Expect.equal (torch.get_num_threads (), LstmKernel.threads) (2, 0) "restored"
+                Expect.equal (LstmKernel.inSteps LstmKernel.kernelThreads) 2 "the kernel keeps the process's 2 threads inside"
+                Expect.equal (LstmKernel.kernelThreads ()) 2 "and outside"
                 Expect.throws (fun () -> LstmKernel.inSteps (fun () -> failwith "boom") |> ignore) "the exception goes through"
                 Expect.equal (torch.get_num_threads (), LstmKernel.threads) (2, 0) "restored after an exception"
                 LstmKernel.stepTorchThreads <- 0
