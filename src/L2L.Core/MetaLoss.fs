@@ -190,7 +190,7 @@ module FirstOrder =
         let k = phi.Config.Layers
         let u = cfg.Unroll
         let n = tr.Theta.shape[0]
-        let ws = workspaceFor u k phi.Config.Hidden n (if p.IsSome then 2L else 1L) tr.Theta
+        let ws = workspaceFor u k phi.Config.Hidden n (int64 (Preprocess.features phi.Config.Preprocessing)) tr.Theta
         // forward: the inner loop; step j writes its features and state into the workspace (the
         // last step's state into fresh tensors)
         let states = Array.zeroCreate<LstmState> (u + 1)

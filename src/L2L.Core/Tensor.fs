@@ -98,14 +98,18 @@ module Scope =
             t.MoveToOuterDisposeScope() |> ignore
         r
 
+    /// The tensors of `old` that `current` does not hold (reference identity), each once.
+    let replaced (old: seq<Tensor>) (current: seq<Tensor>) : Tensor list =
+        let live = HashSet<Tensor>(current, HashIdentity.Reference)
+        let seen = HashSet<Tensor>(HashIdentity.Reference)
+        [ for t in old do
+              if not (live.Contains t) && seen.Add t then yield t ]
+
     /// Disposes the tensors of `old` that `current` does not hold (reference identity).
     /// Used by loops that replace a state each iteration while sharing some tensors with it.
     let disposeReplaced (old: seq<Tensor>) (current: seq<Tensor>) =
-        let live = HashSet<Tensor>(current, HashIdentity.Reference)
-        let seen = HashSet<Tensor>(HashIdentity.Reference)
-        for t in old do
-            if not (live.Contains t) && seen.Add t && not t.IsInvalid then
-                t.Dispose()
+        for t in replaced old current do
+            if not t.IsInvalid then t.Dispose()
 
 /// Buffers recycled within a loop: `within` opens a pool on this thread for the loop's life,
 /// `empty` takes a buffer of the shape asked for from it (or allocates one, then the pool's), and
@@ -159,11 +163,7 @@ module Spare =
             | _ -> t.Dispose()
 
     /// `Scope.disposeReplaced`, handing the replaced tensors back to the open pool.
-    let giveReplaced (old: seq<Tensor>) (current: seq<Tensor>) =
-        let live = HashSet<Tensor>(current, HashIdentity.Reference)
-        let seen = HashSet<Tensor>(HashIdentity.Reference)
-        for t in old do
-            if not (live.Contains t) && seen.Add t then give t
+    let giveReplaced (old: seq<Tensor>) (current: seq<Tensor>) = Scope.replaced old current |> List.iter give
 
     /// Runs f with a pool open on this thread (within an open pool: that one), then disposes what
     /// the pool holds.
