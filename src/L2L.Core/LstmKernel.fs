@@ -91,6 +91,13 @@ let private ptr (t: Tensor) : nativeptr<float32> =
     | Some f -> NativePtr.ofNativeInt (f.Invoke t.Handle)
     | None -> invalidOp "the fused LSTM kernel is not available (THSTensor_data not found)"
 
+/// The address of a tensor's first element (any element type; the tensor must stay alive while the
+/// address is used).
+let address (t: Tensor) : nativeint =
+    match dataPtr.Force() with
+    | Some f -> f.Invoke t.Handle
+    | None -> invalidOp "native kernels are not available (THSTensor_data not found)"
+
 /// Whether tensors can go through the kernel: float32, CPU.
 let supports (ts: Tensor seq) =
     available ()

@@ -3,6 +3,9 @@
 /// in one θ; its loss is the sum of theirs, so each coordinate sees its own function's gradient.
 namespace L2L
 
+#nowarn "9" // native pointers into tensor memory (the fused MLP kernel)
+
+open Microsoft.FSharp.NativeInterop
 open TorchSharp
 
 type Problem =
@@ -163,9 +166,15 @@ module Classifier =
             start <- start + len
         total.div(sc (float n)), correct
 
+    /// A minibatch's loss and gradient over gathered rows (θ, x [B; 784] in [0, 1], labels [B]) as
+    /// one over a split's images and labels and the minibatch's row indices [B].
+    let gathered (lossGrad: Tensor -> Tensor -> Tensor -> Tensor * Tensor) (theta: Tensor) (x: Tensor) (y: Tensor) (idx: Tensor) =
+        lossGrad theta (Mnist.scale theta.dtype (x.index_select(0L, idx))) (y.index_select(0L, idx))
+
     /// A problem: θ_0 [n] and minibatch indices [steps + 1; batch] into the split's images.
-    /// logits: θ [n], x [B; 784] -> [B; 10]; lossGrad (optional): θ, x, labels -> loss, ∇θ loss.
-    let problem (logits: Tensor -> Tensor -> Tensor) (lossGrad: (Tensor -> Tensor -> Tensor -> Tensor * Tensor) option) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
+    /// logits: θ [n], x [B; 784] -> [B; 10]; lossGrad (optional): θ, the split's images and labels,
+    /// the minibatch's row indices [B] -> loss, ∇θ loss.
+    let problem (logits: Tensor -> Tensor -> Tensor) (lossGrad: (Tensor -> Tensor -> Tensor -> Tensor -> Tensor * Tensor) option) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
         let offset, length = Datasets.range split
         let x = data.TrainX.narrow(0L, offset, length)
         let y = data.TrainY.narrow(0L, offset, length)
@@ -179,8 +188,7 @@ module Classifier =
           LossGrad =
             lossGrad
             |> Option.map (fun f t theta ->
-                let idx = indices[int64 t]
-                let loss, grad = f theta (Mnist.scale theta.dtype (x.index_select(0L, idx))) (y.index_select(0L, idx))
+                let loss, grad = f theta x y indices[int64 t]
                 loss.unsqueeze(0L), grad)
           Full = fun theta -> (fst (fullLoss logits theta x y)).unsqueeze(0L)
           Metrics =
@@ -276,20 +284,51 @@ module Mlp =
                     | Relu -> dh.mul(a.gt(sc 0.0).to_type(a.dtype))
         loss, torch.cat(pieces, 0L)
 
+    /// Whether `batchLossGrad` runs the fused kernel for these tensors: float32 θ on the CPU, uint8
+    /// images of 784 pixels, int64 labels and indices.
+    let fusedFits (theta: Tensor) (x: Tensor) (y: Tensor) (idx: Tensor) =
+        LstmKernel.available ()
+        && theta.dtype = torch.ScalarType.Float32 && theta.device_type = DeviceType.CPU && theta.dim() = 1L
+        && x.dtype = torch.ScalarType.Byte && x.device_type = DeviceType.CPU && x.dim() = 2L && x.shape[1] = 784L
+        && y.dtype = torch.ScalarType.Int64 && y.device_type = DeviceType.CPU
+        && idx.dtype = torch.ScalarType.Int64 && idx.device_type = DeviceType.CPU && idx.dim() = 1L
+
+    /// `lossGrad` of the minibatch whose rows of the split's images x [rows; 784] and labels y are
+    /// idx [B]: one call of the fused kernel (L2L.Kernels.MlpKernel: the gather, forward pass, loss and
+    /// backward pass in its own buffers, none of a dozen tensor operations) where `fusedFits`, else
+    /// the tensor version on the gathered rows. The two agree to float32 rounding.
+    let batchLossGrad (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) (idx: Tensor) : Tensor * Tensor =
+        if fusedFits theta x y idx then
+            let theta = theta.contiguous()
+            let x = x.contiguous()
+            let y = y.contiguous()
+            let idx = idx.contiguous()
+            let grad = torch.empty_like(theta)
+            let sizes = sizes m |> Array.ofList
+            if int64 (count m) <> theta.shape[0] then
+                invalidArg "theta" (sprintf "θ has %d coordinates; the network %A has %d" theta.shape[0] sizes (count m))
+            let at (t: Tensor) = NativePtr.ofNativeInt (LstmKernel.address t)
+            let loss =
+                Kernels.MlpKernel.LossGrad(sizes, (m.Activation = Relu), at theta, at x, at y, y.shape[0], at idx,
+                                           int idx.shape[0], 255.0f, at grad)
+            torch.tensor(loss), grad
+        else
+            Classifier.gathered (lossGrad m) theta x y idx
+
     /// θ_0 ~ N(0, 0.01²): the standard deviation of each coordinate.
     let initScale (m: MlpSpec) = Array.create (count m) 0.01
 
     /// A problem on MNIST (see Classifier.problem).
     let problem (m: MlpSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
-        Classifier.problem (logits m) (Some(lossGrad m)) data split theta0 indices
+        Classifier.problem (logits m) (Some(batchLossGrad m)) data split theta0 indices
 
     /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).
     let sample (m: MlpSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.sample (logits m) (Some(lossGrad m)) (initScale m) m.Batch gen split steps device dtype
+        Classifier.sample (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch gen split steps device dtype
 
     /// The portable stream `seed` (θ_0 = 0.01·normal; identical to the reference implementation's).
     let portable (m: MlpSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.portable (logits m) (Some(lossGrad m)) (initScale m) m.Batch seed split steps device dtype
+        Classifier.portable (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch seed split steps device dtype
 
 /// A small convolutional network on MNIST (the paper's CIFAR-10 architecture, §3.4, scaled to
 /// MNIST): per conv layer a 3×3 convolution (padding 1), batch normalisation, ReLU and 2×2

@@ -124,6 +124,52 @@ let tests =
                         Expect.isLessThan (maxAbsDiff (toArray g2) (toArray g)) 1e-12 (sprintf "%A %A: gradient at step %d" spec.Hidden spec.Activation t)
                         Expect.floatClose Accuracy.veryHigh (l2.sum().ToDouble()) (loss.ToDouble()) "loss")
 
+        testCase "MLP: the fused kernel's minibatch loss and gradient equal the tensor version's (float32, uint8 images; AVX-512, AVX2 and scalar paths)" <| fun () ->
+            scoped (fun () ->
+                use gen = Seeds.generator 9L 2UL 0L
+                // uint8 images as the loader gives them, integer labels
+                let x = torch.randint(256L, [| 3000L; 784L |], dtype = torch.ScalarType.Byte, generator = gen)
+                let y = torch.randint(10L, [| 3000L |], generator = gen)
+                let specs =
+                    [ { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
+                      { Hidden = [ 5; 4 ]; Activation = Relu; Batch = 9 }
+                      { Hidden = [ 17; 33 ]; Activation = Sigmoid; Batch = 7 }
+                      { Hidden = [ 1 ]; Activation = Relu; Batch = 1 }
+                      { Hidden = []; Activation = Sigmoid; Batch = 6 } ]
+                let width = Kernels.MlpKernel.Width
+                try
+                    for w in [ 16; 8; 1 ] do
+                        Kernels.MlpKernel.Width <- w
+                        for spec in specs do
+                            let theta = torch.randn([| int64 (Mlp.count spec) |], generator = gen).mul(sc 0.3)
+                            let idx = torch.randint(3000L, [| int64 spec.Batch |], generator = gen)
+                            Expect.isTrue (Mlp.fusedFits theta x y idx) "the fused kernel takes float32 θ and uint8 images"
+                            let l1, g1 = Mlp.batchLossGrad spec theta x y idx
+                            let l2, g2 = Classifier.gathered (Mlp.lossGrad spec) theta x y idx
+                            let label = sprintf "width %d, %A %A, batch %d" w spec.Hidden spec.Activation spec.Batch
+                            Expect.floatClose { absolute = 1e-6; relative = 1e-5 } (l1.ToDouble()) (l2.ToDouble()) (label + ": loss")
+                            let a, b = toArray g1, toArray g2
+                            let scale = b |> Array.map abs |> Array.max
+                            Expect.isGreaterThan scale 1e-4 (label + ": the gradient is not trivially zero")
+                            Expect.isLessThan (maxAbsDiff a b) (1e-5 * scale) (label + ": gradient")
+                finally
+                    Kernels.MlpKernel.Width <- width)
+
+        testCase "MLP: the fused kernel names a minibatch row outside the images and a label outside the classes" <| fun () ->
+            scoped (fun () ->
+                let spec = { Hidden = [ 4 ]; Activation = Sigmoid; Batch = 2 }
+                let x = torch.zeros([| 10L; 784L |], dtype = torch.ScalarType.Byte)
+                let theta = torch.zeros([| int64 (Mlp.count spec) |])
+                let bad = Expect.throwsT<ArgumentOutOfRangeException>
+                bad (fun () -> Mlp.batchLossGrad spec theta x (torch.zeros([| 10L |], dtype = torch.ScalarType.Int64)) (torch.tensor([| 3L; 10L |])) |> ignore) "row 10 of 10"
+                let ex =
+                    try
+                        Mlp.batchLossGrad spec theta x (torch.tensor(Array.create 10 12L)) (torch.tensor([| 3L; 4L |])) |> ignore
+                        None
+                    with :? ArgumentOutOfRangeException as e -> Some e.Message
+                Expect.isSome ex "label 12 of 10 classes is refused"
+                Expect.stringContains ex.Value "label 12" "names the label")
+
         testCase "MLP: parameter count and the flat layout" <| fun () ->
             Expect.equal (Mlp.count { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }) 15910 "784·20 + 20 + 20·10 + 10"
             Expect.equal (Mlp.count { Hidden = [ 20; 20 ]; Activation = Sigmoid; Batch = 128 }) 16330 "+ 20·20 + 20"
