@@ -78,7 +78,7 @@ public static unsafe class CoordinatewiseLstm
         int width = Width;
         ForChunks(n, width, threads, (start, end) =>
         {
-            float* scratch = Scratch(scratchFloats);
+            float* scratch = ThreadScratch.Floats(scratchFloats);
             long partialsAt = BackwardTiles.PartialsOffset(a.L.Inputs, a.L.Hidden);
             // the tile buffers are rewritten for every tile; only the partial sums start at zero
             System.Runtime.InteropServices.NativeMemory.Clear(scratch + partialsAt, (nuint)((scratchFloats - partialsAt) * sizeof(float)));
@@ -225,24 +225,6 @@ public static unsafe class CoordinatewiseLstm
         V x2 = V.IfGreaterOrEqual(a, threshold, sign, V.Mul(grad, V.Broadcast(s.Scale)));
         V.Store(x1, s.X + j);
         V.Store(x2, s.X + s.N + j);
-    }
-
-    [ThreadStatic] private static float* _scratch;
-    [ThreadStatic] private static long _scratchFloats;
-
-    /// <summary>
-    /// This thread's scratch buffer of at least `floats` floats, kept for the thread's life: a fresh
-    /// buffer per call would be fresh pages, and page faults cost more than the kernel on small n.
-    /// </summary>
-    private static float* Scratch(long floats)
-    {
-        if (_scratchFloats < floats)
-        {
-            if (_scratch != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(_scratch);
-            _scratch = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            _scratchFloats = floats;
-        }
-        return _scratch;
     }
 
     private readonly struct Args
@@ -625,5 +607,28 @@ public static unsafe class CoordinatewiseLstm
         {
             AddOne(part, r, k, kk, a0); AddOne(part, r, k + 1, kk, a1); AddOne(part, r, k + 2, kk, a2); AddOne(part, r, k + 3, kk, a3);
         }
+    }
+}
+
+/// <summary>
+/// A buffer per thread, kept for the thread's life and grown when a call needs more: a fresh buffer
+/// per call would be fresh pages, and page faults cost more than a kernel on small inputs. The
+/// kernels take it for the length of one call and call no other kernel meanwhile.
+/// </summary>
+internal static unsafe class ThreadScratch
+{
+    [ThreadStatic] private static float* _scratch;
+    [ThreadStatic] private static long _floats;
+
+    /// <summary>This thread's buffer of at least `floats` floats, 64-byte aligned (contents undefined).</summary>
+    public static float* Floats(long floats)
+    {
+        if (_floats < floats)
+        {
+            if (_scratch != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(_scratch);
+            _scratch = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+            _floats = floats;
+        }
+        return _scratch;
     }
 }

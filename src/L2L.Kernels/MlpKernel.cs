@@ -48,21 +48,6 @@ public static unsafe class MlpKernel
         };
     }
 
-    [ThreadStatic] private static float* _scratch;
-    [ThreadStatic] private static long _scratchFloats;
-
-    /// <summary>This thread's buffer of at least `floats` floats (64-byte aligned), kept for the thread's life.</summary>
-    private static float* Scratch(long floats)
-    {
-        if (_scratchFloats < floats)
-        {
-            if (_scratch != null) NativeMemory.AlignedFree(_scratch);
-            _scratch = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            _scratchFloats = floats;
-        }
-        return _scratch;
-    }
-
     private static float* Take(ref float* at, long floats)
     {
         float* p = at;
@@ -76,14 +61,17 @@ public static unsafe class MlpKernel
     {
         int layers = sizes.Length - 1;
         int k0 = sizes[0];
-        int maxPad = sizes.Max(Padded);
+        // the widest layer output, padded: the inputs' width (k0) is only ever a row count of the
+        // weights, never a gradient buffer's row length
+        int maxPad = sizes.Skip(1).Max(Padded);
         // buffers: the inputs [B; P(k0)], each layer's output [B; P(out)], two gradient buffers
-        // [B; maxPad], a padded weight copy (W [in; P(out)] or Wᵀ [out; P(in)]), a padded weight
-        // gradient [in; P(out)] and a padded bias [P(out)]; every size a multiple of 16
+        // [B; maxPad] (of a layer's output or hidden input), a padded weight copy (W [in; P(out)], or
+        // Wᵀ [out; P(in)] of a layer with a hidden input), a padded weight gradient [in; P(out)] and a
+        // padded bias [P(out)]; every size a multiple of 16
         long wide = Math.Max(k0, maxPad);
         long need = (long)batch * Padded(k0) + (long)batch * sizes.Skip(1).Sum(s => (long)Padded(s))
                     + 2L * batch * maxPad + 2L * wide * maxPad + maxPad;
-        float* at = Scratch(need);
+        float* at = ThreadScratch.Floats(need);
         float* x = Take(ref at, (long)batch * Padded(k0));
         var acts = new IntPtr[layers + 1];
         acts[0] = (IntPtr)x;
