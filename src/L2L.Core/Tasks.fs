@@ -285,28 +285,28 @@ module Mlp =
         loss, torch.cat(pieces, 0L)
 
     /// Whether `batchLossGrad` runs the fused kernel for these tensors: float32 θ on the CPU, uint8
-    /// images of 784 pixels, int64 labels and indices.
+    /// images of 784 pixels, int64 labels (one per image) and indices.
     let fusedFits (theta: Tensor) (x: Tensor) (y: Tensor) (idx: Tensor) =
         LstmKernel.available ()
         && theta.dtype = torch.ScalarType.Float32 && theta.device_type = DeviceType.CPU && theta.dim() = 1L
         && x.dtype = torch.ScalarType.Byte && x.device_type = DeviceType.CPU && x.dim() = 2L && x.shape[1] = 784L
-        && y.dtype = torch.ScalarType.Int64 && y.device_type = DeviceType.CPU
+        && y.dtype = torch.ScalarType.Int64 && y.device_type = DeviceType.CPU && y.dim() = 1L && y.shape[0] = x.shape[0]
         && idx.dtype = torch.ScalarType.Int64 && idx.device_type = DeviceType.CPU && idx.dim() = 1L
 
     /// `lossGrad` of the minibatch whose rows of the split's images x [rows; 784] and labels y are
     /// idx [B]: one call of the fused kernel (L2L.Kernels.MlpKernel: the gather, forward pass, loss and
-    /// backward pass in its own buffers, none of a dozen tensor operations) where `fusedFits`, else
-    /// the tensor version on the gathered rows. The two agree to float32 rounding.
+    /// backward pass in its own buffers, instead of about 25 tensor operations) where `fusedFits`,
+    /// else the tensor version on the gathered rows. The two agree to float32 rounding.
     let batchLossGrad (m: MlpSpec) (theta: Tensor) (x: Tensor) (y: Tensor) (idx: Tensor) : Tensor * Tensor =
         if fusedFits theta x y idx then
+            let sizes = sizes m |> Array.ofList
+            if int64 (count m) <> theta.shape[0] then
+                invalidArg "theta" (sprintf "θ has %d coordinates; the network %A has %d" theta.shape[0] sizes (count m))
             let theta = theta.contiguous()
             let x = x.contiguous()
             let y = y.contiguous()
             let idx = idx.contiguous()
             let grad = torch.empty_like(theta)
-            let sizes = sizes m |> Array.ofList
-            if int64 (count m) <> theta.shape[0] then
-                invalidArg "theta" (sprintf "θ has %d coordinates; the network %A has %d" theta.shape[0] sizes (count m))
             let at (t: Tensor) = NativePtr.ofNativeInt (LstmKernel.address t)
             let loss =
                 Kernels.MlpKernel.LossGrad(sizes, (m.Activation = Relu), at theta, at x, at y, y.shape[0], at idx,
