@@ -86,17 +86,14 @@ let kernelThreads () =
 /// Whether the fused kernel can run here (the native entry point it needs was found).
 let available () = dataPtr.Force().IsSome
 
-let private ptr (t: Tensor) : nativeptr<float32> =
-    match dataPtr.Force() with
-    | Some f -> NativePtr.ofNativeInt (f.Invoke t.Handle)
-    | None -> invalidOp "the fused LSTM kernel is not available (THSTensor_data not found)"
-
 /// The address of a tensor's first element (any element type; the tensor must stay alive while the
 /// address is used).
 let address (t: Tensor) : nativeint =
     match dataPtr.Force() with
     | Some f -> f.Invoke t.Handle
-    | None -> invalidOp "native kernels are not available (THSTensor_data not found)"
+    | None -> invalidOp "the fused kernels are not available (THSTensor_data not found)"
+
+let private ptr (t: Tensor) : nativeptr<float32> = NativePtr.ofNativeInt (address t)
 
 /// Whether tensors can go through the kernel: float32, CPU.
 let supports (ts: Tensor seq) =
@@ -200,17 +197,16 @@ let private stepPassInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor
     let hs = hs |> List.map (fun t -> t.contiguous())
     let cs = cs |> List.map (fun t -> t.contiguous())
     let g = torch.empty([| n |], dtype = grad.dtype, device = grad.device)
-    let addr (t: Tensor) = NativePtr.toNativeInt (ptr t)
     let weights = layers |> List.map (fun (wih: Tensor, whh: Tensor, b: Tensor) -> wih.contiguous(), whh.contiguous(), b.contiguous())
     let wOut = wOut.contiguous()
     CoordinatewiseLstm.Step(
         n, int (hs.Head.shape[0]), int features, p, ptr grad,
-        hs |> List.map addr |> List.toArray, cs |> List.map addr |> List.toArray,
-        weights |> List.map (fun (w, _, _) -> addr w) |> List.toArray,
-        weights |> List.map (fun (_, w, _) -> addr w) |> List.toArray,
-        weights |> List.map (fun (_, _, b) -> addr b) |> List.toArray,
-        ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map addr |> List.toArray,
-        cOut |> List.map addr |> List.toArray, ptr g, kernelThreads ())
+        hs |> List.map address |> List.toArray, cs |> List.map address |> List.toArray,
+        weights |> List.map (fun (w, _, _) -> address w) |> List.toArray,
+        weights |> List.map (fun (_, w, _) -> address w) |> List.toArray,
+        weights |> List.map (fun (_, _, b) -> address b) |> List.toArray,
+        ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map address |> List.toArray,
+        cOut |> List.map address |> List.toArray, ptr g, kernelThreads ())
     g
 
 /// A contiguous tensor of t's shape, type and device (values undefined).

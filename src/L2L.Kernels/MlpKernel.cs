@@ -48,10 +48,11 @@ public static unsafe class MlpKernel
         };
     }
 
+    /// <summary>The next `floats` floats of a buffer (a multiple of 16, so every piece stays 64-byte aligned).</summary>
     private static float* Take(ref float* at, long floats)
     {
         float* p = at;
-        at += (floats + Pad - 1) / Pad * Pad;
+        at += floats;
         return p;
     }
 
@@ -61,21 +62,24 @@ public static unsafe class MlpKernel
     {
         int layers = sizes.Length - 1;
         int k0 = sizes[0];
-        // the widest layer output, padded: the inputs' width (k0) is only ever a row count of the
-        // weights, never a gradient buffer's row length
-        int maxPad = sizes.Skip(1).Max(Padded);
+        // the widest layer output, padded (the inputs' width k0 is only ever a row count of the
+        // weights, never a gradient buffer's row length), and the layer outputs' padded widths
+        int maxPad = 0, outputs = 0;
+        for (int j = 1; j <= layers; j++)
+        {
+            maxPad = Math.Max(maxPad, Padded(sizes[j]));
+            outputs += Padded(sizes[j]);
+        }
         // buffers: the inputs [B; P(k0)], each layer's output [B; P(out)], two gradient buffers
         // [B; maxPad] (of a layer's output or hidden input), a padded weight copy (W [in; P(out)], or
         // Wᵀ [out; P(in)] of a layer with a hidden input), a padded weight gradient [in; P(out)] and a
         // padded bias [P(out)]; every size a multiple of 16
         long wide = Math.Max(k0, maxPad);
-        long need = (long)batch * Padded(k0) + (long)batch * sizes.Skip(1).Sum(s => (long)Padded(s))
-                    + 2L * batch * maxPad + 2L * wide * maxPad + maxPad;
-        float* at = ThreadScratch.Floats(need);
+        float* at = ThreadScratch.Floats((long)batch * (Padded(k0) + outputs + 2L * maxPad) + 2L * wide * maxPad + maxPad);
         float* x = Take(ref at, (long)batch * Padded(k0));
-        var acts = new IntPtr[layers + 1];
-        acts[0] = (IntPtr)x;
-        for (int j = 1; j <= layers; j++) acts[j] = (IntPtr)Take(ref at, (long)batch * Padded(sizes[j]));
+        float** acts = stackalloc float*[layers + 1];
+        acts[0] = x;
+        for (int j = 1; j <= layers; j++) acts[j] = Take(ref at, (long)batch * Padded(sizes[j]));
         float* d = Take(ref at, (long)batch * maxPad);
         float* dNext = Take(ref at, (long)batch * maxPad);
         float* w = Take(ref at, wide * maxPad);
@@ -86,7 +90,7 @@ public static unsafe class MlpKernel
 
         // forward: layer j maps acts[j] [B; P(in)] to acts[j + 1] [B; P(out)]
         long offset = 0;
-        var offsets = new long[layers];
+        long* offsets = stackalloc long[layers];
         for (int j = 0; j < layers; j++)
         {
             int ni = sizes[j], no = sizes[j + 1], po = Padded(no);
@@ -94,15 +98,15 @@ public static unsafe class MlpKernel
             float* wj = theta + offset, bj = wj + (long)ni * no;
             PadRows(wj, ni, no, po, w);
             PadRows(bj, 1, no, po, bias);
-            float* z = (float*)acts[j + 1];
-            Product<V>(batch, ni, po, (float*)acts[j], Padded(ni), 1, w, bias, z);
+            float* z = acts[j + 1];
+            Product<V>(batch, ni, po, acts[j], Padded(ni), 1, w, bias, z);
             if (j < layers - 1) Activate<V>(z, batch, no, po, relu);
             offset += (long)ni * no + no;
         }
 
         // the loss and ∂loss/∂logits = (softmax − onehot) / B into d [B; P(classes)]
         int classes = sizes[^1], pc = Padded(classes);
-        float* logits = (float*)acts[layers];
+        float* logits = acts[layers];
         double total = 0;
         float inv = 1f / batch;
         for (int b = 0; b < batch; b++)
@@ -128,7 +132,7 @@ public static unsafe class MlpKernel
         for (int j = layers - 1; j >= 0; j--)
         {
             int ni = sizes[j], no = sizes[j + 1], po = Padded(no), pi = Padded(ni);
-            float* input = (float*)acts[j];
+            float* input = acts[j];
             float* gw = grad + offsets[j], gb = gw + (long)ni * no;
             Product<V>(ni, batch, po, input, 1, pi, d, null, dw);
             for (int k = 0; k < ni; k++)
