@@ -19,6 +19,8 @@ type TrainArgs =
     | Dim of d: int
     | Mlp_Hidden of widths: string
     | Activation of name: string
+    | Conv_Channels of channels: string
+    | Conv_Dense of units: int
     | Batch of size: int
     | Data_Dir of dir: string
     | Batch_Functions of n: int
@@ -35,7 +37,7 @@ type TrainArgs =
             match this with
             | Task _ -> "task family to meta-train on: quadratic, mnist (an MLP) or mnist-conv (a conv net with two learned optimizers, one for its conv and one for its fully connected parameters)."
             | Out _ -> "directory for optimizer.json (the best φ), train-log.csv and train.json."
-            | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories)."
+            | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories; mnist 3000, mnist-conv 300)."
             | Seed _ -> "seed of φ's initialisation and of the meta-training problems; default 0."
             | Unroll _ -> "truncated BPTT length; must divide --steps; default 20."
             | Steps _ -> "horizon T: optimizee steps per trajectory; default 100."
@@ -48,11 +50,13 @@ type TrainArgs =
             | Dim _ -> "quadratic dimension; default 10."
             | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
             | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
+            | Conv_Channels _ -> "mnist-conv: output channels of each 3×3 conv layer (each followed by batch normalisation, ReLU and 2×2 max-pooling), e.g. 4,8 or 4,8,16; default 4,8."
+            | Conv_Dense _ -> "mnist-conv: units of the fully connected hidden layer (0: none); default 32."
             | Batch _ -> "mnist, mnist-conv: minibatch size; default 128."
-            | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
+            | Data_Dir _ -> "mnist, mnist-conv: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Batch_Functions _ -> "functions optimised side by side per meta-training problem; default 128."
-            | Validate_Every _ -> "validate on held-out functions every N meta-iterations (0: never); default 250 (mnist: 100)."
-            | Validation_Functions _ -> "held-out functions per validation (quadratic) or networks (mnist, mnist-conv); default 1000 (mnist: 3)."
+            | Validate_Every _ -> "validate on held-out functions every N meta-iterations (0: never); default 250 (mnist: 100, mnist-conv: 50)."
+            | Validation_Functions _ -> "held-out functions per validation (quadratic) or networks (mnist, mnist-conv); default 1000 (mnist: 10, mnist-conv: 3)."
             | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
@@ -67,6 +71,8 @@ type EvaluateArgs =
     | Dim of d: int
     | Mlp_Hidden of widths: string
     | Activation of name: string
+    | Conv_Channels of channels: string
+    | Conv_Dense of units: int
     | Batch of size: int
     | Data_Dir of dir: string
     | Seed of seed: uint64
@@ -88,8 +94,10 @@ type EvaluateArgs =
             | Dim _ -> "quadratic dimension; default 10."
             | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."
             | Activation _ -> "mnist: sigmoid or relu; default sigmoid."
+            | Conv_Channels _ -> "mnist-conv: output channels of each conv layer, e.g. 4,8; default 4,8 (must match the optimizer's groups)."
+            | Conv_Dense _ -> "mnist-conv: units of the fully connected hidden layer (0: none); default 32."
             | Batch _ -> "mnist, mnist-conv: minibatch size; default 128."
-            | Data_Dir _ -> "mnist: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
+            | Data_Dir _ -> "mnist, mnist-conv: data directory (default $L2L_DATA_DIR or ~/.cache/l2l-functional/mnist; fetched on first use)."
             | Seed _ -> "portable-stream seed of the evaluation problems; default 1000."
             | Tune_Baselines -> "also tune and evaluate SGD, momentum, NAG, RMSprop and Adam."
             | Tune_Seed _ -> "portable-stream seed of the held-out tuning problems; default 2000."

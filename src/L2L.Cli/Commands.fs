@@ -20,30 +20,51 @@ let private orFail (r: Result<'T, string list>) =
     | Ok v -> v
     | Error errs -> fail "%s" (String.concat "; " errs)
 
-/// A task from its name and settings (the settings of other tasks are ignored).
-let parseTask (name: string) (dim: int) (hidden: string option) (activation: string option) (batch: int option) =
-    match name.Trim().ToLowerInvariant() with
-    | "quadratic" -> Quadratic dim
-    | "mnist" ->
-        let widths =
-            match hidden with
-            | None -> [ 20 ]
-            | Some h ->
-                h.Split([| ','; 'x' |], StringSplitOptions.RemoveEmptyEntries)
-                |> Array.map (fun w ->
-                    match Int32.TryParse(w.Trim()) with
-                    | true, v when v >= 1 -> v
-                    | _ -> fail "mlp-hidden '%s' is not a list of positive widths (e.g. 20 or 20,20)" h)
-                |> List.ofArray
-        let act =
-            match activation |> Option.map (fun a -> a.ToLowerInvariant()) with
-            | None
-            | Some "sigmoid" -> Sigmoid
-            | Some "relu" -> Relu
-            | Some other -> fail "unknown activation '%s' (expected sigmoid or relu)" other
-        Mlp { Hidden = widths; Activation = act; Batch = defaultArg batch 128 }
-    | "mnist-conv" -> Conv { TaskSpec.convDefault with Batch = defaultArg batch TaskSpec.convDefault.Batch }
-    | other -> fail "unknown task '%s' (known: quadratic, mnist, mnist-conv)" other
+/// The task settings of `train` and `evaluate`, as given on the command line.
+type TaskArgs =
+    { Name: string
+      Dim: int
+      MlpHidden: string option
+      Activation: string option
+      ConvChannels: string option
+      ConvDense: int option
+      Batch: int option }
+
+/// "20", "20,20" or "4,8,16" → positive counts; anything else names the option.
+let private counts (option: string) (example: string) (text: string) =
+    let parts = text.Split([| ','; 'x' |], StringSplitOptions.RemoveEmptyEntries)
+    if parts.Length = 0 then fail "%s '%s' is not a list of positive counts (e.g. %s)" option text example
+    parts
+    |> Array.map (fun w ->
+        match Int32.TryParse(w.Trim()) with
+        | true, v when v >= 1 -> v
+        | _ -> fail "%s '%s' is not a list of positive counts (e.g. %s)" option text example)
+    |> List.ofArray
+
+/// A task from its name and settings (the settings of other tasks are ignored), validated.
+let parseTask (a: TaskArgs) =
+    let task =
+        match a.Name.Trim().ToLowerInvariant() with
+        | "quadratic" -> Quadratic a.Dim
+        | "mnist" ->
+            let act =
+                match a.Activation |> Option.map (fun a -> a.ToLowerInvariant()) with
+                | None
+                | Some "sigmoid" -> Sigmoid
+                | Some "relu" -> Relu
+                | Some other -> fail "unknown activation '%s' (expected sigmoid or relu)" other
+            Mlp
+                { Hidden = a.MlpHidden |> Option.map (counts "mlp-hidden" "20 or 20,20") |> Option.defaultValue [ 20 ]
+                  Activation = act
+                  Batch = defaultArg a.Batch 128 }
+        | "mnist-conv" ->
+            let d = TaskSpec.convDefault
+            Conv
+                { Channels = a.ConvChannels |> Option.map (counts "conv-channels" "4,8 or 4,8,16") |> Option.defaultValue d.Channels
+                  Dense = defaultArg a.ConvDense d.Dense
+                  Batch = defaultArg a.Batch d.Batch }
+        | other -> fail "unknown task '%s' (known: quadratic, mnist, mnist-conv)" other
+    TaskSpec.validate task |> orFail
 
 /// Sets libtorch's intra-op threads: the given number, or one per core.
 let setThreads (n: int option) =
@@ -144,8 +165,14 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
         | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
     { d with
         Task =
-            parseTask (a.GetResult TrainArgs.Task) (a.GetResult(TrainArgs.Dim, 10)) (a.TryGetResult TrainArgs.Mlp_Hidden)
-                (a.TryGetResult TrainArgs.Activation) (a.TryGetResult TrainArgs.Batch)
+            parseTask
+                { Name = a.GetResult TrainArgs.Task
+                  Dim = a.GetResult(TrainArgs.Dim, 10)
+                  MlpHidden = a.TryGetResult TrainArgs.Mlp_Hidden
+                  Activation = a.TryGetResult TrainArgs.Activation
+                  ConvChannels = a.TryGetResult TrainArgs.Conv_Channels
+                  ConvDense = a.TryGetResult TrainArgs.Conv_Dense
+                  Batch = a.TryGetResult TrainArgs.Batch }
         Lstm =
             { d.Lstm with
                 Layers = a.GetResult(TrainArgs.Layers, d.Lstm.Layers)
@@ -198,8 +225,14 @@ let runEvaluate (a: ParseResults<EvaluateArgs>) =
     let device = parseDevice (a.TryGetResult EvaluateArgs.Device)
     Datasets.dataDir <- a.TryGetResult EvaluateArgs.Data_Dir
     let task =
-        parseTask (a.GetResult EvaluateArgs.Task) (a.GetResult(EvaluateArgs.Dim, 10)) (a.TryGetResult EvaluateArgs.Mlp_Hidden)
-            (a.TryGetResult EvaluateArgs.Activation) (a.TryGetResult EvaluateArgs.Batch)
+        parseTask
+            { Name = a.GetResult EvaluateArgs.Task
+              Dim = a.GetResult(EvaluateArgs.Dim, 10)
+              MlpHidden = a.TryGetResult EvaluateArgs.Mlp_Hidden
+              Activation = a.TryGetResult EvaluateArgs.Activation
+              ConvChannels = a.TryGetResult EvaluateArgs.Conv_Channels
+              ConvDense = a.TryGetResult EvaluateArgs.Conv_Dense
+              Batch = a.TryGetResult EvaluateArgs.Batch }
     let isMnist = match task with Quadratic _ -> false | Mlp _ | Conv _ -> true
     let settings =
         { Task = task

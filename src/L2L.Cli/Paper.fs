@@ -192,28 +192,31 @@ let plotSweep (dir: string) (cells: (int * int * float * string * float) list) =
     plt.SavePng(Path.Combine(dir, "sweep.png"), 900, 600) |> ignore
     plt.SaveSvg(Path.Combine(dir, "sweep.svg"), 900, 600) |> ignore
 
-let run (root: string) (name: string) (retrain: bool) =
+/// Runs one experiment. `retrain name`: whether to train optimizer `name` again even where
+/// paper/optimizers holds one with the same settings.
+let run (root: string) (name: string) (retrain: string -> bool) =
     let results = Path.Combine(root, "results")
+    let optimizer name cfg = optimizer root name cfg (retrain name)
     match name with
     | "quadratics" ->
-        let phi, secs = optimizer root "quadratic" quadraticConfig retrain
+        let phi, secs = optimizer "quadratic" quadraticConfig
         evaluateInto (Path.Combine(results, "quadratics")) "Quadratics (10-d), 1000 fresh functions" (EvalSettings.defaults quadraticConfig.Task 100) phi
             (trainingInfo "quadratic" quadraticConfig secs)
         |> ignore
     | "mnist" ->
-        let phi, secs = optimizer root "mnist" mnistConfig retrain
+        let phi, secs = optimizer "mnist" mnistConfig
         evaluateInto (Path.Combine(results, "mnist")) "MNIST, MLP 784-20-10 sigmoid, 10 fresh runs" (mnistEval mnistTask) phi
             (trainingInfo "mnist" mnistConfig secs)
         |> ignore
     | "mnist-generalization" ->
-        let phi, secs = optimizer root "mnist" mnistConfig retrain
+        let phi, secs = optimizer "mnist" mnistConfig
         for sub, title, task in
             [ "hidden40", "MNIST, 40 hidden units (trained on 20)", Mlp { Hidden = [ 40 ]; Activation = Sigmoid; Batch = 128 }
               "layers2", "MNIST, 2 hidden layers (trained on 1)", Mlp { Hidden = [ 20; 20 ]; Activation = Sigmoid; Batch = 128 }
               "relu", "MNIST, ReLU activations (trained on sigmoid)", Mlp { Hidden = [ 20 ]; Activation = Relu; Batch = 128 } ] do
             evaluateInto (Path.Combine(results, "mnist-generalization", sub)) title (mnistEval task) phi (trainingInfo "mnist" mnistConfig secs) |> ignore
     | "mnist-sweep" ->
-        let phi, secs = optimizer root "mnist" mnistConfig retrain
+        let phi, secs = optimizer "mnist" mnistConfig
         let dir = Path.Combine(results, "mnist-sweep")
         Directory.CreateDirectory dir |> ignore
         let cells =
@@ -247,18 +250,24 @@ let run (root: string) (name: string) (retrain: bool) =
         plotSweep dir cells
         printfn "→ %s" dir
     | "mnist-conv" ->
-        let phis, secs = optimizer root "mnist-conv" convConfig retrain
+        let phis, secs = optimizer "mnist-conv" convConfig
         evaluateInto (Path.Combine(results, "mnist-conv")) "MNIST conv net, two LSTMs (conv, fully connected), 10 fresh runs" (mnistEval convTask) phis
             (trainingInfo "mnist-conv" convConfig secs)
         |> ignore
     | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)
+
+/// With --retrain, each optimizer is trained once per command: the experiments after the first that
+/// needs it (mnist, mnist-generalization and mnist-sweep share one) reuse the file it wrote.
+let retrainOnce (retrain: bool) : string -> bool =
+    let retrained = Collections.Generic.HashSet<string>()
+    fun name -> retrain && retrained.Add name
 
 /// `tools/l2l paper NAME|all`.
 let runPaper (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
     setThreads (a.TryGetResult L2L.Cli.Args.PaperArgs.Threads)
     Datasets.dataDir <- a.TryGetResult L2L.Cli.Args.PaperArgs.Data_Dir
     let root = a.GetResult(L2L.Cli.Args.PaperArgs.Root, "paper")
-    let retrain = a.Contains L2L.Cli.Args.PaperArgs.Retrain
+    let retrain = retrainOnce (a.Contains L2L.Cli.Args.PaperArgs.Retrain)
     match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with
     | "all" ->
         for name in experiments do

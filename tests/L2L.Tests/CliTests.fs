@@ -49,6 +49,12 @@ let tests =
                 Expect.isTrue (L2L.Cli.Paper.recordsSettings training cfg) (sprintf "%s: same settings (non-ASCII description included)" (L2L.TaskSpec.describe cfg.Task))
                 Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with MetaIterations = cfg.MetaIterations + 1 }) "another budget"
                 Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with Seed = cfg.Seed + 1L }) "another seed"
+        testCase "paper --retrain trains each optimizer once per command" <| fun () ->
+            let once = L2L.Cli.Paper.retrainOnce true
+            Expect.equal [ for n in [ "quadratic"; "mnist"; "mnist"; "mnist-conv"; "mnist"; "quadratic" ] -> once n ]
+                [ true; true; false; true; false; false ] "the first request of each name only"
+            let never = L2L.Cli.Paper.retrainOnce false
+            Expect.isFalse (never "mnist" || never "quadratic") "without --retrain, never"
         testCase "unknown task" <| fun () -> expectUsageError [ "train"; "--task"; "rosenbrock"; "--out"; tmpDir () ] "unknown task 'rosenbrock'"
         testCase "steps ≤ 0" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--steps"; "0" ] "steps"
         testCase "unroll not dividing the horizon" <| fun () ->
@@ -66,6 +72,33 @@ let tests =
         testCase "unknown option" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--bogus" ] "--bogus"
         testCase "unknown command" <| fun () -> expectUsageError [ "fly" ] "fly"
         testCase "unknown experiment" <| fun () -> expectUsageError [ "reproduce"; "cifar" ] "unknown experiment 'cifar'"
+        testCase "bad task settings are named" <| fun () ->
+            expectUsageError [ "train"; "--task"; "mnist-conv"; "--out"; tmpDir (); "--conv-channels"; "4,a" ] "conv-channels '4,a' is not a list of positive counts"
+            expectUsageError [ "train"; "--task"; "mnist-conv"; "--out"; tmpDir (); "--conv-channels"; "4,4,4,4,4" ] "at most 4 conv layers"
+            expectUsageError [ "train"; "--task"; "mnist-conv"; "--out"; tmpDir (); "--conv-dense"; "-1" ] "dense units must be ≥ 0"
+            expectUsageError [ "train"; "--task"; "mnist"; "--out"; tmpDir (); "--mlp-hidden"; "20,0" ] "mlp-hidden '20,0'"
+            expectUsageError [ "evaluate"; "--task"; "mnist"; "--optimizer"; "x.json"; "--activation"; "tanh"; "--out"; "r.json" ] "unknown activation 'tanh'"
+        testCase "the conv net's settings reach the task: an optimizer's groups must match them" <| fun () ->
+            L2L.Tests.Helpers.scoped (fun () ->
+                let d = tmpDir ()
+                Directory.CreateDirectory d |> ignore
+                let f = Path.Combine(d, "conv.json")
+                let task = L2L.Conv { L2L.TaskSpec.convDefault with Channels = [ 2; 3; 4 ]; Dense = 0 }
+                let c = { L2L.LstmConfig.paper with Hidden = 3 }
+                L2L.OptimizerFile.saveFor f task [ phiOf c 1L f32; phiOf c 2L f32 ] []
+                // the default 4, 8 / 32 net has other group sizes
+                expectUsageError [ "evaluate"; "--task"; "mnist-conv"; "--optimizer"; f; "--out"; Path.Combine(d, "r.json") ] "do not match the task"
+                // the command line's settings give the file's task, which loads it
+                let parsed =
+                    L2L.Cli.Commands.parseTask
+                        { L2L.Cli.Commands.TaskArgs.Name = "mnist-conv"; Dim = 10; MlpHidden = None; Activation = None
+                          ConvChannels = Some "2,3,4"; ConvDense = Some 0; Batch = None }
+                Expect.equal parsed task "--conv-channels 2,3,4 --conv-dense 0"
+                match L2L.OptimizerFile.loadFor f parsed TorchSharp.torch.CPU f32 with
+                | Ok phis -> Expect.equal phis.Length 2 "two φ"
+                | Error e -> failtest e
+                let groups = L2L.TaskSpec.groups task
+                Expect.equal groups [ "conv", (2 * 9 + 4) + (3 * 2 * 9 + 6) + (4 * 3 * 9 + 8); "fc", 4 * 3 * 3 * 10 + 10 ] "three conv layers (28 → 14 → 7 → 3), no dense layer")
 
         testCase "train then evaluate end to end, results.json in the documented schema" <| fun () ->
             let d = tmpDir ()
