@@ -33,13 +33,15 @@ type TaskArgs =
 /// "20", "20,20" or "4,8,16" → positive counts; anything else names the option.
 let private counts (option: string) (example: string) (text: string) =
     let parts = text.Split([| ','; 'x' |], StringSplitOptions.RemoveEmptyEntries)
-    if parts.Length = 0 then fail "%s '%s' is not a list of positive counts (e.g. %s)" option text example
-    parts
-    |> Array.map (fun w ->
-        match Int32.TryParse(w.Trim()) with
-        | true, v when v >= 1 -> v
-        | _ -> fail "%s '%s' is not a list of positive counts (e.g. %s)" option text example)
-    |> List.ofArray
+    let counts =
+        parts
+        |> Array.choose (fun w ->
+            match Int32.TryParse(w.Trim()) with
+            | true, v when v >= 1 -> Some v
+            | _ -> None)
+    if counts.Length = 0 || counts.Length < parts.Length then
+        fail "%s '%s' is not a list of positive counts (e.g. %s)" option text example
+    List.ofArray counts
 
 /// A task from its name and settings (the settings of other tasks are ignored), validated.
 let parseTask (a: TaskArgs) =
