@@ -12,6 +12,7 @@ open System.Text.Json.Nodes
 open TorchSharp
 open L2L
 open L2L.Kernels
+open L2L.Cli.Commands
 
 /// A memory field of /proc/self/status (VmHWM, VmRSS) in MiB; NaN where /proc is not available.
 let private statusMib (field: string) =
@@ -43,12 +44,12 @@ let median (xs: float list) =
     else (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2.0
 
 /// The benchmark settings of a task: meta-training configuration, and the evaluation problem size.
-let settings (task: string) =
+let settings (backend: Backend) (task: string) =
     match task with
     | "quadratic" ->
         // 128 functions × 10 in meta-training (1280 coordinates), 1000 × 10 in evaluation
-        { MetaConfig.quadratic with ValidateEvery = 0 }, 1000
-    | "mnist" -> { MetaConfig.mnist (Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }) with ValidateEvery = 0 }, 1
+        { Defaults.quadratic with ValidateEvery = 0; Backend = backend }, 1000
+    | "mnist" -> { Defaults.meta Defaults.mnistTask with ValidateEvery = 0; Backend = backend }, 1
     | other -> failwithf "unknown benchmark task '%s'" other
 
 /// Seconds per call of f: a warm-up, then the median of timed batches.
@@ -66,7 +67,7 @@ let private secondsPerCall (f: unit -> unit) =
 /// pass (under no_grad) and of its backward pass (the fused kernel's recomputed gates, input and
 /// weight gradients: three times the forward's multiply-adds), against the machine's GEMM rate
 /// (a 2048² float32 matrix product through libtorch on the kernel's thread count).
-let kernelProfile (phi: Phi) (n: int) : JsonObject =
+let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
     let c = phi.Config
     let h = c.Hidden
     let inputs = Preprocess.features c.Preprocessing
@@ -81,18 +82,18 @@ let kernelProfile (phi: Phi) (n: int) : JsonObject =
         secondsPerCall (fun () ->
             use _ = torch.NewDisposeScope()
             use _ = torch.no_grad()
-            Lstm.step phi state grad |> ignore)
+            Lstm.step backend phi state grad |> ignore)
     let forwardBackward =
         secondsPerCall (fun () ->
             use _ = torch.NewDisposeScope()
-            let g, s = Lstm.step phiLeaves state grad
+            let g, s = Lstm.step backend phiLeaves state grad
             let objective = g.sum().add(s.H |> List.reduce (fun a b -> a.add(b)) |> fun t -> t.sum())
             torch.autograd.grad([| objective |], List.toArray (Phi.tensors phiLeaves)) |> ignore)
     let backward = max (forwardBackward - forward) 1e-9
     // the GEMM rate on as many threads as the kernel has (libtorch's own count is 1 by default)
     let a = torch.randn([| 2048L; 2048L |], generator = gen)
     let torchThreads = torch.get_num_threads ()
-    torch.set_num_threads (max 1 LstmKernel.threads)
+    torch.set_num_threads (Backend.kernelThreads backend)
     let gemm = secondsPerCall (fun () -> use _ = torch.NewDisposeScope() in torch.mm(a, a) |> ignore)
     torch.set_num_threads torchThreads
     let gemmGflops = 2.0 * 2048.0 ** 3.0 / gemm / 1e9
@@ -102,7 +103,7 @@ let kernelProfile (phi: Phi) (n: int) : JsonObject =
     Phi.tensors phiLeaves |> List.iter (fun t -> t.Dispose())
     let o = JsonObject()
     o["coordinates"] <- JsonValue.Create(n)
-    o["implementation"] <- JsonValue.Create(sprintf "%A, %d-float registers" Lstm.implementation CoordinatewiseLstm.Width)
+    o["implementation"] <- JsonValue.Create(sprintf "%A, %d-float registers" backend.Cell CoordinatewiseLstm.Width)
     o["m_phi_forward_ms"] <- JsonValue.Create(forward * 1e3)
     o["m_phi_forward_gflops"] <- JsonValue.Create(forwardFlop / forward / 1e9)
     o["m_phi_backward_ms"] <- JsonValue.Create(backward * 1e3)
@@ -115,16 +116,16 @@ let kernelProfile (phi: Phi) (n: int) : JsonObject =
 /// kept), m_φ's forward pass alone (no autograd, the meta-training coordinates), and the whole
 /// meta-gradient of a truncation; the rest is the backward pass and bookkeeping. Medians of timed
 /// truncations.
-let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
+let metaTrainProfile (cfg: MetaConfig) (data: TaskData) (phis: Phi list) : JsonObject =
     let device = DeviceChoice.resolve cfg.Device
-    let problem = TaskSpec.trainProblem cfg.Task cfg.Seed 1_000_000L cfg.BatchFunctions cfg.Horizon device cfg.DType
-    let opt = TaskSpec.learned cfg.Task phis
+    let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed 1_000_000L cfg.BatchFunctions cfg.Horizon device cfg.DType
+    let opt = TaskSpec.learned cfg.Backend cfg.Task phis
     let tr = Scope.run Trajectory.tensors (fun () -> MetaLoss.start opt problem 0L)
-    let closed = MetaTrain.usesClosedForm cfg phis tr
+    let closed = MetaGradient.usesClosedForm cfg.Backend cfg.Unroll phis tr
     let perStep (f: unit -> unit) =
         // as in meta-training: libtorch on the steps' thread count
         let once () =
-            LstmKernel.inSteps (fun () ->
+            Backend.inSteps cfg.Backend (fun () ->
                 use _ = torch.NewDisposeScope()
                 f ())
         for _ in 1..3 do
@@ -147,8 +148,8 @@ let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
                 use _ = torch.no_grad()
                 for _ in 1 .. cfg.Unroll.Unroll do
                     let struct (_, s) = opt.Update tr.Opt tr.Grad
-                    List.iter Spare.give s.Slots))
-    let whole = perStep (fun () -> MetaTrain.metaGradient cfg phis tr |> ignore)
+                    List.iter Spare.give (OptState.tensors s)))
+    let whole = perStep (fun () -> MetaGradient.compute cfg.Backend cfg.Unroll cfg.Task phis tr |> ignore)
     Scope.disposeReplaced (Trajectory.tensors tr) []
     let o = JsonObject()
     o["path"] <- JsonValue.Create(if closed then "closed form (no autograd)" else "autograd")
@@ -159,8 +160,9 @@ let metaTrainProfile (cfg: MetaConfig) (phis: Phi list) : JsonObject =
     o
 
 /// Measures one task in this process.
-let measure (task: string) (reps: int) : JsonObject =
-    let cfg, evalCount = settings task
+let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
+    let cfg, evalCount = settings runtime.Backend task
+    let data = dataFor runtime cfg.Task cfg.Device
     let perTrajectory = cfg.Horizon / cfg.Unroll.Unroll
     // meta-training: five trajectories of warm-up, then `reps` trajectories, each timed; the
     // meta-iterations run as in MetaTrain.run, without validation
@@ -169,20 +171,16 @@ let measure (task: string) (reps: int) : JsonObject =
     let trace (what: string) =
         let rss = currentRssMib ()
         stages[what] <- JsonValue.Create(Math.Round(rss, 1))
-        if Environment.GetEnvironmentVariable "L2L_MEMTRACE" = "1" then
+        if runtime.MemoryTrace then
             eprintfn "%-16s RSS %7.1f MiB, peak %7.1f MiB" what rss (peakRssMib ())
-    // switches for A/B runs: the kernel's chunk size, the meta-gradient's path, the kernel's threads, the heap's trimming
-    match Environment.GetEnvironmentVariable "L2L_MIN_CHUNK" with
-    | null | "" -> ()
-    | v -> CoordinatewiseLstm.MinChunk <- int64 v
-    if Environment.GetEnvironmentVariable "L2L_META_GRADIENT" = "autograd" then MetaTrain.closedForm <- false
-    if Environment.GetEnvironmentVariable "L2L_KERNEL_TEAM" = "0" then CoordinatewiseLstm.UseTeam <- false
-    let trimEachIteration = Environment.GetEnvironmentVariable "L2L_MALLOC_TRIM" = "1"
+    // the switches for A/B runs (the kernel's chunk size, the meta-gradient's path, the kernel's
+    // threads) were applied by Runtime.configure; the heap's trimming is the benchmark's own
+    let trimEachIteration = runtime.TrimEachIteration
     torch.zeros(1L).Dispose()
     trace "libtorch"
     let mutable state = MetaTrain.init cfg
     let iteration () =
-        let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg state)
+        let next, _ = Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () -> MetaTrain.step cfg data state)
         Scope.disposeReplaced (TrainState.tensors state) (TrainState.tensors next)
         state <- next
         if trimEachIteration then L2L.Runtime.releaseFreeMemory () |> ignore
@@ -202,28 +200,28 @@ let measure (task: string) (reps: int) : JsonObject =
     // the end of training as in MetaTrain.run: the closed form's buffers are released
     FirstOrder.releaseWorkspace ()
     // evaluation of m_φ (no autograd; ∇ from the task's hand-derived gradient), on fresh problems
-    let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+    let problems = TaskSpec.heldOut data cfg.Task EvalSplit 1000UL evalCount cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
     trace "training_done"
-    let opt = TaskSpec.learned cfg.Task state.Phis
+    let opt = TaskSpec.learned cfg.Backend cfg.Task state.Phis
     // warm-up: whole evaluations for at least 3 s. The evaluation's own code is new to the process,
     // and while the runtime recompiles it at its optimising tier (in the background, on one of the
     // two cores the kernel's threads use) a step took up to 4 ms instead of 1.5: measured, the first
     // three timed runs after a 50-step warm-up gave 413–481 steps/s, the next 613–627
     let warm = Stopwatch.StartNew()
     while warm.Elapsed.TotalSeconds < 3.0 do
-        Evaluate.run opt problems cfg.Horizon |> ignore
+        Evaluate.run cfg.Backend opt problems cfg.Horizon |> ignore
     trace "evaluation"
     let faults0 = minorFaults ()
     let eval =
         [ for _ in 1..reps ->
-              let r = Evaluate.run opt problems cfg.Horizon
+              let r = Evaluate.run cfg.Backend opt problems cfg.Horizon
               float r.Steps / r.Seconds ]
     let evalFaults = (minorFaults () - faults0) / float (reps * cfg.Horizon)
     // the optimizee's share of an evaluation step: its loss and ∇ at θ_0 (no update), on the
     // steps' libtorch thread count as in the evaluation
     let optimizeeEval =
         secondsPerCall (fun () ->
-            LstmKernel.inSteps <| fun () ->
+            Backend.inSteps cfg.Backend <| fun () ->
             use _ = torch.NewDisposeScope()
             for p in problems do
                 match p.LossGrad with
@@ -233,8 +231,8 @@ let measure (task: string) (reps: int) : JsonObject =
                     torch.autograd.grad([| Problem.loss p 1 leaf |], [| leaf |]) |> ignore)
     List.iter Problem.dispose problems
     let peak = peakRssMib ()
-    let kernel = kernelProfile (List.head state.Phis) (TaskSpec.coordinates cfg.Task * evalCount)
-    let metaTrain = metaTrainProfile cfg state.Phis
+    let kernel = kernelProfile cfg.Backend (List.head state.Phis) (TaskSpec.coordinates cfg.Task * evalCount)
+    let metaTrain = metaTrainProfile cfg data state.Phis
     TrainState.dispose state
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(median train)
@@ -253,14 +251,14 @@ let measure (task: string) (reps: int) : JsonObject =
     o["meta_train_profile"] <- metaTrain
     o
 
-let machine () =
+let machine (runtime: RuntimeSettings) =
     let o = JsonObject()
     let cpu =
         try File.ReadAllLines "/proc/cpuinfo" |> Array.tryFind (fun l -> l.StartsWith "model name") |> Option.map (fun l -> (l.Split(':')[1]).Trim())
         with _ -> None
     o["cpu"] <- JsonValue.Create(defaultArg cpu "unknown")
     o["cores"] <- JsonValue.Create(Environment.ProcessorCount)
-    o["kernel_threads"] <- JsonValue.Create(LstmKernel.threads)
+    o["kernel_threads"] <- JsonValue.Create(Backend.kernelThreads runtime.Backend)
     o["libtorch_threads"] <- JsonValue.Create(torch.get_num_threads ())
     o["os"] <- JsonValue.Create(Runtime.InteropServices.RuntimeInformation.OSDescription)
     o["libtorch"] <- JsonValue.Create("2.10.0 (CPU), TorchSharp 0.107.0")
@@ -287,20 +285,20 @@ let private runProcess (file: string) (args: string list) =
     text.Split('\n') |> Array.findBack (fun l -> l.StartsWith "{") |> JsonNode.Parse
 
 /// Our measurement of one task, in a child process (so its peak RSS is that task's alone).
-let private ours (task: string) (reps: int) =
+let private ours (runtime: RuntimeSettings) (task: string) (reps: int) =
     let self = Environment.ProcessPath
     let dll = Reflection.Assembly.GetEntryAssembly().Location
-    let data = match Datasets.dataDir with Some d -> [ "--data-dir"; d ] | None -> []
-    runProcess self ([ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; string LstmKernel.threads ] @ data)
+    let threads = string (Backend.kernelThreads runtime.Backend)
+    runProcess self [ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; threads; "--data-dir"; runtime.DataDirectory ]
 
 /// The peer's measurement of the same settings: a short run of its script (5 meta-epochs, no baselines,
 /// no validation, the LSTM evaluated for 100 steps on the same problem sizes).
-let private peer (script: string) (task: string) =
-    let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string LstmKernel.threads ]
+let private peer (runtime: RuntimeSettings) (script: string) (task: string) =
+    let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string (Backend.kernelThreads runtime.Backend) ]
     let args =
         match task with
         | "quadratic" -> [ script; "quadratic" ] @ common @ [ "--tune-funcs"; "10"; "--eval-funcs"; "1000" ]
-        | _ -> [ script; "mnist" ] @ common @ [ "--tune-runs"; "1"; "--eval-runs"; "1"; "--data-dir"; Mnist.directory Datasets.dataDir ]
+        | _ -> [ script; "mnist" ] @ common @ [ "--tune-runs"; "1"; "--eval-runs"; "1"; "--data-dir"; runtime.DataDirectory ]
     let j = runProcess "/usr/bin/python3" args
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(j["meta_train_steps_per_s"].GetValue<float>())
@@ -318,18 +316,18 @@ let private medianOf (runs: JsonNode list) =
 
 /// Measures each task (and with `peer`, the reference script on the same settings, alternating run by
 /// run), prints a table with the ratios ours / peer, and writes the JSON.
-let run (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
+let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
     peerScript |> Option.iter (fun p -> if not (File.Exists p) then failwithf "the peer script %s does not exist" p)
     if peerScript.IsSome && not (File.Exists "/usr/bin/python3") then failwith "--peer needs /usr/bin/python3 with torch (see ../shared/peer/README.md)"
     let results = JsonObject()
     for task in tasks do
         let entry = JsonObject()
         match peerScript with
-        | None -> entry["ours"] <- ours task reps
+        | None -> entry["ours"] <- ours runtime task reps
         | Some script ->
             // alternating: ours, peer, ours, peer, ... each run measured whole; medians over the runs
-            if task = "mnist" then Datasets.mnist torch.CPU |> ignore // the IDX files the peer reads too
-            let pairs = [ for _ in 1..reps -> ours task 3, (peer script task :> JsonNode) ]
+            if task = "mnist" then dataFor runtime Defaults.mnistTask Cpu |> ignore // the IDX files the peer reads too
+            let pairs = [ for _ in 1..reps -> ours runtime task 3, (peer runtime script task :> JsonNode) ]
             let o = medianOf (pairs |> List.map fst)
             let p = medianOf (pairs |> List.map snd)
             let ratio = JsonObject()
@@ -355,9 +353,9 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
             entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
         results[task] <- entry
     let doc = JsonObject()
-    doc["machine"] <- machine ()
+    doc["machine"] <- machine runtime
     doc["tasks"] <- results
-    File.WriteAllText(out, doc.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+    AtomicFile.writeText out (doc.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
     printfn "%-10s %-6s %22s %18s %14s" "task" "" "meta-train steps/s" "eval steps/s" "peak RSS MiB"
     for task in tasks do
         for who in [ "ours"; "peer"; "ratio" ] do
@@ -370,7 +368,7 @@ let run (tasks: string list) (reps: int) (peerScript: string option) (out: strin
 
 /// `tools/l2l bench`.
 let runBench (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
-    L2L.Cli.Commands.setThreads (a.TryGetResult L2L.Cli.Args.BenchArgs.Threads)
+    let runtime = L2L.Cli.Commands.configure (a.TryGetResult L2L.Cli.Args.BenchArgs.Threads) (a.TryGetResult L2L.Cli.Args.BenchArgs.Data_Dir)
     let reps = a.GetResult(L2L.Cli.Args.BenchArgs.Reps, 5)
     if reps < 1 then L2L.Cli.Commands.fail "reps must be ≥ 1"
     let tasks =
@@ -378,9 +376,8 @@ let runBench (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
         | "all" -> [ "quadratic"; "mnist" ]
         | ("quadratic" | "mnist") as t -> [ t ]
         | other -> L2L.Cli.Commands.fail "unknown benchmark task '%s' (quadratic, mnist or all)" other
-    Datasets.dataDir <- a.TryGetResult L2L.Cli.Args.BenchArgs.Data_Dir
     if a.Contains L2L.Cli.Args.BenchArgs.Child then
-        printfn "%s" ((measure tasks.Head reps).ToJsonString())
+        printfn "%s" ((measure runtime tasks.Head reps).ToJsonString())
     else
         let peer =
             if a.Contains L2L.Cli.Args.BenchArgs.Peer then
@@ -388,5 +385,5 @@ let runBench (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
                 | Some p -> Some p
                 | None -> L2L.Cli.Commands.fail "--peer: give the path of l2l_peer.py"
             else None
-        run tasks reps peer (a.GetResult(L2L.Cli.Args.BenchArgs.Out, "bench.json"))
+        run runtime tasks reps peer (a.GetResult(L2L.Cli.Args.BenchArgs.Out, "bench.json"))
     0

@@ -68,14 +68,18 @@ let parseTask (a: TaskArgs) =
         | other -> fail "unknown task '%s' (known: quadratic, mnist, mnist-conv)" other
     TaskSpec.validate task |> orFail
 
-/// Sets libtorch's intra-op threads: the given number, or one per core.
-let setThreads (n: int option) =
-    let n =
-        match n with
-        | Some n when n < 1 -> fail "threads must be ≥ 1"
-        | Some n -> n
-        | None -> Environment.ProcessorCount
-    LstmKernel.setThreads n
+/// The process's set-up for a computing command (Runtime.configure): threads (default one per
+/// core) and the MNIST directory; a bad value is a usage error.
+let configure (threads: int option) (dataDir: string option) : RuntimeSettings =
+    match Runtime.configure threads dataDir with
+    | Ok s -> s
+    | Error e -> fail "%s" e
+
+/// The data sets of task t (MNIST fetched on first use); a problem with them is a usage error.
+let dataFor (settings: RuntimeSettings) (t: TaskSpec) (device: DeviceChoice) : TaskData =
+    match Datasets.forTask t settings.DataDirectory device (eprintfn "%s") with
+    | Ok d -> d
+    | Error e -> fail "%s" e
 
 let private parseDevice (s: string option) =
     match s with
@@ -87,13 +91,14 @@ let private parseDevice (s: string option) =
 
 let private fmt (v: float) = if Double.IsFinite v then sprintf "%.4g" v else "diverged"
 
-/// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json.
-let train (cfg: MetaConfig) (outDir: string) : Phi list * TrainState =
+/// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json (the log
+/// rewritten at every validation and at the end).
+let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * TrainState =
     let cfg = MetaConfig.validate cfg |> orFail
     Directory.CreateDirectory outDir |> ignore
     let logPath = Path.Combine(outDir, "train-log.csv")
-    use log = new StreamWriter(logPath)
-    log.WriteLine("iteration,trajectory,step,meta_loss,train_loss,validation_loss,seconds")
+    let log = Text.StringBuilder()
+    log.AppendLine("iteration,trajectory,step,meta_loss,train_loss,validation_loss,seconds") |> ignore
     let total = Stopwatch.StartNew()
     let mutable window = ResizeArray<float>()
     let mutable stepSeconds = 0.0
@@ -107,18 +112,20 @@ let train (cfg: MetaConfig) (outDir: string) : Phi list * TrainState =
         window.Add r.MetaLoss
         stepSeconds <- stepSeconds + r.Seconds
         if not r.Finite then skipped <- skipped + 1
-        log.WriteLine(
+        log.AppendLine(
             sprintf "%d,%d,%d,%s,%s,%s,%.6f" r.Iteration r.Trajectory r.Step (string r.MetaLoss) (string r.TrainLoss)
-                (r.Validation |> Option.map string |> Option.defaultValue "") r.Seconds)
+                (r.Validation |> Option.map string |> Option.defaultValue "") r.Seconds) |> ignore
         match r.Validation with
         | Some v ->
+            AtomicFile.writeText logPath (log.ToString()) |> ignore
             printfn "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
                 r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
                 (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds
             window.Clear()
             stepSeconds <- 0.0
         | None -> ()
-    let final = MetaTrain.run cfg report (fun () -> false) state0
+    let final = MetaTrain.run cfg data report (fun () -> false) state0
+    AtomicFile.writeText logPath (log.ToString()) |> ignore
     let seconds = total.Elapsed.TotalSeconds
     let best = final.Best
     let training: (string * JsonNode) list =
@@ -143,22 +150,34 @@ let train (cfg: MetaConfig) (outDir: string) : Phi list * TrainState =
     let summary = JsonObject()
     for k, v in training do
         summary[k] <- (if isNull v then null else v.DeepClone())
-    File.WriteAllText(Path.Combine(outDir, "train.json"), summary.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true)))
+    AtomicFile.writeText (Path.Combine(outDir, "train.json")) (summary.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))) |> ignore
     printfn "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
         seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json"))
     best, final
 
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
-let evaluate (s: EvalSettings) (phi: Phi list) : EvaluationResults =
+let evaluate (s: EvalSettings) (data: TaskData) (phi: Phi list) : EvaluationResults =
     let s = EvalSettings.validate s |> orFail
-    let results = Experiment.evaluate s phi (printfn "%s")
+    let results = Evaluation.run s data phi (printfn "%s")
     printfn ""
-    for line in Experiment.table results do
+    for line in Report.table results do
         printfn "%s" line
     results
 
-let private metaConfigOf (a: ParseResults<TrainArgs>) =
-    let d = MetaConfig.quadratic
+let private taskOf (a: ParseResults<TrainArgs>) =
+    parseTask
+        { Name = a.GetResult TrainArgs.Task
+          Dim = a.GetResult(TrainArgs.Dim, 10)
+          MlpHidden = a.TryGetResult TrainArgs.Mlp_Hidden
+          Activation = a.TryGetResult TrainArgs.Activation
+          ConvChannels = a.TryGetResult TrainArgs.Conv_Channels
+          ConvDense = a.TryGetResult TrainArgs.Conv_Dense
+          Batch = a.TryGetResult TrainArgs.Batch }
+
+/// The task's defaults (Defaults.meta) with what the command line sets.
+let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
+    let task = taskOf a
+    let d = Defaults.meta task
     let pre =
         match a.TryGetResult TrainArgs.Preprocessing with
         | None
@@ -166,15 +185,6 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
         | Some "none" -> Identity
         | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
     { d with
-        Task =
-            parseTask
-                { Name = a.GetResult TrainArgs.Task
-                  Dim = a.GetResult(TrainArgs.Dim, 10)
-                  MlpHidden = a.TryGetResult TrainArgs.Mlp_Hidden
-                  Activation = a.TryGetResult TrainArgs.Activation
-                  ConvChannels = a.TryGetResult TrainArgs.Conv_Channels
-                  ConvDense = a.TryGetResult TrainArgs.Conv_Dense
-                  Batch = a.TryGetResult TrainArgs.Batch }
         Lstm =
             { d.Lstm with
                 Layers = a.GetResult(TrainArgs.Layers, d.Lstm.Layers)
@@ -186,35 +196,22 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) =
             { d.Unroll with
                 Unroll = a.GetResult(TrainArgs.Unroll, d.Unroll.Unroll)
                 SecondOrder = a.Contains TrainArgs.Second_Order
-                LogLoss = a.Contains TrainArgs.Log_Loss }
-        BatchFunctions = a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions)
+                LogLoss = a.Contains TrainArgs.Log_Loss || (d.Unroll.LogLoss && not (a.Contains TrainArgs.Sum_Loss)) }
+        // an MNIST problem is one network: its batch of functions is always 1
+        BatchFunctions = (if TaskSpec.usesMnist task then d.BatchFunctions else a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions))
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
         ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
         ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, d.ValidationFunctions)
         Seed = a.GetResult(TrainArgs.Seed, d.Seed)
-        Device = parseDevice (a.TryGetResult TrainArgs.Device) }
+        Device = parseDevice (a.TryGetResult TrainArgs.Device)
+        Backend = backend }
 
 let runTrain (a: ParseResults<TrainArgs>) =
-    setThreads (a.TryGetResult TrainArgs.Threads)
-    Datasets.dataDir <- a.TryGetResult TrainArgs.Data_Dir
-    let cfg = metaConfigOf a
-    let cfg =
-        match cfg.Task with
-        | Mlp _
-        | Conv _ ->
-            // the MNIST defaults (see MetaConfig.mnist) where the command line is silent
-            let m = MetaConfig.mnist cfg.Task
-            { cfg with
-                Lstm = { cfg.Lstm with OutScale = a.GetResult(TrainArgs.Out_Scale, m.Lstm.OutScale) }
-                MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, m.MetaIterations)
-                MetaLr = a.GetResult(TrainArgs.Meta_Lr, m.MetaLr)
-                Unroll = { cfg.Unroll with LogLoss = a.Contains TrainArgs.Log_Loss || (m.Unroll.LogLoss && not (a.Contains TrainArgs.Sum_Loss)) }
-                BatchFunctions = 1
-                ValidateEvery = a.GetResult(TrainArgs.Validate_Every, m.ValidateEvery)
-                ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, m.ValidationFunctions) }
-        | Quadratic _ -> cfg
-    train cfg (a.GetResult TrainArgs.Out) |> ignore
+    let settings = configure (a.TryGetResult TrainArgs.Threads) (a.TryGetResult TrainArgs.Data_Dir)
+    let cfg = metaConfigOf a settings.Backend |> MetaConfig.validate |> orFail
+    let data = dataFor settings cfg.Task cfg.Device
+    train cfg data (a.GetResult TrainArgs.Out) |> ignore
     0
 
 let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
@@ -223,9 +220,8 @@ let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
     | Error e -> fail "%s" e
 
 let runEvaluate (a: ParseResults<EvaluateArgs>) =
-    setThreads (a.TryGetResult EvaluateArgs.Threads)
+    let runtime = configure (a.TryGetResult EvaluateArgs.Threads) (a.TryGetResult EvaluateArgs.Data_Dir)
     let device = parseDevice (a.TryGetResult EvaluateArgs.Device)
-    Datasets.dataDir <- a.TryGetResult EvaluateArgs.Data_Dir
     let task =
         parseTask
             { Name = a.GetResult EvaluateArgs.Task
@@ -235,49 +231,50 @@ let runEvaluate (a: ParseResults<EvaluateArgs>) =
               ConvChannels = a.TryGetResult EvaluateArgs.Conv_Channels
               ConvDense = a.TryGetResult EvaluateArgs.Conv_Dense
               Batch = a.TryGetResult EvaluateArgs.Batch }
-    let isMnist = match task with Quadratic _ -> false | Mlp _ | Conv _ -> true
+    let d = Defaults.evaluation task
     let settings =
-        { Task = task
-          Steps = a.GetResult(EvaluateArgs.Steps, 200)
-          Runs = a.GetResult(EvaluateArgs.Runs, (if isMnist then 10 else 1000))
-          Seed = a.GetResult(EvaluateArgs.Seed, 1000UL)
-          Tune = a.Contains EvaluateArgs.Tune_Baselines
-          TuneSeed = a.GetResult(EvaluateArgs.Tune_Seed, 2000UL)
-          TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, (if isMnist then 3 else 1000))
-          TuneSteps = a.GetResult(EvaluateArgs.Tune_Steps, 100)
-          TuneRefine = (EvalSettings.defaults task 100).TuneRefine
-          Device = device }
+        { d with
+            Steps = a.GetResult(EvaluateArgs.Steps, d.Steps)
+            Runs = a.GetResult(EvaluateArgs.Runs, d.Runs)
+            Seed = a.GetResult(EvaluateArgs.Seed, d.Seed)
+            Tune = a.Contains EvaluateArgs.Tune_Baselines
+            TuneSeed = a.GetResult(EvaluateArgs.Tune_Seed, d.TuneSeed)
+            TuneRuns = a.GetResult(EvaluateArgs.Tune_Runs, d.TuneRuns)
+            TuneSteps = a.GetResult(EvaluateArgs.Tune_Steps, d.TuneSteps)
+            Device = device
+            Backend = runtime.Backend }
     // validate the cheap things before loading anything
     if settings.Steps < 1 then fail "steps must be ≥ 1 (got %d)" settings.Steps
     if settings.Runs < 1 then fail "runs must be ≥ 1 (got %d)" settings.Runs
     let phi = loadPhi (a.GetResult EvaluateArgs.Optimizer) task device
-    let results = evaluate settings phi
+    let results = evaluate settings (dataFor runtime task device) phi
     let out = a.GetResult EvaluateArgs.Out
-    Results.save out results
+    ResultsFile.save out results []
     printfn "results → %s" out
     0
 
 let runReproduce (a: ParseResults<ReproduceArgs>) =
-    setThreads (a.TryGetResult ReproduceArgs.Threads)
+    let runtime = configure (a.TryGetResult ReproduceArgs.Threads) None
     match a.GetResult ReproduceArgs.Experiment with
     | "quadratic" ->
         let outDir = a.GetResult(ReproduceArgs.Out, Path.Combine("runs", "quadratic"))
-        let d = MetaConfig.quadratic
+        let d = Defaults.quadratic
         let cfg =
             { d with
                 MetaIterations = a.GetResult(ReproduceArgs.Meta_Iterations, d.MetaIterations)
-                Seed = a.GetResult(ReproduceArgs.Seed, d.Seed) }
-        let phi, final = train cfg outDir
+                Seed = a.GetResult(ReproduceArgs.Seed, d.Seed)
+                Backend = runtime.Backend }
+        let phi, final = train cfg TaskData.none outDir
         let results =
-            evaluate { EvalSettings.defaults cfg.Task cfg.Horizon with Device = cfg.Device } phi
+            evaluate { Defaults.evaluation cfg.Task with TuneSteps = cfg.Horizon; Device = cfg.Device; Backend = cfg.Backend } TaskData.none phi
         let out = Path.Combine(outDir, "results.json")
-        Results.save out results
+        ResultsFile.save out results []
         TrainState.dispose final
         printfn "results → %s" out
         0
     | other -> fail "unknown experiment '%s' (known: quadratic)" other
 
-/// Validates a spec and drops it into the jobs directory (atomically: the worker never sees half a file).
+/// Validates a spec and hands it to the worker (JobsDirectory.submit).
 let runSubmit (a: ParseResults<SubmitArgs>) =
     let file = a.GetResult SubmitArgs.Spec
     let jobs = a.GetResult SubmitArgs.Jobs
@@ -285,51 +282,35 @@ let runSubmit (a: ParseResults<SubmitArgs>) =
     let text = File.ReadAllText file
     match JobSpec.parse text with
     | Error errs -> fail "spec '%s' is invalid: %s" file (String.concat "; " errs)
-    | Ok spec ->
+    | Ok _ ->
         Directory.CreateDirectory jobs |> ignore
-        if Directory.Exists(Path.Combine(jobs, spec.Id)) || File.Exists(Path.Combine(jobs, spec.Id + ".json")) then
-            fail "a job '%s' already exists in %s" spec.Id jobs
-        let tmp = Path.Combine(jobs, "." + spec.Id + ".json.tmp")
-        File.WriteAllText(tmp, text)
-        File.Move(tmp, Path.Combine(jobs, spec.Id + ".json"))
-        printfn "submitted job %s (%d meta-iterations) to %s" spec.Id spec.Meta.MetaIterations jobs
-        0
+        match JobsDirectory.submit jobs text with
+        | Error e -> fail "%s" e
+        | Ok spec ->
+            printfn "submitted job %s (%d meta-iterations) to %s" spec.Id spec.Meta.MetaIterations jobs
+            0
 
 let runStatus (a: ParseResults<StatusArgs>) =
     let jobs = a.GetResult StatusArgs.Jobs
     if not (Directory.Exists jobs) then fail "jobs directory '%s' does not exist" jobs
     let only = a.TryGetResult StatusArgs.Id
-    let pending =
-        Directory.GetFiles(jobs, "*.json")
-        |> Array.map Path.GetFileNameWithoutExtension
-        |> Array.filter (fun id -> only.IsNone || only = Some id)
-    let dirs =
-        Directory.GetDirectories jobs
-        |> Array.sort
-        |> Array.filter (fun d -> only.IsNone || only = Some(Path.GetFileName d))
-    if only.IsSome && pending.Length = 0 && dirs.Length = 0 then fail "no job '%s' in %s" only.Value jobs
+    let entries = JobsDirectory.list jobs only
+    if only.IsSome && entries.IsEmpty then fail "no job '%s' in %s" only.Value jobs
     printfn "%-20s %-10s %15s %12s  %s" "job" "state" "meta-iteration" "best val" "reason"
-    for id in pending do
-        printfn "%-20s %-10s %15s %12s  %s" id "submitted" "-" "-" "waiting for the worker"
-    for d in dirs do
-        match JobStatus.read d with
-        | Ok s ->
+    for e in entries do
+        match e with
+        | Submitted id -> printfn "%-20s %-10s %15s %12s  %s" id "submitted" "-" "-" "waiting for the worker"
+        | Job(_, Ok s) ->
             printfn "%-20s %-10s %15s %12s  %s" s.Id (JobState.name s.State) (sprintf "%d/%d" s.Iteration s.MetaIterations)
                 (s.BestValidation |> Option.map (sprintf "%.4g") |> Option.defaultValue "-") (s.Reason |> Option.defaultValue "")
-        | Error e -> printfn "%-20s %-10s %15s %12s  %s" (Path.GetFileName d) "?" "-" "-" e
+        | Job(id, Error err) -> printfn "%-20s %-10s %15s %12s  %s" id "?" "-" "-" err
     0
 
 let runCancel (a: ParseResults<CancelArgs>) =
     let jobs = a.GetResult CancelArgs.Jobs
     let id = a.GetResult CancelArgs.Id
-    if not (JobSpec.validId id) then fail "'%s' is not a job id" id
-    let dir = Path.Combine(jobs, id)
-    let pending = Path.Combine(jobs, id + ".json")
-    if not (Directory.Exists dir) && not (File.Exists pending) then fail "no job '%s' in %s" id jobs
-    match JobStatus.read dir with
-    | Ok s when JobState.isFinal s.State -> fail "job '%s' is already %s" id (JobState.name s.State)
-    | _ ->
-        Directory.CreateDirectory dir |> ignore
-        File.WriteAllText(Path.Combine(dir, "cancel"), DateTimeOffset.UtcNow.ToString("o"))
+    match JobsDirectory.requestCancel jobs id with
+    | Error e -> fail "%s" e
+    | Ok() ->
         printfn "cancellation of job %s requested" id
         0

@@ -15,14 +15,22 @@ open L2L.Cli.Commands
 let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep"; "mnist-conv" ]
 
 /// The meta-training settings of each trained optimizer.
-let quadraticConfig = MetaConfig.quadratic
+let quadraticConfig = Defaults.quadratic
 
-let mnistTask = Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
-let mnistConfig = MetaConfig.mnist mnistTask
+let mnistTask = Defaults.mnistTask
+let mnistConfig = Defaults.meta mnistTask
 
 /// The conv net with its two learned optimizers (conv and fully connected parameters).
-let convTask = Conv TaskSpec.convDefault
-let convConfig = MetaConfig.mnist convTask
+let convTask = Defaults.convTask
+let convConfig = Defaults.meta convTask
+
+/// What every experiment shares: the process's backend and the MNIST directory.
+type Env = { Runtime: RuntimeSettings }
+
+let private withBackend (env: Env) (cfg: MetaConfig) = { cfg with Backend = env.Runtime.Backend }
+
+/// The data sets of a task, loaded once per process (Datasets caches them).
+let private dataOf (env: Env) (t: TaskSpec) = dataFor env.Runtime t Cpu
 
 /// The training settings an optimizer file must record to be reused for `cfg` (what `train` writes).
 let private expected (cfg: MetaConfig) : (string * string) list =
@@ -52,7 +60,8 @@ let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
 
 /// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
 /// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
-let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
+let optimizer (env: Env) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
+    let cfg = withBackend env cfg
     let path = Path.Combine(root, "optimizers", name + ".json")
     let existing =
         if retrain || not (File.Exists path) then None
@@ -72,25 +81,24 @@ let optimizer (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : 
         phi, seconds
     | None ->
         let dir = Path.Combine(Path.GetTempPath(), "l2l-paper-" + Guid.NewGuid().ToString("N"))
-        let phi, final = train cfg dir
+        let phi, final = train cfg (dataOf env cfg.Task) dir
         let node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "optimizer.json")))
         let seconds = (node["training"]["seconds"]).GetValue<float>()
-        Directory.CreateDirectory(Path.GetDirectoryName path) |> ignore
-        File.Copy(Path.Combine(dir, "optimizer.json"), path, true)
-        File.Copy(Path.Combine(dir, "train-log.csv"), Path.Combine(root, "optimizers", name + ".train-log.csv"), true)
+        AtomicFile.write path (File.ReadAllBytes(Path.Combine(dir, "optimizer.json"))) |> ignore
+        AtomicFile.write (Path.Combine(root, "optimizers", name + ".train-log.csv")) (File.ReadAllBytes(Path.Combine(dir, "train-log.csv"))) |> ignore
         Directory.Delete(dir, true)
         let kept = MetaTrain.snapshot phi
         TrainState.dispose final
         kept, seconds
 
 /// Evaluates and writes results.json, curves.csv and the figure into `dir`.
-let private evaluateInto (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =
+let private evaluateInto (env: Env) (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =
     Directory.CreateDirectory dir |> ignore
     let sw = Stopwatch.StartNew()
-    let r = evaluate settings phi
-    let r = { r with Extra = r.Extra @ extra @ [ "evaluation_seconds", JsonValue.Create(sw.Elapsed.TotalSeconds) :> JsonNode; "description", JsonValue.Create(TaskSpec.describe settings.Task) :> JsonNode ] }
-    Results.save (Path.Combine(dir, "results.json")) r
-    File.WriteAllText(Path.Combine(dir, "curves.csv"), Results.curvesCsv r)
+    let r = evaluate { settings with Backend = env.Runtime.Backend } (dataOf env settings.Task) phi
+    let extra = extra @ [ "evaluation_seconds", JsonValue.Create(sw.Elapsed.TotalSeconds) :> JsonNode; "description", JsonValue.Create(TaskSpec.describe settings.Task) :> JsonNode ]
+    ResultsFile.save (Path.Combine(dir, "results.json")) r extra
+    AtomicFile.writeText (Path.Combine(dir, "curves.csv")) (ResultsFile.curvesCsv r) |> ignore
     Plots.curves (Path.Combine(dir, "curves")) title r
     printfn "→ %s" dir
     r
@@ -103,7 +111,8 @@ let private trainingInfo (name: string) (cfg: MetaConfig) (seconds: float) : (st
 /// MNIST evaluations: 10 runs; baselines tuned on 3 held-out runs (the conv net: on 1, coarse to
 /// fine, as a conv run costs ~10× an MLP run).
 let mnistEval (task: TaskSpec) =
-    { EvalSettings.defaults task 100 with Runs = 10; TuneRuns = (match task with Conv _ -> 1 | _ -> 3) }
+    let d = Defaults.evaluation task
+    { d with TuneRuns = (match task with Conv _ -> 1 | _ -> d.TuneRuns) }
 
 /// The tables of paper/README.md (between its markers), rebuilt from paper/results.
 let tables (root: string) : string =
@@ -163,7 +172,7 @@ let writeTables (root: string) =
         let b = text.IndexOf "<!-- /tables -->"
         if a >= 0 && b > a then
             let updated = text.Substring(0, a + "<!-- tables -->".Length) + "\n" + tables root + text.Substring b
-            File.WriteAllText(path, updated)
+            AtomicFile.writeText path updated |> ignore
             printfn "tables of %s updated" path
 
 /// The sweep's figure: loss at step 100 against width, per depth; LSTM solid with circles, the best
@@ -189,18 +198,18 @@ let plotSweep (dir: string) (cells: (int * int * float * string * float) list) =
     plt.XLabel("hidden units per layer")
     plt.YLabel("loss at step 100")
     plt.ShowLegend(ScottPlot.Alignment.MiddleLeft) |> ignore
-    plt.SavePng(Path.Combine(dir, "sweep.png"), 900, 600) |> ignore
-    plt.SaveSvg(Path.Combine(dir, "sweep.svg"), 900, 600) |> ignore
+    Plots.save plt (Path.Combine(dir, "sweep")) 900 600
 
 /// Runs one experiment. `retrain name`: whether to train optimizer `name` again even where
 /// paper/optimizers holds one with the same settings.
-let run (root: string) (name: string) (retrain: string -> bool) =
+let run (env: Env) (root: string) (name: string) (retrain: string -> bool) =
     let results = Path.Combine(root, "results")
-    let optimizer name cfg = optimizer root name cfg (retrain name)
+    let optimizer name cfg = optimizer env root name cfg (retrain name)
+    let evaluateInto = evaluateInto env
     match name with
     | "quadratics" ->
         let phi, secs = optimizer "quadratic" quadraticConfig
-        evaluateInto (Path.Combine(results, "quadratics")) "Quadratics (10-d), 1000 fresh functions" (EvalSettings.defaults quadraticConfig.Task 100) phi
+        evaluateInto (Path.Combine(results, "quadratics")) "Quadratics (10-d), 1000 fresh functions" (Defaults.evaluation quadraticConfig.Task) phi
             (trainingInfo "quadratic" quadraticConfig secs)
         |> ignore
     | "mnist" ->
@@ -223,7 +232,7 @@ let run (root: string) (name: string) (retrain: string -> bool) =
             [ for depth in [ 1; 2 ] do
                   for width in [ 10; 20; 40 ] do
                       let task = Mlp { Hidden = List.replicate depth width; Activation = Sigmoid; Batch = 128 }
-                      let r = evaluate { mnistEval task with Steps = 100 } phi
+                      let r = evaluate { mnistEval task with Steps = 100; Backend = env.Runtime.Backend } (dataOf env task) phi
                       let at100 (s: Summary) = s.LossAt |> List.find (fun (t, _) -> t = 100) |> snd
                       let lstm = r.Optimizers |> List.find (fun s -> s.Name = "lstm")
                       let best = r.Optimizers |> List.filter (fun s -> s.Name <> "lstm") |> List.minBy at100
@@ -232,7 +241,7 @@ let run (root: string) (name: string) (retrain: string -> bool) =
             "depth,width,lstm_loss_100,best_baseline,best_baseline_loss_100\n"
             + (cells |> List.map (fun (d, w, l, bn, b) -> sprintf "%d,%d,%s,%s,%s" d w (l.ToString("R")) bn (b.ToString("R"))) |> String.concat "\n")
             + "\n"
-        File.WriteAllText(Path.Combine(dir, "sweep.csv"), csv)
+        AtomicFile.writeText (Path.Combine(dir, "sweep.csv")) csv |> ignore
         let o = JsonObject()
         o["optimizer"] <- JsonValue.Create("optimizers/mnist.json")
         o["meta_training_seconds"] <- JsonValue.Create(secs)
@@ -246,7 +255,7 @@ let run (root: string) (name: string) (retrain: string -> bool) =
             c["best_baseline_loss_100"] <- JsonValue.Create(b)
             arr.Add(c)
         o["cells"] <- arr
-        File.WriteAllText(Path.Combine(dir, "results.json"), o.ToJsonString(JsonSerializerOptions(WriteIndented = true)))
+        AtomicFile.writeText (Path.Combine(dir, "results.json")) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
         plotSweep dir cells
         printfn "→ %s" dir
     | "mnist-conv" ->
@@ -264,15 +273,14 @@ let retrainOnce (retrain: bool) : string -> bool =
 
 /// `tools/l2l paper NAME|all`.
 let runPaper (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
-    setThreads (a.TryGetResult L2L.Cli.Args.PaperArgs.Threads)
-    Datasets.dataDir <- a.TryGetResult L2L.Cli.Args.PaperArgs.Data_Dir
+    let env = { Runtime = configure (a.TryGetResult L2L.Cli.Args.PaperArgs.Threads) (a.TryGetResult L2L.Cli.Args.PaperArgs.Data_Dir) }
     let root = a.GetResult(L2L.Cli.Args.PaperArgs.Root, "paper")
     let retrain = retrainOnce (a.Contains L2L.Cli.Args.PaperArgs.Retrain)
     match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with
     | "all" ->
         for name in experiments do
             printfn "\n=== paper %s" name
-            run root name retrain
-    | name -> run root name retrain
+            run env root name retrain
+    | name -> run env root name retrain
     writeTables root
     0

@@ -10,6 +10,11 @@ let private palette =
     [| Color.FromHex "#d62728"; Color.FromHex "#1f77b4"; Color.FromHex "#2ca02c"; Color.FromHex "#9467bd"
        Color.FromHex "#ff7f0e"; Color.FromHex "#8c564b"; Color.FromHex "#17becf" |]
 
+/// Writes `path`.png and `path`.svg of a plot, each atomically.
+let save (plt: Plot) (path: string) (width: int) (height: int) =
+    AtomicFile.write (path + ".png") (plt.GetImageBytes(width, height, ImageFormat.Png)) |> ignore
+    AtomicFile.writeText (path + ".svg") (plt.GetSvgXml(width, height)) |> ignore
+
 /// One panel: the mean curves (with 95% bands) of every optimizer, log10 loss on the y axis.
 let private panel (plt: Plot) (title: string) (optimizers: Summary list) =
     optimizers
@@ -46,5 +51,4 @@ let private panel (plt: Plot) (title: string) (optimizers: Summary list) =
 let curves (path: string) (title: string) (results: EvaluationResults) =
     use plt = new Plot()
     panel plt title results.Optimizers
-    plt.SavePng(path + ".png", 900, 600) |> ignore
-    plt.SaveSvg(path + ".svg", 900, 600) |> ignore
+    save plt path 900 600

@@ -7,7 +7,6 @@ open L2L.Cli.Commands
 
 [<EntryPoint>]
 let main argv =
-    L2L.Runtime.prepare ()
     let parser = ArgumentParser.Create<CliArgs>(programName = "l2l")
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)

@@ -5,8 +5,11 @@
 ///
 ///   "L2LCKPT\n" | u32 version | u64 header length | u64 data length | header (UTF-8 JSON) | tensor data | SHA-256
 ///
-/// Tensor data is the raw little-endian values of each tensor listed in the header, in order; the
-/// SHA-256 covers every byte before it.
+/// The header names every tensor (`phi.0.w_ih.0`, `adam.phi.0.w_ih.0.m`, `traj.opt.lstm.h.0`, ...)
+/// and records the settings the state belongs to, field by field; tensor data is the raw
+/// little-endian values of each tensor listed in the header, in order; the SHA-256 covers every byte
+/// before it. A state is rebuilt by name into the shapes the settings give (typed optimizer states),
+/// and a checkpoint resumes only settings equal, as values, to those it records.
 namespace L2L
 
 open System
@@ -40,27 +43,131 @@ module CheckpointError =
         | ChecksumMismatch -> "checksum mismatch (corrupt)"
         | Malformed m -> sprintf "malformed: %s" m
 
+/// What must be equal between a checkpoint and the configuration resuming it: everything that
+/// decides the state's shapes and the sequence of meta-training problems.
+type CheckpointSettings =
+    { Task: TaskSpec
+      Lstm: LstmConfig
+      Horizon: int
+      Unroll: UnrollConfig
+      BatchFunctions: int
+      Seed: int64
+      DType: string }
+
+module CheckpointSettings =
+    let ofConfig (cfg: MetaConfig) =
+        { Task = cfg.Task
+          Lstm = cfg.Lstm
+          Horizon = cfg.Horizon
+          Unroll = cfg.Unroll
+          BatchFunctions = cfg.BatchFunctions
+          Seed = cfg.Seed
+          DType = string cfg.DType }
+
+    let write (w: Utf8JsonWriter) (s: CheckpointSettings) =
+        w.WriteStartObject("settings")
+        w.WriteStartObject("task")
+        w.WriteString("name", TaskSpec.name s.Task)
+        let ints (name: string) (xs: int list) =
+            w.WriteStartArray(name)
+            for x in xs do
+                w.WriteNumberValue(x)
+            w.WriteEndArray()
+        match s.Task with
+        | Quadratic d -> w.WriteNumber("dim", d)
+        | Mlp m ->
+            ints "hidden" m.Hidden
+            w.WriteString("activation", (match m.Activation with Sigmoid -> "sigmoid" | Relu -> "relu"))
+            w.WriteNumber("batch", m.Batch)
+        | Conv c ->
+            ints "channels" c.Channels
+            w.WriteNumber("dense", c.Dense)
+            w.WriteNumber("batch", c.Batch)
+        w.WriteEndObject()
+        w.WriteStartObject("lstm")
+        w.WriteNumber("layers", s.Lstm.Layers)
+        w.WriteNumber("hidden", s.Lstm.Hidden)
+        match s.Lstm.Preprocessing with
+        | LogSign p -> w.WriteNumber("logsign_p", p)
+        | Identity -> w.WriteNull("logsign_p")
+        w.WriteNumber("out_scale", s.Lstm.OutScale)
+        w.WriteNumber("forget_bias", s.Lstm.ForgetBias)
+        w.WriteEndObject()
+        w.WriteNumber("horizon", s.Horizon)
+        w.WriteNumber("unroll", s.Unroll.Unroll)
+        w.WriteString("weights", (match s.Unroll.Weights with Uniform -> "uniform" | LastOnly -> "last"))
+        w.WriteBoolean("second_order", s.Unroll.SecondOrder)
+        w.WriteBoolean("log_loss", s.Unroll.LogLoss)
+        w.WriteNumber("batch_functions", s.BatchFunctions)
+        w.WriteNumber("seed", s.Seed)
+        w.WriteString("dtype", s.DType)
+        w.WriteEndObject()
+
+    /// Reads what `write` wrote (KeyNotFoundException / InvalidOperationException when a field is
+    /// missing or of the wrong kind: the caller reports the checkpoint as malformed).
+    let read (e: JsonElement) : CheckpointSettings =
+        let t = e.GetProperty("task")
+        let ints (name: string) = [ for x in t.GetProperty(name).EnumerateArray() -> x.GetInt32() ]
+        let task =
+            match t.GetProperty("name").GetString() with
+            | "quadratic" -> Quadratic(t.GetProperty("dim").GetInt32())
+            | "mnist" ->
+                Mlp
+                    { Hidden = ints "hidden"
+                      Activation = (if t.GetProperty("activation").GetString() = "relu" then Relu else Sigmoid)
+                      Batch = t.GetProperty("batch").GetInt32() }
+            | "mnist-conv" -> Conv { Channels = ints "channels"; Dense = t.GetProperty("dense").GetInt32(); Batch = t.GetProperty("batch").GetInt32() }
+            | other -> raise (InvalidDataException(sprintf "unknown task '%s'" other))
+        let l = e.GetProperty("lstm")
+        let p = l.GetProperty("logsign_p")
+        { Task = task
+          Lstm =
+            { Layers = l.GetProperty("layers").GetInt32()
+              Hidden = l.GetProperty("hidden").GetInt32()
+              Preprocessing = (if p.ValueKind = JsonValueKind.Null then Identity else LogSign(p.GetDouble()))
+              OutScale = l.GetProperty("out_scale").GetDouble()
+              ForgetBias = l.GetProperty("forget_bias").GetDouble() }
+          Horizon = e.GetProperty("horizon").GetInt32()
+          Unroll =
+            { Unroll = e.GetProperty("unroll").GetInt32()
+              Weights = (if e.GetProperty("weights").GetString() = "last" then LastOnly else Uniform)
+              SecondOrder = e.GetProperty("second_order").GetBoolean()
+              LogLoss = e.GetProperty("log_loss").GetBoolean() }
+          BatchFunctions = e.GetProperty("batch_functions").GetInt32()
+          Seed = e.GetProperty("seed").GetInt64()
+          DType = e.GetProperty("dtype").GetString() }
+
+    /// The fields in which two settings differ, by name.
+    let differences (a: CheckpointSettings) (b: CheckpointSettings) : string list =
+        [ if a.Task <> b.Task then "task"
+          if a.Lstm <> b.Lstm then "optimizer"
+          if a.Horizon <> b.Horizon then "horizon"
+          if a.Unroll <> b.Unroll then "unroll"
+          if a.BatchFunctions <> b.BatchFunctions then "batch functions"
+          if a.Seed <> b.Seed then "seed"
+          if a.DType <> b.DType then "dtype" ]
+
 module Checkpoint =
     let private magic = Encoding.ASCII.GetBytes "L2LCKPT\n"
 
     [<Literal>]
-    let Version = 1
+    let Version = 2
 
-    /// What must match between a checkpoint and the configuration resuming it.
-    let fingerprint (cfg: MetaConfig) =
-        sprintf "%s|%A|%A|T%d|U%d|B%d|S%d|%A|second-order:%b|%A|log:%b" (TaskSpec.name cfg.Task) cfg.Task cfg.Lstm cfg.Horizon
-            cfg.Unroll.Unroll cfg.BatchFunctions cfg.Seed cfg.DType cfg.Unroll.SecondOrder cfg.Unroll.Weights cfg.Unroll.LogLoss
-
-    let private stateTensors (s: TrainState) =
-        [ yield! Phis.tensors s.Phis |> List.mapi (fun i t -> sprintf "phi.%d" i, t)
-          yield! Phis.tensors s.Best |> List.mapi (fun i t -> sprintf "best.%d" i, t)
-          for i, o in List.indexed s.MetaOpt do
-              yield! o.Slots |> List.mapi (fun j t -> sprintf "adam.%d.%d" i j, t)
+    /// The state's tensors by name (see the format above), for a configuration of `layers` layers.
+    let private stateTensors (cfg: MetaConfig) (s: TrainState) : (string * Tensor) list =
+        let phiNames prefix (phis: Phi list) =
+            [ for g, phi in List.indexed phis do
+                  for name, t in List.zip (Phi.names cfg.Lstm) (Phi.tensors phi) -> sprintf "%s.%d.%s" prefix g name, t ]
+        let phis = phiNames "phi" s.Phis
+        [ yield! phis
+          yield! phiNames "best" s.Best
+          for (name, _), o in List.zip phis s.MetaOpt do
+              yield! OptState.named ("adam." + name) o
           match s.Trajectory with
           | Some tr ->
               yield "traj.theta", tr.Theta
               yield "traj.grad", tr.Grad
-              yield! tr.Opt.Slots |> List.mapi (fun j t -> sprintf "traj.slot.%d" j, t)
+              yield! OptState.named "traj.opt" tr.Opt
           | None -> () ]
 
     let private bytesOf (t: Tensor) : byte[] =
@@ -69,7 +176,7 @@ module Checkpoint =
             c.bytes.ToArray())
 
     let encode (cfg: MetaConfig) (s: TrainState) (metrics: Metric seq) : byte[] =
-        let named = stateTensors s
+        let named = stateTensors cfg s
         let data = named |> List.map (snd >> bytesOf)
         let header =
             use ms = new MemoryStream()
@@ -78,7 +185,7 @@ module Checkpoint =
                 let num (name: string) (v: float) =
                     if Double.IsFinite v then w.WriteNumber(name, v) else w.WriteNull(name)
                 w.WriteStartObject()
-                w.WriteString("fingerprint", fingerprint cfg)
+                CheckpointSettings.write w (CheckpointSettings.ofConfig cfg)
                 w.WriteNumber("iteration", s.Iteration)
                 w.WriteNumber("trajectories", s.Trajectories)
                 w.WriteNumber("meta_lr", s.MetaLr)
@@ -158,7 +265,9 @@ module Checkpoint =
                     let sum = bytes.AsSpan(bytes.Length - 32)
                     if SHA256.HashData(body).AsSpan().SequenceEqual(sum) then Ok() else Error ChecksumMismatch
 
-    let decode (cfg: MetaConfig) (bytes: byte[]) : Result<TrainState * Metric[], CheckpointError> =
+    /// The state in checkpoint bytes, for `cfg` (whose settings must equal those the checkpoint
+    /// records) and the task's data (the trajectory's problem is rebuilt from its counter).
+    let decode (cfg: MetaConfig) (data: TaskData) (bytes: byte[]) : Result<TrainState * Metric[], CheckpointError> =
         match verify bytes with
         | Error e -> Error e
         | Ok() ->
@@ -167,72 +276,95 @@ module Checkpoint =
                 let headerStart = preamble
                 use doc = JsonDocument.Parse(ReadOnlyMemory(bytes, headerStart, headerLen))
                 let h = doc.RootElement
-                let fp = h.GetProperty("fingerprint").GetString()
-                if fp <> fingerprint cfg then
-                    Error(Malformed "it was written for other settings (task, optimizer, horizon, unroll, batch or seed differ)")
-                else
+                let recorded = CheckpointSettings.read (h.GetProperty("settings"))
+                match CheckpointSettings.differences recorded (CheckpointSettings.ofConfig cfg) with
+                | _ :: _ as differ ->
+                    Error(Malformed(sprintf "it was written for other settings (%s differ)" (String.concat ", " differ)))
+                | [] ->
                 let device = DeviceChoice.resolve cfg.Device
                 let mutable offset = headerStart + headerLen
-                let tensors =
-                    Tensors.build (fun (m: Map<string, Tensor>) -> m |> Map.toSeq |> Seq.map snd) (fun () ->
-                        [ for e in h.GetProperty("tensors").EnumerateArray() ->
-                              let name = e.GetProperty("name").GetString()
-                              let shape = [| for d in e.GetProperty("shape").EnumerateArray() -> d.GetInt64() |]
-                              let n = e.GetProperty("bytes").GetInt32()
-                              let raw = bytes[offset .. offset + n - 1]
-                              offset <- offset + n
-                              let t =
-                                  if cfg.DType = torch.ScalarType.Float64 then
-                                      torch.tensor(Array.init (n / 8) (fun i -> BitConverter.ToDouble(raw, 8 * i)))
-                                  else
-                                      torch.tensor(Array.init (n / 4) (fun i -> BitConverter.ToSingle(raw, 4 * i)))
-                              name, t.reshape(shape).``to``(device) ]
-                        |> Map.ofList)
-                let get name =
-                    match tensors.TryFind name with
-                    | Some t -> t
-                    | None -> raise (InvalidDataException(sprintf "tensor %s is missing" name))
-                let groups = (TaskSpec.groups cfg.Task).Length
-                let count = groups * (3 * cfg.Lstm.Layers + 2)
-                let leaf (t: Tensor) = t.requires_grad_(true)
-                let phi = Phis.ofTensors cfg.Lstm groups [ for i in 0 .. count - 1 -> leaf (get (sprintf "phi.%d" i)) ]
-                let best = Phis.ofTensors cfg.Lstm groups [ for i in 0 .. count - 1 -> leaf (get (sprintf "best.%d" i)) ]
-                let steps = [ for x in h.GetProperty("meta_opt_steps").EnumerateArray() -> x.GetInt32() ]
-                let metaOpt = steps |> List.mapi (fun i st -> { Step = st; Slots = [ get (sprintf "adam.%d.0" i); get (sprintf "adam.%d.1" i) ] })
+                let raw =
+                    [ for e in h.GetProperty("tensors").EnumerateArray() ->
+                          let name = e.GetProperty("name").GetString()
+                          let shape = [| for d in e.GetProperty("shape").EnumerateArray() -> d.GetInt64() |]
+                          let n = e.GetProperty("bytes").GetInt32()
+                          let start = offset
+                          offset <- offset + n
+                          name, (shape, start, n) ]
+                    |> Map.ofList
                 let numOr (e: JsonElement) (name: string) =
                     let v = e.GetProperty(name)
                     if v.ValueKind = JsonValueKind.Null then Double.PositiveInfinity else v.GetDouble()
-                let trajectory =
-                    let t = h.GetProperty("trajectory")
-                    if t.ValueKind = JsonValueKind.Null then None
-                    else
-                        let index = t.GetProperty("index").GetInt64()
-                        let problem = TaskSpec.trainProblem cfg.Task cfg.Seed index cfg.BatchFunctions cfg.Horizon device cfg.DType
-                        Some
-                            { Problem = problem
-                              Index = index
-                              Step = t.GetProperty("step").GetInt32()
-                              Theta = (get "traj.theta").requires_grad_(true)
-                              Grad = get "traj.grad"
-                              Opt = { Step = t.GetProperty("opt_step").GetInt32(); Slots = [ for j in 0 .. groups * 2 * cfg.Lstm.Layers - 1 -> get (sprintf "traj.slot.%d" j) ] }
-                              Loss = numOr t "loss" }
+                let groups = (TaskSpec.groups cfg.Task).Length
+                let state =
+                    Tensors.build TrainState.tensors (fun () ->
+                        /// The tensor `name` of the shape of `like` (a template of the expected state).
+                        let get (name: string) (like: Tensor) =
+                            match raw.TryFind name with
+                            | None -> raise (InvalidDataException(sprintf "tensor %s is missing" name))
+                            | Some(shape, start, n) ->
+                                if shape <> like.shape then
+                                    raise (InvalidDataException(sprintf "tensor %s has shape %A, expected %A" name shape like.shape))
+                                let t =
+                                    if cfg.DType = torch.ScalarType.Float64 then
+                                        torch.tensor(Array.init (n / 8) (fun i -> BitConverter.ToDouble(bytes, start + 8 * i)))
+                                    else
+                                        torch.tensor(Array.init (n / 4) (fun i -> BitConverter.ToSingle(bytes, start + 4 * i)))
+                                if t.numel() <> like.numel() then
+                                    raise (InvalidDataException(sprintf "tensor %s has %d values, expected %d" name (t.numel()) (like.numel())))
+                                t.reshape(shape).to_type(like.dtype).``to``(device)
+                        let leaf (t: Tensor) = t.requires_grad_(true)
+                        // templates of the expected shapes: a fresh φ per group, and the states its
+                        // optimizers give a θ of the task's size
+                        use gen = Seeds.generator cfg.Seed 0UL 0L
+                        let template = [ for _ in 1..groups -> Phi.init cfg.Lstm device cfg.DType gen ]
+                        let phisNamed prefix =
+                            template
+                            |> List.mapi (fun g phi ->
+                                Phi.ofTensors cfg.Lstm
+                                    (List.map2 (fun name t -> leaf (get (sprintf "%s.%d.%s" prefix g name) t)) (Phi.names cfg.Lstm) (Phi.tensors phi)))
+                        let phi = phisNamed "phi"
+                        let best = phisNamed "best"
+                        let steps = [ for x in h.GetProperty("meta_opt_steps").EnumerateArray() -> x.GetInt32() ]
+                        let names = [ for g in 0 .. groups - 1 do for n in Phi.names cfg.Lstm -> sprintf "phi.%d.%s" g n ]
+                        if steps.Length <> names.Length then
+                            raise (InvalidDataException(sprintf "%d meta-optimizer states, expected %d" steps.Length names.Length))
+                        let adam = MetaTrain.metaOptimizer cfg.MetaLr
+                        let metaOpt =
+                            List.map3
+                                (fun name (p: Tensor) st -> { OptState.mapNamed ("adam." + name) get (adam.Init p) with Step = st })
+                                names (Phis.tensors template) steps
+                        let trajectory =
+                            let t = h.GetProperty("trajectory")
+                            if t.ValueKind = JsonValueKind.Null then None
+                            else
+                                let index = t.GetProperty("index").GetInt64()
+                                let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed index cfg.BatchFunctions cfg.Horizon device cfg.DType
+                                let opt = TaskSpec.learned cfg.Backend cfg.Task template
+                                Some
+                                    { Problem = problem
+                                      Index = index
+                                      Step = t.GetProperty("step").GetInt32()
+                                      Theta = (get "traj.theta" problem.Theta0).requires_grad_(true)
+                                      Grad = get "traj.grad" problem.Theta0
+                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Theta0) with Step = t.GetProperty("opt_step").GetInt32() }
+                                      Loss = numOr t "loss" }
+                        { Phis = phi
+                          MetaOpt = metaOpt
+                          Iteration = h.GetProperty("iteration").GetInt32()
+                          Trajectory = trajectory
+                          Trajectories = h.GetProperty("trajectories").GetInt64()
+                          Best = best
+                          BestLoss = numOr h "best_loss"
+                          BestIteration = h.GetProperty("best_iteration").GetInt32()
+                          MetaLr = h.GetProperty("meta_lr").GetDouble()
+                          ConsecutiveFaults = h.GetProperty("consecutive_faults").GetInt32()
+                          Faults = h.GetProperty("faults").GetInt32() })
                 let m = h.GetProperty("metrics")
                 let arr (name: string) = [| for x in m.GetProperty(name).EnumerateArray() -> if x.ValueKind = JsonValueKind.Null then nan else x.GetDouble() |]
                 let its = [| for x in m.GetProperty("iteration").EnumerateArray() -> x.GetInt32() |]
                 let ml, tl, vl = arr "meta_loss", arr "train_loss", arr "validation"
                 let metrics = Array.init its.Length (fun i -> { Iteration = its[i]; MetaLoss = ml[i]; TrainLoss = tl[i]; Validation = vl[i] })
-                let state =
-                    { Phis = phi
-                      MetaOpt = metaOpt
-                      Iteration = h.GetProperty("iteration").GetInt32()
-                      Trajectory = trajectory
-                      Trajectories = h.GetProperty("trajectories").GetInt64()
-                      Best = best
-                      BestLoss = numOr h "best_loss"
-                      BestIteration = h.GetProperty("best_iteration").GetInt32()
-                      MetaLr = h.GetProperty("meta_lr").GetDouble()
-                      ConsecutiveFaults = h.GetProperty("consecutive_faults").GetInt32()
-                      Faults = h.GetProperty("faults").GetInt32() }
                 Ok(state, metrics)
             with
             | :? JsonException as e -> Error(Malformed e.Message)

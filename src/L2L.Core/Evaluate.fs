@@ -40,7 +40,7 @@ module Evaluate =
     /// Runs `opt` for `steps` steps on one problem. ∇ comes from the problem's hand-derived
     /// gradient when it has one, else from autograd; the update runs under no_grad. At the steps in `at` the loss on all the problem's data and its metrics are taken.
     /// A function whose loss goes non-finite is reported as +∞ from then on.
-    let runOne (opt: Optimizer) (problem: Problem) (steps: int) (at: Set<int>)
+    let runOne (backend: Backend) (opt: Optimizer) (problem: Problem) (steps: int) (at: Set<int>)
         : float[][] * Map<int, float[]> * Map<string, Map<int, float[]>> * float =
         Spare.within <| fun () ->
         let n = problem.Functions
@@ -69,8 +69,8 @@ module Evaluate =
             else
                 let sw = Stopwatch.StartNew()
                 let th, s, bad =
-                    LstmKernel.inSteps <| fun () ->
-                    Scope.run (fun (th: Tensor, s: OptState, _) -> th :: s.Slots) (fun () ->
+                    Backend.inSteps backend <| fun () ->
+                    Scope.run (fun (th: Tensor, s: OptState, _) -> th :: OptState.tensors s) (fun () ->
                         // the hand-derived gradient when the problem has one (no autograd graph), else autograd
                         let source, perFunction, gradient =
                             match problem.LossGrad with
@@ -97,19 +97,19 @@ module Evaluate =
                     if bad then diverged <- true
                     measure t theta
                 // the replaced state's buffers serve the next step's (m_φ's [H; n] states)
-                Spare.giveReplaced state.Slots s.Slots
+                Spare.giveReplaced (OptState.tensors state) (OptState.tensors s)
                 Scope.disposeReplaced [ theta ] [ th ]
                 theta <- th
                 state <- s
                 diverged <- diverged || bad
-        Scope.disposeReplaced (theta :: state.Slots) []
+        Scope.disposeReplaced (theta :: OptState.tensors state) []
         losses, full, metrics, seconds
 
     /// Runs `opt` on every problem (common random numbers: pass the same problems to every optimizer),
     /// taking full losses and metrics at the steps in `at`.
-    let runAt (opt: Optimizer) (problems: Problem list) (steps: int) (at: int list) : Run =
+    let runAt (backend: Backend) (opt: Optimizer) (problems: Problem list) (steps: int) (at: int list) : Run =
         let atSet = Set.ofList at
-        let parts = problems |> List.map (fun p -> runOne opt p steps atSet)
+        let parts = problems |> List.map (fun p -> runOne backend opt p steps atSet)
         let fullAt =
             atSet |> Seq.filter (fun t -> t <= steps) |> Seq.map (fun t -> t, parts |> List.map (fun (_, f, _, _) -> f[t]) |> Array.concat) |> Map.ofSeq
         let names = parts |> List.collect (fun (_, _, m, _) -> m |> Map.toList |> List.map fst) |> List.distinct
@@ -128,7 +128,7 @@ module Evaluate =
           Steps = steps * List.length problems }
 
     /// `runAt` reporting the last step only.
-    let run (opt: Optimizer) (problems: Problem list) (steps: int) : Run = runAt opt problems steps [ steps ]
+    let run (backend: Backend) (opt: Optimizer) (problems: Problem list) (steps: int) : Run = runAt backend opt problems steps [ steps ]
 
     let mean (xs: float[]) = Array.average xs
 
@@ -174,8 +174,8 @@ module Tuning =
           /// (lr, mean loss at the criterion step) for every grid point
           Scores: (float * float) list }
 
-    let private score (name: string) (problems: Problem list) (steps: int) (lr: float) =
-        let r = Evaluate.run (Baselines.byName name lr) problems steps
+    let private score (backend: Backend) (name: string) (problems: Problem list) (steps: int) (lr: float) =
+        let r = Evaluate.run backend (Baselines.byName name lr) problems steps
         let s = Evaluate.mean r.Full[steps]
         lr, (if Double.IsFinite s then s else Double.PositiveInfinity)
 
@@ -193,20 +193,20 @@ module Tuning =
     /// within one coarse step of the best coarse point. Same resolution as the whole fine grid at
     /// about half the runs, for optimizees where a run is expensive; assumes the loss has no second
     /// minimum hidden between coarse points.
-    let tuneRefined (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
-        let coarseScores = grid lo hi coarse |> List.map (score name problems steps)
+    let tuneRefined (backend: Backend) (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
+        let coarseScores = grid lo hi coarse |> List.map (score backend name problems steps)
         let best = coarseScores |> List.minBy snd |> fst
         let width = 10.0 ** (1.0 / float coarse) * (1.0 + 1e-9)
         let near (a: float) (b: float) = abs (log10 a - log10 b) < 1e-9
         let fineScores =
             grid lo hi fine
             |> List.filter (fun lr -> lr > best / width && lr < best * width && not (coarseScores |> List.exists (fst >> near lr)))
-            |> List.map (score name problems steps)
+            |> List.map (score backend name problems steps)
         let all = grid lo hi fine
         pick name (coarseScores @ fineScores) (fun lr -> near lr (List.head all) || near lr (List.last all))
 
     /// Picks the lr of baseline `name` that minimises the mean loss at step `steps` on `problems`
     /// (held-out problems: never the evaluation ones).
-    let tune (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
+    let tune (backend: Backend) (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
         let lo, hi = List.min lrs, List.max lrs
-        pick name (lrs |> List.map (score name problems steps)) (fun lr -> lr = lo || lr = hi)
+        pick name (lrs |> List.map (score backend name problems steps)) (fun lr -> lr = lo || lr = hi)

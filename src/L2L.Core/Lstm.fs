@@ -170,22 +170,12 @@ module LstmState =
         { H = s.H |> List.map (fun t -> t.detach())
           C = s.C |> List.map (fun t -> t.detach()) }
 
-/// How m_φ's cells are computed; both are the same function of (φ, state, input).
-type LstmImpl =
-    /// TorchSharp tensor operations: any device and dtype, differentiable to any order.
-    | Reference
-    /// The fused kernel (LstmKernel): float32 tensors on the CPU, once differentiable; other
-    /// tensors take the Reference path.
-    | Fused
-
-module Lstm =
-    /// The implementation `forward` and `step` use (a process-wide backend choice, like a BLAS
-    /// setting: it changes speed, not results beyond float32 rounding).
-    let mutable implementation = Fused
-
-    /// One LSTM cell on feature-major tensors, straight TorchSharp operations.
+/// m_φ in straight TorchSharp operations: any device and dtype, differentiable to any order. The
+/// definition the fused kernel (LstmKernel) is tested against; `Lstm` chooses between the two.
+module LstmReference =
+    /// One LSTM cell on feature-major tensors.
     /// x: [in; n], h, c: [H; n] -> h', c': [H; n]
-    let cellReference (w: LayerWeights) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
+    let cell (w: LayerWeights) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
         // gates: [4H; n] = B + Wih·x + Whh·h
         let gates = torch.addmm(torch.addmm(w.B, w.Wih, x, 1.0f, 1.0f), w.Whh, h, 1.0f, 1.0f)
         let parts = gates.chunk(4L, 0L)
@@ -197,19 +187,13 @@ module Lstm =
         let h' = o.mul(c'.tanh())
         h', c'
 
-    /// One LSTM cell with the chosen implementation.
-    let cellWith (impl: LstmImpl) (w: LayerWeights) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
-        match impl with
-        | Fused when LstmKernel.supports [ x; h; c; w.Wih; w.Whh; w.B ] -> LstmKernel.cell w.Wih w.Whh w.B x h c
-        | _ -> cellReference w x h c
-
-    /// m_φ applied to preprocessed features: (φ, h_t, x_t) -> (g_t, h_{t+1}).
+    /// m_φ applied to preprocessed features with a given cell: (φ, h_t, x_t) -> (g_t, h_{t+1}).
     /// x: [in; n] -> g: [n]
-    let forwardWith (impl: LstmImpl) (phi: Phi) (state: LstmState) (x: Tensor) : Tensor * LstmState =
+    let forwardWith (cell: LayerWeights -> Tensor -> Tensor -> Tensor -> Tensor * Tensor) (phi: Phi) (state: LstmState) (x: Tensor) : Tensor * LstmState =
         let rec go (layers: LayerWeights list) hs cs (input: Tensor) accH accC =
             match layers, hs, cs with
             | w :: lt, h :: ht, c :: ct ->
-                let h', c' = cellWith impl w input h c
+                let h', c' = cell w input h c
                 go lt ht ct h' (h' :: accH) (c' :: accC)
             | _ -> input, List.rev accH, List.rev accC
         let top, hs, cs = go phi.Layers state.H state.C x [] []
@@ -217,25 +201,9 @@ module Lstm =
         let g = torch.addmm(phi.BOut, phi.WOut, top, 1.0f, 1.0f).mul(sc phi.Config.OutScale).view(-1L)
         g, { H = hs; C = cs }
 
-    let forward (phi: Phi) (state: LstmState) (x: Tensor) : Tensor * LstmState =
-        forwardWith implementation phi state x
+    /// x: [in; n] -> g: [n]
+    let forward (phi: Phi) (state: LstmState) (x: Tensor) : Tensor * LstmState = forwardWith cell phi state x
 
     /// m_φ on a raw gradient: (φ, ∇_t, h_t) -> (g_t, h_{t+1}).  grad: [n] -> g: [n]
-    /// Fused, the whole step is one kernel pass: without autograd (evaluation), or as one
-    /// differentiable function when ∇ carries no graph (meta-training without second derivatives);
-    /// with ∂∇/∂φ kept, the cells are fused and the preprocessing and output layer are tensor operations.
-    let stepWith (impl: LstmImpl) (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
-        let whole =
-            impl = Fused
-            && not (torch.is_grad_enabled () && grad.requires_grad)
-            && LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)
-        if whole then
-            let g, hs, cs =
-                (if torch.is_grad_enabled () then LstmKernel.stepDifferentiable else LstmKernel.step)
-                    (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C grad
-            g, { H = hs; C = cs }
-        else
-            forwardWith impl phi state (Preprocess.apply phi.Config.Preprocessing grad)
-
     let step (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
-        stepWith implementation phi state grad
+        forward phi state (Preprocess.apply phi.Config.Preprocessing grad)

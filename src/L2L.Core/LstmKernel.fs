@@ -25,64 +25,6 @@ let private dataPtr : Lazy<DataPtr option> =
             Some(Marshal.GetDelegateForFunctionPointer<DataPtr> fn)
          with _ -> None)
 
-/// Threads the kernel spreads coordinates over (0: TorchSharp's intra-op thread count).
-let mutable threads = 0
-
-/// libtorch's thread count inside the steps of learned-optimizer work (`inSteps`): the optimizee's
-/// minibatch loss and gradient, the θ update, the meta-gradient's products. Its tensors are small
-/// (a minibatch, one θ), and on few cores waking libtorch's thread pool for each of a dozen
-/// operations per step costs more than it saves: measured on MNIST (2 cores), the optimizee's loss
-/// and gradient took 0.28 ms with 1 thread against 0.44–0.64 ms with 2. Whole-data-set losses and
-/// baseline tuning outside `inSteps` keep the process's count. 0: the process's count.
-let mutable stepTorchThreads = 1
-
-/// The process's libtorch thread count while this thread is inside `inSteps` (0: outside).
-let private outsideCount = new System.Threading.ThreadLocal<int>(fun () -> 0)
-
-/// Runs f with libtorch on `stepTorchThreads` threads (the kernel's own count unchanged), then
-/// restores the process's count. libtorch's count is process-wide: callers on several threads at
-/// once can only change each other's speed, not their results.
-let inSteps (f: unit -> 'a) : 'a =
-    let outer = torch.get_num_threads ()
-    if stepTorchThreads <= 0 || stepTorchThreads >= outer || outsideCount.Value > 0 then
-        f ()
-    else
-        outsideCount.Value <- outer
-        torch.set_num_threads stepTorchThreads
-        try
-            f ()
-        finally
-            torch.set_num_threads outer
-            outsideCount.Value <- 0
-
-/// The process's thread policy for n threads: the fused kernel spreads m_φ's coordinates over n
-/// threads, and so does libtorch for its own operations (whole data sets, baseline tuning) unless
-/// L2L_TORCH_THREADS sets libtorch's count apart; inside the steps of learned-optimizer work libtorch
-/// runs on `stepTorchThreads` (L2L_STEP_TORCH_THREADS sets it; 0: the same as outside).
-let setThreads (n: int) =
-    threads <- n
-    let torchThreads =
-        match Environment.GetEnvironmentVariable "L2L_TORCH_THREADS" with
-        | null | "" -> n
-        | t ->
-            match Int32.TryParse t with
-            | true, v when v >= 1 -> v
-            | _ -> invalidArg "L2L_TORCH_THREADS" (sprintf "L2L_TORCH_THREADS must be a positive integer, not '%s'" t)
-    torch.set_num_threads torchThreads
-    match Environment.GetEnvironmentVariable "L2L_STEP_TORCH_THREADS" with
-    | null | "" -> ()
-    | t ->
-        match Int32.TryParse t with
-        | true, v when v >= 0 -> stepTorchThreads <- v
-        | _ -> invalidArg "L2L_STEP_TORCH_THREADS" (sprintf "L2L_STEP_TORCH_THREADS must be a non-negative integer, not '%s'" t)
-
-/// The threads the kernel runs on now: `threads`, else the process's libtorch count (inside
-/// `inSteps` too).
-let kernelThreads () =
-    if threads > 0 then threads
-    elif outsideCount.Value > 0 then outsideCount.Value
-    else torch.get_num_threads ()
-
 /// Whether the fused kernel can run here (the native entry point it needs was found).
 let available () = dataPtr.Force().IsSome
 
@@ -116,7 +58,7 @@ let releaseReturned () =
 /// One layer's fused backward into given tensors: from dL/dh', dL/dc' [H; n], writes the gradients
 /// of its input x (into dx, skipped when dx is null), h and c (into dh, dc), and returns its
 /// weights' gradients dwih, dwhh, db.
-let private layerBackwardInto (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
+let private layerBackwardInto (threads: int) (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
                               (dhOut: Tensor) (dcOut: Tensor) (dx: Tensor) (dh: Tensor) (dc: Tensor) =
     let dhOut = dhOut.contiguous()
     let dcOut = dcOut.contiguous()
@@ -125,17 +67,17 @@ let private layerBackwardInto (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) 
     let db = torch.empty_like(b)
     let l = layer x h c wih whh b
     CoordinatewiseLstm.Backward(&l, ptr dhOut, ptr dcOut, (if isNull dx then NativePtr.nullPtr else ptr dx),
-                                ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, kernelThreads ())
+                                ptr dh, ptr dc, ptr dwih, ptr dwhh, ptr db, threads)
     dwih, dwhh, db
 
 /// One layer's fused backward: from dL/dh', dL/dc' [H; n], the gradients of its input x (None when
 /// `needDx` is false), h, c and its weights wih, whh, b.
-let private layerBackward (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
+let private layerBackward (threads: int) (x: Tensor) (h: Tensor) (c: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor)
                           (dhOut: Tensor) (dcOut: Tensor) (needDx: bool) =
     let dx = if needDx then torch.empty_like(x) else null
     let dh = torch.empty_like(h)
     let dc = torch.empty_like(c)
-    let dwih, dwhh, db = layerBackwardInto x h c wih whh b dhOut dcOut dx dh dc
+    let dwih, dwhh, db = layerBackwardInto threads x h c wih whh b dhOut dcOut dx dh dc
     dx, dh, dc, dwih, dwhh, db
 
 /// Ends a backward call. Memory: a truncation is differentiated once, so the saved inputs (whole
@@ -151,7 +93,7 @@ let private handOver (ctx: torch.autograd.AutogradContext) (grads: List<Tensor>)
     returned.Value <- results
 
 /// The cell as an autograd function: inputs x [in; n], h, c [H; n], wih [4H; in], whh [4H; H],
-/// b [4H; 1]; outputs h', c' [H; n].
+/// b [4H; 1], then the boxed thread count; outputs h', c' [H; n].
 type CellFunction() =
     inherit torch.autograd.MultiTensorFunction<CellFunction>()
 
@@ -160,36 +102,39 @@ type CellFunction() =
     override _.forward(ctx, vars) =
         let t (i: int) = vars[i] :?> Tensor
         let x, h, c, wih, whh, b = t 0, t 1, t 2, t 3, t 4, t 5
+        let threads = vars[6] :?> int
         let hOut = torch.empty_like(h)
         let cOut = torch.empty_like(c)
         let l = layer x h c wih whh b
-        CoordinatewiseLstm.Forward(&l, ptr hOut, ptr cOut, kernelThreads ())
+        CoordinatewiseLstm.Forward(&l, ptr hOut, ptr cOut, threads)
         ctx.save_for_backward(List<Tensor>([ x; h; c; wih; whh; b ]))
+        ctx.save_data("threads", threads)
         List<Tensor>([ hOut; cOut ])
 
     override _.backward(ctx, grads) =
         use _ = torch.no_grad()
         // the previous call's results have been copied by the autograd engine by now
         releaseReturned ()
+        let threads = ctx.get_data "threads" :?> int
         let results =
             Scope.run (fun (ts: Tensor list) -> ts) (fun () ->
                 let saved = ctx.get_saved_variables()
-                let dx, dh, dc, dwih, dwhh, db = layerBackward saved[0] saved[1] saved[2] saved[3] saved[4] saved[5] grads[0] grads[1] true
+                let dx, dh, dc, dwih, dwhh, db = layerBackward threads saved[0] saved[1] saved[2] saved[3] saved[4] saved[5] grads[0] grads[1] true
                 [ dx; dh; dc; dwih; dwhh; db ])
         handOver ctx grads results
-        List<Tensor>(results)
+        List<Tensor>(results @ [ null ])
 
 /// h', c' = the cell at (x, h, c) with weights (wih, whh, b), differentiable in all of them.
-let cell (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
+let cell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
     let outs =
-        CellFunction.apply(x.contiguous(), h.contiguous(), c.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous())
+        CellFunction.apply(x.contiguous(), h.contiguous(), c.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous(), box threads)
     outs[0], outs[1]
 
 /// m_φ's whole step in one kernel pass (no autograd) into given tensors: writes the new state
 /// h'_l, c'_l [H; n] into hOut, cOut and the preprocessed features into x [features; n], returns g
 /// [n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign preprocessing's
 /// parameter (NaN: the identity).
-let private stepPassInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
+let private stepPassInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
                          (hs: Tensor list) (cs: Tensor list) (grad: Tensor) (x: Tensor) (hOut: Tensor list) (cOut: Tensor list) : Tensor =
     let grad = grad.contiguous()
     let n = grad.shape[0]
@@ -206,7 +151,7 @@ let private stepPassInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor
         weights |> List.map (fun (_, w, _) -> address w) |> List.toArray,
         weights |> List.map (fun (_, _, b) -> address b) |> List.toArray,
         ptr wOut, ptr bOut, float32 outScale, ptr x, hOut |> List.map address |> List.toArray,
-        cOut |> List.map address |> List.toArray, ptr g, kernelThreads ())
+        cOut |> List.map address |> List.toArray, ptr g, threads)
     g
 
 /// A contiguous tensor of t's shape, type and device (values undefined).
@@ -218,12 +163,12 @@ let private featureCount (p: float) = if Double.IsNaN p then 1L else 2L
 /// m_φ's whole step in one kernel pass (no autograd): g [n], h'_l, c'_l [H; n] and the preprocessed
 /// features x [features; n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign
 /// preprocessing's parameter (NaN: the identity).
-let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
+let private stepPass (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
                      (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
     let x = Spare.empty [| featureCount p; grad.shape[0] |] grad.dtype grad.device
     let hOut = hs |> List.map (fun t -> fresh t)
     let cOut = cs |> List.map (fun t -> fresh t)
-    let g = stepPassInto layers wOut bOut outScale p hs cs grad x hOut cOut
+    let g = stepPassInto threads layers wOut bOut outScale p hs cs grad x hOut cOut
     g, hOut, cOut, x
 
 /// The adjoint of m_φ's whole step (`stepPass`) into given tensors, without autograd: from dL/dg [n]
@@ -233,7 +178,7 @@ let private stepPass (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (b
 /// (contiguous tensors of this module's making only); `scratch` [H; n] holds a layer's input
 /// gradient. The output layer's products are GEMVs; each layer's backward is the fused kernel,
 /// from the top.
-let stepBackwardInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
+let stepBackwardInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
                      (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
                      (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) (dh: Tensor list) (dc: Tensor list) (scratch: Tensor) : Tensor list =
     let k = List.length layers
@@ -249,7 +194,7 @@ let stepBackwardInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (o
         // layer l's input is layer l − 1's output (the features for the first; ∇ carries no graph)
         let input = if l = 0 then x else hOut[l - 1]
         let dx = if l > 0 then scratch else null
-        let dwih, dwhh, db = layerBackwardInto input hs[l] cs[l] wih whh b dhOut[l] dcOut[l] dx dh[l] dc[l]
+        let dwih, dwhh, db = layerBackwardInto threads input hs[l] cs[l] wih whh b dhOut[l] dcOut[l] dx dh[l] dc[l]
         if l > 0 then dhOut[l - 1].add_(scratch) |> ignore
         dWeights[3 * l] <- dwih
         dWeights[3 * l + 1] <- dwhh
@@ -259,23 +204,23 @@ let stepBackwardInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (o
 /// The adjoint of m_φ's whole step (`stepPass`), without autograd: from dL/dg [n] and dL/dh'_l,
 /// dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l), returns dL/dh_l,
 /// dL/dc_l, and dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l for each layer, wout, bout).
-let stepBackward (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
+let stepBackward (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (outScale: float)
                  (x: Tensor) (hs: Tensor list) (cs: Tensor list) (hOut: Tensor list)
                  (dg: Tensor) (dhOut: Tensor list) (dcOut: Tensor list) : Tensor list * Tensor list * Tensor list =
     let dhTotal = dhOut |> List.map (fun t -> (fresh t).copy_(t))
     let dh = hs |> List.map (fun t -> fresh t)
     let dc = cs |> List.map (fun t -> fresh t)
     let scratch = fresh hs.Head
-    let dPhi = stepBackwardInto layers wOut outScale x hs cs hOut dg dhTotal dcOut dh dc scratch
+    let dPhi = stepBackwardInto threads layers wOut outScale x hs cs hOut dg dhTotal dcOut dh dc scratch
     scratch.Dispose()
     for t in dhTotal do
         t.Dispose()
     dh, dc, dPhi
 
 /// `stepSaving` into given tensors: the new state into hOut, cOut and the features into x; returns g.
-let stepInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+let stepInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
              (hs: Tensor list) (cs: Tensor list) (grad: Tensor) (x: Tensor) (hOut: Tensor list) (cOut: Tensor list) : Tensor =
-    stepPassInto layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad x hOut cOut
+    stepPassInto threads layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad x hOut cOut
 
 /// m_φ's whole step as one autograd function, for meta-training with second derivatives dropped
 /// (∇ carries no graph): forward, one kernel pass (the preprocessing, every layer's cell, the output
@@ -283,16 +228,17 @@ let stepInto (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Ten
 /// Saves the preprocessed features and each layer's input state and output h' (the next layer's
 /// input). vars: grad [n]; h_l [H; n] for each layer; c_l for each layer; wih_l, whh_l, b_l for each
 /// layer; wout [1; H]; bout [1; 1]; then the boxed settings: layers (int), outScale and p (float;
-/// NaN: the identity preprocessing). Outputs: g [n], then h'_l and c'_l for each layer.
+/// NaN: the identity preprocessing), threads (int). Outputs: g [n], then h'_l and c'_l for each layer.
 type StepFunction() =
     inherit torch.autograd.MultiTensorFunction<StepFunction>()
 
     override _.Name = "CoordinatewiseLstmStep"
 
     override _.forward(ctx, vars) =
-        let layers = vars[vars.Length - 3] :?> int
-        let outScale = vars[vars.Length - 2] :?> float
-        let p = vars[vars.Length - 1] :?> float
+        let layers = vars[vars.Length - 4] :?> int
+        let outScale = vars[vars.Length - 3] :?> float
+        let p = vars[vars.Length - 2] :?> float
+        let threads = vars[vars.Length - 1] :?> int
         let t (i: int) = vars[i] :?> Tensor
         let grad = t 0
         let hs = [ for l in 0 .. layers - 1 -> t (1 + l) ]
@@ -300,10 +246,11 @@ type StepFunction() =
         let ws = [ for l in 0 .. layers - 1 -> t (1 + 2 * layers + 3 * l), t (2 + 2 * layers + 3 * l), t (3 + 2 * layers + 3 * l) ]
         let wOut = t (1 + 5 * layers)
         let bOut = t (2 + 5 * layers)
-        let g, hOut, cOut, x = stepPass ws wOut bOut outScale p hs cs grad
+        let g, hOut, cOut, x = stepPass threads ws wOut bOut outScale p hs cs grad
         ctx.save_for_backward(List<Tensor>(x :: hs @ cs @ hOut @ (ws |> List.collect (fun (a, b, c) -> [ a; b; c ])) @ [ wOut ]))
         ctx.save_data("layers", layers)
         ctx.save_data("outScale", outScale)
+        ctx.save_data("threads", threads)
         List<Tensor>(g :: List.collect id (List.map2 (fun h c -> [ h; c ]) hOut cOut))
 
     override _.backward(ctx, grads) =
@@ -311,6 +258,7 @@ type StepFunction() =
         releaseReturned ()
         let layers = ctx.get_data "layers" :?> int
         let outScale = ctx.get_data "outScale" :?> float
+        let threads = ctx.get_data "threads" :?> int
         let results =
             Scope.run (fun (ts: Tensor list) -> ts) (fun () ->
                 let saved = ctx.get_saved_variables()
@@ -321,16 +269,16 @@ type StepFunction() =
                 let ws = [ for l in 0 .. layers - 1 -> saved[1 + 3 * layers + 3 * l], saved[2 + 3 * layers + 3 * l], saved[3 + 3 * layers + 3 * l] ]
                 let wOut = saved[1 + 6 * layers]
                 let dh, dc, dPhi =
-                    stepBackward ws wOut outScale x hs cs hOut grads[0]
+                    stepBackward threads ws wOut outScale x hs cs hOut grads[0]
                         [ for l in 0 .. layers - 1 -> grads[1 + 2 * l] ] [ for l in 0 .. layers - 1 -> grads[2 + 2 * l] ]
                 dh @ dc @ dPhi)
         handOver ctx grads results
-        // no gradient for ∇ and the three settings
-        List<Tensor>((null: Tensor) :: results @ [ null; null; null ])
+        // no gradient for ∇ and the four settings
+        List<Tensor>((null: Tensor) :: results @ [ null; null; null; null ])
 
 /// m_φ's whole step, differentiable in φ and the state (not in ∇): g [n] and the new state from the
 /// raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
-let stepDifferentiable (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+let stepDifferentiable (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
                        (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
     let c (t: Tensor) = t.contiguous() :> obj
     let vars =
@@ -345,20 +293,21 @@ let stepDifferentiable (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) 
            yield c bOut
            yield box (List.length layers)
            yield box outScale
-           yield box (defaultArg logSignP nan) |]
+           yield box (defaultArg logSignP nan)
+           yield box threads |]
     let outs = StepFunction.apply vars
     let k = List.length layers
     outs[0], [ for l in 0 .. k - 1 -> outs[1 + 2 * l] ], [ for l in 0 .. k - 1 -> outs[2 + 2 * l] ]
 
 /// m_φ's whole step in one kernel pass, for evaluation (no autograd graph): g [n] and the new
 /// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
-let step (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+let step (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
          (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
-    let g, hOut, cOut, x = stepPass layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
+    let g, hOut, cOut, x = stepPass threads layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
     Spare.give x
     g, hOut, cOut
 
 /// `step` that also returns the preprocessed features x [features; n], for `stepBackward`.
-let stepSaving (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
+let stepSaving (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
                (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
-    stepPass layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
+    stepPass threads layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad

@@ -32,47 +32,11 @@ type MetaConfig =
       Seed: int64
       Device: DeviceChoice
       DType: torch.ScalarType
-      Faults: FaultPolicy }
-
-
+      Faults: FaultPolicy
+      /// How it is computed (changes speed, not results beyond float32 rounding).
+      Backend: Backend }
 
 module MetaConfig =
-    /// The paper's setting for the quadratics, with the default budget of `tools/l2l train`.
-    let quadratic =
-        { Task = Quadratic 10
-          Lstm = LstmConfig.paper
-          Horizon = 100
-          Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false; LogLoss = false }
-          BatchFunctions = 128
-          MetaIterations = 5000
-          MetaLr = 0.003
-          ValidateEvery = 250
-          ValidationFunctions = 1000
-          ValidationSeed = 2000UL
-          Seed = 0L
-          Device = Cpu
-          DType = torch.ScalarType.Float32
-          Faults = { LrFactor = 0.5; MaxConsecutive = 5 } }
-
-    /// MNIST (one network per trajectory): the meta-training defaults of `tools/l2l train --task mnist`
-    /// and `--task mnist-conv`, the settings of the committed optimizers under paper/.
-    let mnist (task: TaskSpec) =
-        let common =
-            { quadratic with
-                Task = task
-                Lstm = { LstmConfig.paper with OutScale = 0.1 }
-                // Σ log f rather than the paper's Σ f: measured better at steps 100 and 200 (paper/README.md)
-                Unroll = { quadratic.Unroll with LogLoss = true }
-                BatchFunctions = 1
-                MetaLr = 0.003 }
-        match task with
-        // the conv net's held-out loss stops improving after about 100 meta-iterations, and one of its
-        // meta-iterations costs several of the MLP's (1.7 s against 0.3 s when both were last timed)
-        | Conv _ -> { common with MetaIterations = 300; ValidateEvery = 50; ValidationFunctions = 3 }
-        // 3000 meta-iterations and the kept φ chosen on 10 held-out networks: the first setting measured
-        // to beat every tuned baseline at steps 100 and 200 (1500 and 3 did not; paper/README.md)
-        | _ -> { common with MetaIterations = 3000; ValidateEvery = 100; ValidationFunctions = 10 }
-
     let validate (c: MetaConfig) : Result<MetaConfig, string list> =
         [ match TaskSpec.validate c.Task with
           | Error e -> yield! e
@@ -92,7 +56,10 @@ module MetaConfig =
           if c.ValidateEvery < 0 then "validate-every must be ≥ 0"
           if c.ValidateEvery > 0 && c.ValidationFunctions < 1 then "validation functions must be ≥ 1"
           if not (c.Faults.LrFactor > 0.0 && c.Faults.LrFactor <= 1.0) then "fault lr factor must be in (0, 1]"
-          if c.Faults.MaxConsecutive < 1 then "max consecutive faults must be ≥ 1" ]
+          if c.Faults.MaxConsecutive < 1 then "max consecutive faults must be ≥ 1"
+          match Backend.validate c.Backend with
+          | Error e -> yield! e
+          | Ok _ -> () ]
         |> function
             | [] -> Ok c
             | errs -> Error errs
@@ -121,7 +88,7 @@ type TrainState =
 module TrainState =
     let tensors (s: TrainState) =
         Phis.tensors s.Phis
-        @ (s.MetaOpt |> List.collect (fun o -> o.Slots))
+        @ (s.MetaOpt |> List.collect OptState.tensors)
         @ (s.Trajectory |> Option.map Trajectory.tensors |> Option.defaultValue [])
         @ Phis.tensors s.Best
 
@@ -146,7 +113,8 @@ type IterationReport =
       Seconds: float }
 
 module MetaTrain =
-    let private metaAdam (lr: float) = Baselines.adam lr 0.9 0.999 1e-8
+    /// The meta-optimizer: Adam on each of φ's tensors, at the given learning rate.
+    let metaOptimizer (lr: float) = Baselines.adam lr 0.9 0.999 1e-8
 
     /// A detached copy of φ that requires grad (for keeping the best φ).
     let snapshot (phis: Phi list) = phis |> List.map (Phi.map (fun t -> t.detach().clone().requires_grad_(true)))
@@ -157,7 +125,7 @@ module MetaTrain =
         use gen = Seeds.generator cfg.Seed 0UL 0L
         // one φ per coordinate group, drawn in turn from the same generator
         let phis = [ for _ in TaskSpec.groups cfg.Task -> Phi.init cfg.Lstm device cfg.DType gen ]
-        let adam = metaAdam cfg.MetaLr
+        let adam = metaOptimizer cfg.MetaLr
         { Phis = phis
           MetaOpt = Phis.tensors phis |> List.map adam.Init
           Iteration = 0
@@ -170,48 +138,26 @@ module MetaTrain =
           ConsecutiveFaults = 0
           Faults = 0 })
 
-    /// The meta-gradient through autograd: `MetaLoss.unroll`'s graph, differentiated.
-    let metaGradientAutograd (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
-        let loss, carried = MetaLoss.unroll cfg.Unroll (TaskSpec.learned cfg.Task phis) tr
-        let grads = torch.autograd.grad([| loss |], List.toArray (Phis.tensors phis), allow_unused = true)
-        let grads = Seq.zip (Phis.tensors phis) grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
-        loss, grads, carried
-
-    /// Whether meta-gradients take the closed form of `FirstOrder` where it applies (a process-wide
-    /// backend choice, like `Lstm.implementation`: the same function, to float32 rounding).
-    let mutable closedForm = true
-
-    /// Whether `metaGradient` takes the closed form for this truncation.
-    let usesClosedForm (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) =
-        closedForm && Lstm.implementation = Fused && FirstOrder.applies cfg.Unroll phis tr
-
-    /// The meta-gradient dL/dφ of one truncation, and the trajectory carried on: in closed form
-    /// without autograd where `FirstOrder.applies`, else through autograd.
-    let metaGradient (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
-        if usesClosedForm cfg phis tr then
-            FirstOrder.metaGradient cfg.Unroll phis.Head tr
-        else
-            metaGradientAutograd cfg phis tr
-
     /// One meta-iteration: one truncation of the current trajectory (starting a new one when
     /// needed), then one Adam step on φ. Pure in the state: the old state's tensors are left as
     /// they were (the caller disposes what it no longer needs).
-    let step (cfg: MetaConfig) (s: TrainState) : TrainState * IterationReport =
+    let step (cfg: MetaConfig) (data: TaskData) (s: TrainState) : TrainState * IterationReport =
         let sw = Stopwatch.StartNew()
         let device = DeviceChoice.resolve cfg.Device
         let tr =
             match s.Trajectory with
             | Some tr -> tr
             | None ->
-                let problem = TaskSpec.trainProblem cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
-                MetaLoss.start (TaskSpec.learned cfg.Task s.Phis) problem s.Trajectories
-        let loss, grads, carried = LstmKernel.inSteps (fun () -> metaGradient cfg s.Phis tr)
+                let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
+                MetaLoss.start (TaskSpec.learned cfg.Backend cfg.Task s.Phis) problem s.Trajectories
+        let loss, grads, carried =
+            Backend.inSteps cfg.Backend (fun () -> MetaGradient.compute cfg.Backend cfg.Unroll cfg.Task s.Phis tr)
         let lossValue = loss.ToDouble()
         let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
         let phi, metaOpt =
             if finite then
                 use _ = torch.no_grad()
-                let adam = metaAdam s.MetaLr
+                let adam = metaOptimizer s.MetaLr
                 let updated =
                     List.map3
                         (fun (p: Tensor) (g: Tensor) (o: OptState) ->
@@ -245,22 +191,22 @@ module MetaTrain =
 
     /// The validation problems: held-out functions from the portable stream (MNIST: networks on the
     /// training split, never the evaluation split).
-    let validationProblem (cfg: MetaConfig) : Problem list =
-        TaskSpec.heldOut cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+    let validationProblem (cfg: MetaConfig) (data: TaskData) : Problem list =
+        TaskSpec.heldOut data cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
 
     /// Mean f(θ_T) of m_φ over the validation problems (each function's loss on all its data).
     let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) =
-        let r = Evaluate.run (TaskSpec.learned cfg.Task phis) problems cfg.Horizon
+        let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems cfg.Horizon
         let v = Evaluate.mean r.Full[cfg.Horizon]
         if Double.IsFinite v then v else Double.PositiveInfinity
 
     /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
     /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
     /// cfg.ValidateEvery = 0: the last φ is then the one kept).
-    let iterate (cfg: MetaConfig) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
+    let iterate (cfg: MetaConfig) (data: TaskData) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
         let next, r =
             Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
-                let n, r = step cfg s
+                let n, r = step cfg data s
                 match validation with
                 | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
                     let v = validate cfg vp n.Phis
@@ -280,12 +226,12 @@ module MetaTrain =
     /// Runs meta-iterations from `state` until cfg.MetaIterations are done, the fault policy stops
     /// training, or `stop ()` says so. `observe` sees every new state (valid until the next iteration)
     /// with its report. Returns the final state (its Best is the φ to keep).
-    let runObserved (cfg: MetaConfig) (observe: TrainState -> IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
-        let validation = if cfg.ValidateEvery > 0 then Some(validationProblem cfg) else None
+    let runObserved (cfg: MetaConfig) (data: TaskData) (observe: TrainState -> IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
+        let validation = if cfg.ValidateEvery > 0 then Some(validationProblem cfg data) else None
         try
             let mutable s = state
             while not (finished cfg s) && not (stop ()) do
-                let next, r = iterate cfg validation s
+                let next, r = iterate cfg data validation s
                 s <- next
                 observe s r
             s
@@ -294,5 +240,5 @@ module MetaTrain =
             FirstOrder.releaseWorkspace ()
 
     /// `runObserved` with a report callback only.
-    let run (cfg: MetaConfig) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
-        runObserved cfg (fun _ r -> report r) stop state
+    let run (cfg: MetaConfig) (data: TaskData) (report: IterationReport -> unit) (stop: unit -> bool) (state: TrainState) : TrainState =
+        runObserved cfg data (fun _ r -> report r) stop state

@@ -4,8 +4,72 @@ namespace L2L
 
 open TorchSharp
 
-/// An optimizer's state: its step count and its per-coordinate tensors (moments, LSTM h and c).
-type OptState = { Step: int; Slots: Tensor list }
+/// What an optimizer remembers between steps, per coordinate, by name.
+type OptMemory =
+    /// SGD: nothing.
+    | Stateless
+    /// Momentum and NAG: the velocity v.
+    | Velocity of V: Tensor
+    /// RMSprop: the running mean of ∇², r.
+    | MeanSquare of R: Tensor
+    /// Adam: the first and second moments m, v.
+    | Moments of M: Tensor * V: Tensor
+    /// m_φ: the LSTM's h and c per layer.
+    | Recurrent of LstmState
+    /// Several optimizers side by side, one per block of θ (Learned.grouped), in θ's order.
+    | Groups of OptState list
+
+/// An optimizer's state: its step count and its memory.
+and OptState = { Step: int; Memory: OptMemory }
+
+module OptState =
+    /// The tensors of a state (for disposal and scopes), in the order of `named`.
+    let rec tensors (s: OptState) : Tensor list =
+        match s.Memory with
+        | Stateless -> []
+        | Velocity v -> [ v ]
+        | MeanSquare r -> [ r ]
+        | Moments(m, v) -> [ m; v ]
+        | Recurrent l -> LstmState.tensors l
+        | Groups gs -> gs |> List.collect tensors
+
+    /// Each tensor with its name under `prefix` (`prefix.v`, `prefix.lstm.h.0`, `prefix.group.1.lstm.c.0`, ...).
+    let rec named (prefix: string) (s: OptState) : (string * Tensor) list =
+        match s.Memory with
+        | Stateless -> []
+        | Velocity v -> [ prefix + ".v", v ]
+        | MeanSquare r -> [ prefix + ".r", r ]
+        | Moments(m, v) -> [ prefix + ".m", m; prefix + ".v", v ]
+        | Recurrent l ->
+            [ for k, h in List.indexed l.H -> sprintf "%s.lstm.h.%d" prefix k, h ]
+            @ [ for k, c in List.indexed l.C -> sprintf "%s.lstm.c.%d" prefix k, c ]
+        | Groups gs -> gs |> List.mapi (fun i g -> named (sprintf "%s.group.%d" prefix i) g) |> List.concat
+
+    /// The same state with each tensor replaced by f (name, tensor): a detach, a copy, a tensor read
+    /// back from a checkpoint by its name.
+    let rec mapNamed (prefix: string) (f: string -> Tensor -> Tensor) (s: OptState) : OptState =
+        let memory =
+            match s.Memory with
+            | Stateless -> Stateless
+            | Velocity v -> Velocity(f (prefix + ".v") v)
+            | MeanSquare r -> MeanSquare(f (prefix + ".r") r)
+            | Moments(m, v) -> Moments(f (prefix + ".m") m, f (prefix + ".v") v)
+            | Recurrent l ->
+                Recurrent
+                    { H = l.H |> List.mapi (fun k h -> f (sprintf "%s.lstm.h.%d" prefix k) h)
+                      C = l.C |> List.mapi (fun k c -> f (sprintf "%s.lstm.c.%d" prefix k) c) }
+            | Groups gs -> Groups(gs |> List.mapi (fun i g -> mapNamed (sprintf "%s.group.%d" prefix i) f g))
+        { s with Memory = memory }
+
+    let map (f: Tensor -> Tensor) (s: OptState) = mapNamed "" (fun _ t -> f t) s
+
+    let detach (s: OptState) = map (fun t -> t.detach()) s
+
+    /// The LSTM state of m_φ's state (one φ).
+    let recurrent (s: OptState) : LstmState =
+        match s.Memory with
+        | Recurrent l -> l
+        | other -> invalidArg "s" (sprintf "not the state of one learned optimizer: %A" (other.GetType().Name))
 
 /// An optimizer: ∇_t, state_t -> (g_t, state_{t+1}); the caller applies θ_{t+1} = θ_t + g_t.
 type Optimizer =
@@ -25,59 +89,66 @@ module Update =
 module Baselines =
     let private zerosLike (theta: Tensor) = torch.zeros_like(theta, requires_grad = false)
 
-    let private init k (theta: Tensor) =
-        { Step = 0; Slots = [ for _ in 1..k -> zerosLike theta ] }
+    let private moment (s: OptState) =
+        match s.Memory with
+        | Velocity v
+        | MeanSquare v -> v
+        | other -> invalidArg "s" (sprintf "expected one moment, got %s" (other.GetType().Name))
 
     /// g = −lr·∇
     let sgd (lr: float) : Optimizer =
         { Name = "sgd"
           Hyper = [ "lr", lr ]
-          Init = init 0
+          Init = fun _ -> { Step = 0; Memory = Stateless }
           Update = fun s grad -> struct (grad.mul(sc -lr), { s with Step = s.Step + 1 }) }
 
     /// Heavy ball: v ← μv + ∇; g = −lr·v
     let momentum (lr: float) (mu: float) : Optimizer =
         { Name = "momentum"
           Hyper = [ "lr", lr; "mu", mu ]
-          Init = init 1
+          Init = fun theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
-                let v = s.Slots[0].mul(sc mu).add(grad)
-                struct (v.mul(sc -lr), { Step = s.Step + 1; Slots = [ v ] }) }
+                let v = (moment s).mul(sc mu).add(grad)
+                struct (v.mul(sc -lr), { Step = s.Step + 1; Memory = Velocity v }) }
 
     /// Nesterov (PyTorch form): v ← μv + ∇; g = −lr·(∇ + μv)
     let nag (lr: float) (mu: float) : Optimizer =
         { Name = "nag"
           Hyper = [ "lr", lr; "mu", mu ]
-          Init = init 1
+          Init = fun theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
-                let v = s.Slots[0].mul(sc mu).add(grad)
-                struct (grad.add(v.mul(sc mu)).mul(sc -lr), { Step = s.Step + 1; Slots = [ v ] }) }
+                let v = (moment s).mul(sc mu).add(grad)
+                struct (grad.add(v.mul(sc mu)).mul(sc -lr), { Step = s.Step + 1; Memory = Velocity v }) }
 
     /// RMSprop: r ← αr + (1−α)∇²; g = −lr·∇/(√r + ε)
     let rmsprop (lr: float) (alpha: float) (eps: float) : Optimizer =
         { Name = "rmsprop"
           Hyper = [ "lr", lr; "alpha", alpha; "eps", eps ]
-          Init = init 1
+          Init = fun theta -> { Step = 0; Memory = MeanSquare(zerosLike theta) }
           Update =
             fun s grad ->
-                let r = s.Slots[0].mul(sc alpha).addcmul(grad, grad, sc (1.0 - alpha))
-                struct (grad.mul(sc -lr).div(r.sqrt().add(sc eps)), { Step = s.Step + 1; Slots = [ r ] }) }
+                let r = (moment s).mul(sc alpha).addcmul(grad, grad, sc (1.0 - alpha))
+                struct (grad.mul(sc -lr).div(r.sqrt().add(sc eps)), { Step = s.Step + 1; Memory = MeanSquare r }) }
 
     /// Adam: m ← β1m + (1−β1)∇; v ← β2v + (1−β2)∇²; g = −lr·m̂/(√v̂ + ε), bias-corrected.
     let adam (lr: float) (beta1: float) (beta2: float) (eps: float) : Optimizer =
         { Name = "adam"
           Hyper = [ "lr", lr; "beta1", beta1; "beta2", beta2; "eps", eps ]
-          Init = init 2
+          Init = fun theta -> { Step = 0; Memory = Moments(zerosLike theta, zerosLike theta) }
           Update =
             fun s grad ->
                 let t = s.Step + 1
-                let m = s.Slots[0].mul(sc beta1).add(grad.mul(sc (1.0 - beta1)))
-                let v = s.Slots[1].mul(sc beta2).addcmul(grad, grad, sc (1.0 - beta2))
+                let m0, v0 =
+                    match s.Memory with
+                    | Moments(m, v) -> m, v
+                    | other -> invalidArg "s" (sprintf "expected Adam's moments, got %s" (other.GetType().Name))
+                let m = m0.mul(sc beta1).add(grad.mul(sc (1.0 - beta1)))
+                let v = v0.mul(sc beta2).addcmul(grad, grad, sc (1.0 - beta2))
                 let mhat = m.div(sc (1.0 - pown beta1 t))
                 let vhat = v.div(sc (1.0 - pown beta2 t))
-                struct (mhat.mul(sc -lr).div(vhat.sqrt().add(sc eps)), { Step = t; Slots = [ m; v ] }) }
+                struct (mhat.mul(sc -lr).div(vhat.sqrt().add(sc eps)), { Step = t; Memory = Moments(m, v) }) }
 
     /// The tuned baselines of the paper plus momentum; every one but its learning rate at the
     /// Torch7/PyTorch defaults (NAG and momentum μ = 0.9).
@@ -94,8 +165,7 @@ module Baselines =
 
 /// m_φ as an ordinary optimizer: the learned and the hand-designed ones are interchangeable.
 module Learned =
-    let optimizer (phi: Phi) : Optimizer =
-        let layers = phi.Config.Layers
+    let optimizer (backend: Backend) (phi: Phi) : Optimizer =
         { Name = "lstm"
           Hyper =
             [ "layers", float phi.Config.Layers
@@ -104,30 +174,30 @@ module Learned =
               match phi.Config.Preprocessing with
               | LogSign p -> "p", p
               | Identity -> "p", 0.0 ]
-          Init = fun theta -> { Step = 0; Slots = LstmState.tensors (LstmState.zeros phi (theta.numel())) }
+          Init = fun theta -> { Step = 0; Memory = Recurrent(LstmState.zeros phi (theta.numel())) }
           Update =
             fun s grad ->
-                let g, state = Lstm.step phi (LstmState.ofTensors layers s.Slots) grad
-                struct (g, { Step = s.Step + 1; Slots = LstmState.tensors state }) }
+                let g, state = Lstm.step backend phi (OptState.recurrent s) grad
+                struct (g, { Step = s.Step + 1; Memory = Recurrent state }) }
 
     /// Several coordinatewise LSTMs, each on its own contiguous block of θ (paper §3.4: one for a
     /// conv net's conv parameters, one for its fully connected ones). groups: (name, coordinates) in
     /// θ's order, one φ each. With one φ it is `optimizer` itself, on any number of coordinates.
-    let grouped (groups: (string * int) list) (phis: Phi list) : Optimizer =
+    let grouped (backend: Backend) (groups: (string * int) list) (phis: Phi list) : Optimizer =
         if groups.Length <> phis.Length then
             invalidArg "phis" (sprintf "%d coordinate groups but %d learned optimizers" groups.Length phis.Length)
         match phis with
-        | [ phi ] -> optimizer phi
+        | [ phi ] -> optimizer backend phi
         | _ ->
-            let parts = List.map optimizer phis
+            let parts = List.map (optimizer backend) phis
             let sizes = groups |> List.map (snd >> int64)
             let offsets = List.scan (+) 0L sizes
             let total = List.last offsets
-            let slots = phis |> List.map (fun p -> 2 * p.Config.Layers)
             let slice (t: Tensor) = List.map2 (fun o n -> t.narrow(0L, o, n)) (List.take sizes.Length offsets) sizes
             let split (s: OptState) =
-                let bounds = List.scan (+) 0 slots
-                List.map2 (fun a k -> { Step = s.Step; Slots = s.Slots |> List.skip a |> List.take k }) (List.take slots.Length bounds) slots
+                match s.Memory with
+                | Groups gs when gs.Length = parts.Length -> gs
+                | _ -> invalidArg "s" (sprintf "expected the states of %d learned optimizers" parts.Length)
             { Name = "lstm"
               Hyper = (List.head parts).Hyper @ [ "groups", float phis.Length ]
               Init =
@@ -135,10 +205,9 @@ module Learned =
                     if theta.numel() <> total then
                         invalidArg "theta" (sprintf "θ has %d coordinates, the groups (%s) %d" (theta.numel())
                                                 (groups |> List.map (fun (n, k) -> sprintf "%s %d" n k) |> String.concat ", ") total)
-                    let states = List.map2 (fun (o: Optimizer) th -> o.Init th) parts (slice theta)
-                    { Step = 0; Slots = states |> List.collect (fun s -> s.Slots) }
+                    { Step = 0; Memory = Groups(List.map2 (fun (o: Optimizer) th -> o.Init th) parts (slice theta)) }
               Update =
                 fun s grad ->
                     let results = List.map3 (fun (o: Optimizer) st g -> o.Update st g) parts (split s) (slice grad)
                     let g = torch.cat(results |> List.map (fun (struct (g, _)) -> g) |> List.toArray, 0L)
-                    struct (g, { Step = s.Step + 1; Slots = results |> List.collect (fun (struct (_, st)) -> st.Slots) }) }
+                    struct (g, { Step = s.Step + 1; Memory = Groups(results |> List.map (fun (struct (_, st)) -> st)) }) }

@@ -125,20 +125,28 @@ type DataSplit =
     | TrainSplit
     | EvalSplit
 
-module Datasets =
-    /// The MNIST directory (None: $L2L_DATA_DIR or the user cache; see Mnist.directory).
-    let mutable dataDir: string option = None
-
-    let mnist (device: torch.Device) =
-        match Mnist.load (Mnist.directory dataDir) device (eprintfn "%s") with
-        | Ok d -> d
-        | Error e -> raise (System.IO.InvalidDataException(sprintf "MNIST: %s" e))
-
+module DataSplit =
     /// (offset, length) of a split in the 60,000 training images.
     let range =
         function
         | TrainSplit -> 0L, 50000L
         | EvalSplit -> 50000L, 10000L
+
+/// The data sets a task's problems are drawn from, loaded by the caller (L2L.Runtime's `Datasets`
+/// reads them from disk): a task never fetches or reads files.
+type TaskData =
+    { Mnist: MnistData option }
+
+module TaskData =
+    /// No data sets: enough for the quadratics.
+    let none = { Mnist = None }
+
+    let ofMnist (d: MnistData) = { Mnist = Some d }
+
+    let mnist (d: TaskData) =
+        match d.Mnist with
+        | Some m -> m
+        | None -> invalidArg "data" "an MNIST task needs the MNIST data (TaskData.ofMnist)"
 
 /// What the MNIST classifiers share: a problem from a logits function, whole-split losses taken a
 /// chunk of rows at a time, and θ_0 and minibatches drawn from a generator or the portable stream.
@@ -175,7 +183,7 @@ module Classifier =
     /// logits: θ [n], x [B; 784] -> [B; 10]; lossGrad (optional): θ, the split's images and labels,
     /// the minibatch's row indices [B] -> loss, ∇θ loss.
     let problem (logits: Tensor -> Tensor -> Tensor) (lossGrad: (Tensor -> Tensor -> Tensor -> Tensor -> Tensor * Tensor) option) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
-        let offset, length = Datasets.range split
+        let offset, length = DataSplit.range split
         let x = data.TrainX.narrow(0L, offset, length)
         let y = data.TrainY.narrow(0L, offset, length)
         { Functions = 1
@@ -198,9 +206,8 @@ module Classifier =
           Owned = [ theta0; indices; x; y ] }
 
     /// θ_0 = scale ⊙ N(0, 1) and uniform minibatch indices from a torch generator (meta-training).
-    let sample (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        let data = Datasets.mnist device
-        let _, length = Datasets.range split
+    let sample (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (data: MnistData) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        let _, length = DataSplit.range split
         let theta0, indices =
             Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
                 let z = torch.randn([| int64 scale.Length |], dtype = torch.ScalarType.Float64, generator = gen)
@@ -211,10 +218,9 @@ module Classifier =
 
     /// The portable stream `seed`: first n normals (θ_0 = scale ⊙ normal), then (steps + 1)·batch
     /// indices (u64 mod the split's length), row t = step t.
-    let portable (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        let data = Datasets.mnist device
+    let portable (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (data: MnistData) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
         let n = scale.Length
-        let _, length = Datasets.range split
+        let _, length = DataSplit.range split
         let theta0, indices =
             Tensors.build (fun (a: Tensor, b: Tensor) -> [ a; b ]) (fun () ->
                 let z = Portable.normals seed 0L n
@@ -323,12 +329,12 @@ module Mlp =
         Classifier.problem (logits m) (Some(batchLossGrad m)) data split theta0 indices
 
     /// θ_0 ~ N(0, 0.01²) and uniform minibatch indices from a torch generator (meta-training).
-    let sample (m: MlpSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.sample (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch gen split steps device dtype
+    let sample (m: MlpSpec) (data: MnistData) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.sample (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch data gen split steps device dtype
 
     /// The portable stream `seed` (θ_0 = 0.01·normal; identical to the reference implementation's).
-    let portable (m: MlpSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.portable (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch seed split steps device dtype
+    let portable (m: MlpSpec) (data: MnistData) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.portable (logits m) (Some(batchLossGrad m)) (initScale m) m.Batch data seed split steps device dtype
 
 /// A small convolutional network on MNIST (the paper's CIFAR-10 architecture, §3.4, scaled to
 /// MNIST): per conv layer a 3×3 convolution (padding 1), batch normalisation, ReLU and 2×2
@@ -441,11 +447,11 @@ module Conv =
     let problem (c: ConvSpec) (data: MnistData) (split: DataSplit) (theta0: Tensor) (indices: Tensor) : Problem =
         Classifier.problem (logits c) None data split theta0 indices
 
-    let sample (c: ConvSpec) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.sample (logits c) None (initScale c) c.Batch gen split steps device dtype
+    let sample (c: ConvSpec) (data: MnistData) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.sample (logits c) None (initScale c) c.Batch data gen split steps device dtype
 
-    let portable (c: ConvSpec) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
-        Classifier.portable (logits c) None (initScale c) c.Batch seed split steps device dtype
+    let portable (c: ConvSpec) (data: MnistData) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
+        Classifier.portable (logits c) None (initScale c) c.Batch data seed split steps device dtype
 
 /// The task families the toolkit knows, with their settings.
 type TaskSpec =
@@ -505,22 +511,29 @@ module TaskSpec =
     /// Meta-training problem number `index` of a run seeded `seed`, drawn from a generator derived
     /// from (seed, index), so a run can be replayed or resumed from its counter. Quadratic: B
     /// functions side by side; MNIST: one network on the training split.
-    let trainProblem (t: TaskSpec) (seed: int64) (index: int64) (functions: int) (steps: int) device dtype : Problem =
+    let trainProblem (data: TaskData) (t: TaskSpec) (seed: int64) (index: int64) (functions: int) (steps: int) device dtype : Problem =
         use gen = Seeds.generator seed 1UL index
         match t with
         | Quadratic dim -> Quadratic.problem (Quadratic.sample gen dim functions device dtype)
-        | Mlp m -> Mlp.sample m gen TrainSplit steps device dtype
-        | Conv c -> Conv.sample c gen TrainSplit steps device dtype
+        | Mlp m -> Mlp.sample m (TaskData.mnist data) gen TrainSplit steps device dtype
+        | Conv c -> Conv.sample c (TaskData.mnist data) gen TrainSplit steps device dtype
 
     /// Held-out problems from the portable stream: quadratic, one problem of `count` functions;
     /// MNIST, `count` networks (seeds seed, seed + 1, ...) on the given split.
-    let heldOut (t: TaskSpec) (split: DataSplit) (seed: uint64) (count: int) (steps: int) device dtype : Problem list =
+    let heldOut (data: TaskData) (t: TaskSpec) (split: DataSplit) (seed: uint64) (count: int) (steps: int) device dtype : Problem list =
         match t with
         | Quadratic dim -> [ Quadratic.problem (Quadratic.portable seed dim count device dtype) ]
-        | Mlp m -> [ for r in 0 .. count - 1 -> Mlp.portable m (seed + uint64 r) split steps device dtype ]
-        | Conv c -> [ for r in 0 .. count - 1 -> Conv.portable c (seed + uint64 r) split steps device dtype ]
+        | Mlp m -> [ for r in 0 .. count - 1 -> Mlp.portable m (TaskData.mnist data) (seed + uint64 r) split steps device dtype ]
+        | Conv c -> [ for r in 0 .. count - 1 -> Conv.portable c (TaskData.mnist data) (seed + uint64 r) split steps device dtype ]
+
+    /// Whether the task's problems are drawn from MNIST (so need TaskData.ofMnist).
+    let usesMnist =
+        function
+        | Quadratic _ -> false
+        | Mlp _
+        | Conv _ -> true
 
     /// The learned optimizer for task t: one φ per coordinate group (see `groups`), each on its own
     /// block of θ.
-    let learned (t: TaskSpec) (phis: Phi list) : Optimizer =
-        Learned.grouped (groups t) phis
+    let learned (backend: Backend) (t: TaskSpec) (phis: Phi list) : Optimizer =
+        Learned.grouped backend (groups t) phis

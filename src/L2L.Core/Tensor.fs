@@ -1,5 +1,5 @@
-/// Tensor plumbing shared by the whole core: the Tensor alias, dispose scopes, devices, seeds.
-/// The only module that knows TorchSharp's disposal rules.
+/// Tensor plumbing shared by the whole core: the Tensor alias, dispose scopes, recycled buffers,
+/// devices, seeds. The only module that knows TorchSharp's disposal rules.
 namespace L2L
 
 open System
@@ -7,57 +7,6 @@ open System.Collections.Generic
 open TorchSharp
 
 type Tensor = torch.Tensor
-
-/// Process set-up that must happen before libtorch is loaded (before the first `torch` call).
-module Runtime =
-    open System.Runtime.InteropServices
-
-    [<DllImport("libc", EntryPoint = "setenv")>]
-    extern int private setenv(string name, string value, int overwrite)
-
-    [<DllImport("libc", EntryPoint = "malloc_trim")>]
-    extern int private malloc_trim(unativeint pad)
-
-    /// Returns the C heap's free memory to the system (glibc's malloc_trim); false where unavailable.
-    let releaseFreeMemory () =
-        OperatingSystem.IsLinux()
-        && (try malloc_trim 0un <> 0 with _ -> false)
-
-    [<DllImport("libc", EntryPoint = "mallopt")>]
-    extern int private mallopt(int param, int value)
-
-    /// glibc's allocator policy for this process's tensors (unless the environment sets one through
-    /// MALLOC_*_ variables or GLIBC_TUNABLES). By default glibc maps blocks above a threshold that
-    /// it raises to the largest block freed, and returns the heap's free top above twice that:
-    /// m_φ's states of [H; n] floats (1.2 MiB each on MNIST) were then given back and faulted in
-    /// again at every step (225–407 page faults per evaluation step, evaluation 2× slower). Fixed
-    /// thresholds keep blocks below 32 MiB (glibc's largest) on the heap and up to 256 MiB of its
-    /// free top mapped: with 16 and 32 MiB, the conv net's loss on 50,000 images (patch matrices of
-    /// about 28 MiB per 1000 rows) took 2.2–3.3 s and 250,000 page faults, with 32 and 256 MiB
-    /// 0.36–0.43 s and 3,000–4,000.
-    let private tuneAllocator () =
-        let chosen =
-            Environment.GetEnvironmentVariables().Keys
-            |> Seq.cast<string>
-            |> Seq.exists (fun k -> k.StartsWith "MALLOC_" || k = "GLIBC_TUNABLES")
-        if not chosen then
-            try
-                // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3
-                mallopt (-3, 32 <<< 20) |> ignore
-                mallopt (-1, 256 <<< 20) |> ignore
-            with _ -> ()
-
-    /// libtorch's OpenMP workers spin-wait after every parallel region by default; on a machine
-    /// with few cores they then compete with the fused LSTM kernel's threads (measured: MNIST
-    /// meta-training 82 → 112 steps/s, evaluation 244 → 343 on 2 cores). This makes them sleep
-    /// instead (OMP_WAIT_POLICY=PASSIVE) unless the environment already chooses a policy. Idempotent;
-    /// without effect once libtorch is loaded, so entry points call it first.
-    let prepare () =
-        if OperatingSystem.IsLinux() && String.IsNullOrEmpty(Environment.GetEnvironmentVariable "OMP_WAIT_POLICY") then
-            try
-                setenv ("OMP_WAIT_POLICY", "PASSIVE", 0) |> ignore
-            with _ -> ()
-        if OperatingSystem.IsLinux() then tuneAllocator ()
 
 /// Where every tensor of a run lives. `Auto` takes CUDA when libtorch reports it, else the CPU.
 type DeviceChoice =

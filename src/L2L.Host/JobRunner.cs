@@ -1,6 +1,7 @@
 using System.Text;
 using L2L;
 using Microsoft.Extensions.Logging;
+using Microsoft.FSharp.Core;
 using static TorchSharp.torch.utils.tensorboard;
 
 namespace L2L.Host;
@@ -13,11 +14,11 @@ public enum JobOutcome { Completed, Failed, Cancelled, Suspended }
 /// thread): resumes from its newest usable checkpoint, meta-trains with checkpoints every K
 /// meta-iterations, and on completion writes optimizer.json and results.json.
 /// </summary>
-public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, ILogger logger)
+public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, ILogger logger)
 {
-    private readonly string _dir = Path.Combine(jobsDirectory, id);
+    private readonly string _dir = JobsDirectory.jobDirectory(jobsDirectory, id);
 
-    public string CancelMarker => Path.Combine(_dir, "cancel");
+    private bool CancelRequested => JobsDirectory.cancelRequested(_dir);
 
     public JobOutcome Run(CancellationToken shutdown)
     {
@@ -35,7 +36,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         }
         if (spec.Id != id)
             return Fail(null, $"invalid spec: its id '{spec.Id}' does not match the job directory '{id}'", Note);
-        if (File.Exists(CancelMarker))
+        if (CancelRequested)
             return Cancel(null, 0, Note);
 
         var store = new CheckpointStore(_dir, options.KeepCheckpoints);
@@ -59,7 +60,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                     Note($"suspended at meta-iteration {session.Iteration}");
                     return JobOutcome.Suspended;
                 }
-                if (File.Exists(CancelMarker))
+                if (CancelRequested)
                 {
                     Checkpoint(session, store, Note);
                     return Cancel(session, session.Iteration, Note);
@@ -94,7 +95,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                 return Fail(session, session.FailureReason, Note);
 
             session.SaveOptimizer(Path.Combine(_dir, "optimizer.json"));
-            File.WriteAllText(Path.Combine(_dir, "phi.sha256"), session.PhiSha256() + "\n");
+            AtomicFile.writeText(Path.Combine(_dir, "phi.sha256"), session.PhiSha256() + "\n");
             session.Evaluate(Path.Combine(_dir, "results.json"), new Action<string>(line =>
             {
                 Log.Evaluation(logger, id, line);
@@ -133,7 +134,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             {
                 try
                 {
-                    var session = JobSession.Resume(spec, bytes);
+                    var session = JobSession.Resume(spec, runtime, bytes);
                     Log.JobResumed(logger, id, name, session.Iteration);
                     note($"resumed from {name} (meta-iteration {session.Iteration})");
                     return session;
@@ -147,7 +148,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             note($"checkpoint {name} is unusable ({problem}); trying the one before");
             store.Quarantine(path);
         }
-        return JobSession.Start(spec);
+        return JobSession.Start(spec, runtime);
     }
 
     private int _lastCheckpoint = -1;
@@ -178,5 +179,14 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
     }
 
     private void WriteStatus(JobSession? session, JobState state, string? reason) =>
-        JobStore.WriteStatus(_dir, id, state, reason, session);
+        JobsDirectory.writeStatus(
+            _dir, id, state,
+            reason is null ? FSharpOption<string>.None : FSharpOption<string>.Some(reason),
+            session is null
+                ? FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.None
+                : FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.Some(Tuple.Create(
+                    session.Iteration,
+                    session.MetaIterations,
+                    double.IsFinite(session.BestLoss) ? FSharpOption<double>.Some(session.BestLoss) : FSharpOption<double>.None,
+                    FSharpOption<double>.Some(session.MetaLr))));
 }

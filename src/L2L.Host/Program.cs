@@ -6,8 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-
-L2L.Runtime.prepare();
+using Microsoft.FSharp.Core;
 
 // Configuration, last wins: appsettings.json → appsettings.{Environment}.json → environment variables
 // with the prefix L2L_ (L2L_Worker__MaxConcurrentJobs=2) → command line (--Worker:Key=value, --jobs DIR).
@@ -25,6 +24,20 @@ builder.Configuration.AddCommandLine(args, new Dictionary<string, string>
     ["--jobs"] = "Worker:JobsDirectory",
 });
 
+// The process's set-up (native tunables, the environment's choices, libtorch's threads) before
+// libtorch loads: the one place the worker reads them.
+var threads = builder.Configuration.GetValue<int?>("Worker:Threads") ?? 0;
+var configured = L2L.Runtime.configure(
+    threads > 0 ? FSharpOption<int>.Some(threads) : FSharpOption<int>.None,
+    string.IsNullOrWhiteSpace(builder.Configuration["Worker:DataDirectory"])
+        ? FSharpOption<string>.None
+        : FSharpOption<string>.Some(builder.Configuration["Worker:DataDirectory"]!));
+if (configured.IsError)
+{
+    Console.Error.WriteLine($"l2l-worker: invalid environment: {configured.ErrorValue}");
+    return 2;
+}
+builder.Services.AddSingleton(configured.ResultValue);
 builder.Services.AddSystemd();
 builder.Services.AddOptions<WorkerOptions>()
     .Bind(builder.Configuration.GetSection(WorkerOptions.Section))

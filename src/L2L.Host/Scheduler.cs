@@ -2,6 +2,7 @@ using L2L;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Microsoft.FSharp.Core;
 
 namespace L2L.Host;
 
@@ -10,7 +11,7 @@ namespace L2L.Host;
 /// dedicated thread. On shutdown every running job checkpoints and stops; unfinished jobs resume on
 /// the next start.
 /// </summary>
-public sealed class Scheduler(IOptions<WorkerOptions> options, ILogger<Scheduler> logger) : BackgroundService
+public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, ILogger<Scheduler> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
     private readonly Queue<string> _queue = new();
@@ -21,11 +22,8 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, ILogger<Scheduler
     {
         var jobsDir = Path.GetFullPath(_options.JobsDirectory);
         Directory.CreateDirectory(jobsDir);
-        if (!string.IsNullOrWhiteSpace(_options.DataDirectory))
-            Datasets.dataDir = Microsoft.FSharp.Core.FSharpOption<string>.Some(_options.DataDirectory);
-        L2L.LstmKernel.setThreads(_options.Threads > 0 ? _options.Threads : Environment.ProcessorCount);
         Log.WorkerStarted(logger, jobsDir, _options.MaxConcurrentJobs);
-        foreach (var id in JobStore.Unfinished(jobsDir))
+        foreach (var id in JobsDirectory.unfinished(jobsDir))
             Enqueue(id);
 
         using var jobsStop = new CancellationTokenSource();
@@ -33,10 +31,10 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, ILogger<Scheduler
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                foreach (var file in Directory.GetFiles(jobsDir, "*.json").OrderBy(f => File.GetLastWriteTimeUtc(f)).ThenBy(f => f, StringComparer.Ordinal))
+                foreach (var file in JobsDirectory.submitted(jobsDir))
                 {
-                    var id = JobStore.Accept(jobsDir, file, (f, reason) => Log.SpecRejected(logger, f, reason));
-                    if (id is not null) Enqueue(id);
+                    var id = JobsDirectory.accept(jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
+                    if (FSharpOption<string>.get_IsSome(id)) Enqueue(id.Value);
                 }
                 _running.RemoveAll(r => r.Done.Task.IsCompleted);
                 while (_running.Count < _options.MaxConcurrentJobs && _queue.Count > 0)
@@ -65,7 +63,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, ILogger<Scheduler
     private void Start(string jobsDir, string id, CancellationToken stop)
     {
         var done = new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var runner = new JobRunner(jobsDir, id, _options, logger);
+        var runner = new JobRunner(jobsDir, id, _options, runtime, logger);
         var thread = new Thread(() =>
         {
             try { done.SetResult(runner.Run(stop)); }

@@ -13,7 +13,7 @@ let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.
 let metrics = [ { Iteration = 1; MetaLoss = 2.5; TrainLoss = 0.5; Validation = nan } ]
 
 let expectError (bytes: byte[]) (expected: CheckpointError) =
-    match Checkpoint.decode cfg bytes with
+    match Checkpoint.decode cfg TaskData.none bytes with
     | Ok _ -> failtest "accepted"
     | Error e -> Expect.equal e expected (CheckpointError.describe e)
 
@@ -21,12 +21,12 @@ let expectError (bytes: byte[]) (expected: CheckpointError) =
 let tests =
     testList "checkpoint" [
         testCase "a conv net's two φ and their Adam states survive a checkpoint" <| fun () ->
-            let ccfg = { MetaConfig.mnist (Conv TaskSpec.convDefault) with Lstm = { LstmConfig.paper with Hidden = 4 } }
+            let ccfg = { Defaults.meta (Conv TaskSpec.convDefault) with Lstm = { LstmConfig.paper with Hidden = 4 } }
             let s = MetaTrain.init ccfg
             Expect.equal s.Phis.Length 2 "one φ per group"
             Expect.notEqual (phiValues [ s.Phis[0] ]) (phiValues [ s.Phis[1] ]) "drawn independently"
             let bytes = Checkpoint.encode ccfg s metrics
-            match Checkpoint.decode ccfg bytes with
+            match Checkpoint.decode ccfg TaskData.none bytes with
             | Error e -> failtest (CheckpointError.describe e)
             | Ok(r, _) ->
                 Expect.sequenceEqual (phiValues r.Phis) (phiValues s.Phis) "φ"
@@ -35,20 +35,20 @@ let tests =
                 TrainState.dispose r
             TrainState.dispose s
         testCase "resuming mid-trajectory from a checkpoint ends with the same φ, bit for bit" <| fun () ->
-            let straight = MetaTrain.run cfg ignore (fun () -> false) (MetaTrain.init cfg)
+            let straight = MetaTrain.run cfg TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
             // 7 iterations: mid-trajectory (4 per trajectory), after a validation
-            let partial = MetaTrain.run { cfg with MetaIterations = 7 } ignore (fun () -> false) (MetaTrain.init cfg)
+            let partial = MetaTrain.run { cfg with MetaIterations = 7 } TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
             Expect.isSome partial.Trajectory "checkpoint taken mid-trajectory"
             let bytes = Checkpoint.encode cfg partial metrics
             TrainState.dispose partial
-            match Checkpoint.decode cfg bytes with
+            match Checkpoint.decode cfg TaskData.none bytes with
             | Error e -> failtest (CheckpointError.describe e)
             | Ok(resumed, ms) ->
                 Expect.equal ms.Length 1 "metrics restored"
                 Expect.equal ms[0].MetaLoss 2.5 "metric value"
                 Expect.isTrue (Double.IsNaN ms[0].Validation) "missing validation stays missing"
                 Expect.equal resumed.Iteration 7 "iteration"
-                let finished = MetaTrain.run cfg ignore (fun () -> false) resumed
+                let finished = MetaTrain.run cfg TaskData.none ignore (fun () -> false) resumed
                 Expect.sequenceEqual (phiValues finished.Phis) (phiValues straight.Phis) "final φ"
                 Expect.sequenceEqual (phiValues finished.Best) (phiValues straight.Best) "best φ"
                 Expect.equal finished.BestLoss straight.BestLoss "best loss"
@@ -80,7 +80,7 @@ let tests =
 
         testCase "a checkpoint of other settings is refused" <| fun () ->
             let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
-            match Checkpoint.decode { cfg with Seed = 99L } bytes with
+            match Checkpoint.decode { cfg with Seed = 99L } TaskData.none bytes with
             | Error(Malformed m) -> Expect.stringContains m "other settings" "says why"
             | other -> failtestf "expected Malformed, got %A" (Result.map ignore other)
     ]

@@ -13,12 +13,12 @@ open L2L.Tests.KernelTests
 let compare (label: string) (cfg: UnrollConfig) (phi: Phi) (problem: unit -> Problem) =
     let run (closed: bool) =
         let p = problem ()
-        let tr = MetaLoss.start (Learned.optimizer phi) p 0L
+        let tr = MetaLoss.start (Learned.optimizer backend phi) p 0L
         Expect.isTrue (FirstOrder.applies cfg [ phi ] tr) (label + ": the closed form applies")
         let once (tr: Trajectory) =
-            if closed then FirstOrder.metaGradient cfg phi tr
+            if closed then FirstOrder.metaGradient (Backend.kernelThreads backend) cfg phi tr
             else
-                let loss, carried = MetaLoss.unroll cfg (Learned.optimizer phi) tr
+                let loss, carried = MetaLoss.unroll cfg (Learned.optimizer backend phi) tr
                 loss, torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi)) |> List.ofSeq, carried
         let l1, g1, c1 = once tr
         let l2, g2, c2 = once c1
@@ -29,7 +29,7 @@ let compare (label: string) (cfg: UnrollConfig) (phi: Phi) (problem: unit -> Pro
     List.iteri2 (fun i (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-3 (sprintf "%s: dL/dφ tensor %d" label i)) ga gb
     Expect.isLessThan (relDiff ca.Theta cb.Theta) 1e-5 (label + ": θ carried")
     Expect.isLessThan (relDiff ca.Grad cb.Grad) 1e-4 (label + ": ∇ carried")
-    List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-5 (label + ": LSTM state carried")) ca.Opt.Slots cb.Opt.Slots
+    List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-5 (label + ": LSTM state carried")) (OptState.tensors ca.Opt) (OptState.tensors cb.Opt)
     Expect.equal cb.Opt.Step ca.Opt.Step (label + ": optimizer steps")
     Expect.equal cb.Step ca.Step (label + ": trajectory step")
     Expect.floatClose { absolute = 1e-7; relative = 1e-5 } cb.Loss ca.Loss (label + ": f carried")
@@ -48,7 +48,7 @@ let tests =
                       "3 layers, identity input", { Unroll = 4; Weights = Uniform; SecondOrder = false; LogLoss = true },
                       { LstmConfig.paper with Layers = 3; Hidden = 7; Preprocessing = Identity } ] do
                     let phi = phiOf lstm 5L f32
-                    compare label cfg phi (fun () -> TaskSpec.trainProblem (Quadratic 10) 3L 0L 16 40 torch.CPU f32))
+                    compare label cfg phi (fun () -> TaskSpec.trainProblem TaskData.none (Quadratic 10) 3L 0L 16 40 torch.CPU f32))
 
         testCase "equals autograd's on an MLP (synthetic images, hand-derived ∇), Σ log f" <| fun () ->
             scoped (fun () ->
@@ -65,7 +65,7 @@ let tests =
         testCase "does not apply with second derivatives, several φ, or no hand-derived ∇" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf LstmConfig.paper 5L f32
-                let tr = MetaLoss.start (Learned.optimizer phi) (TaskSpec.trainProblem (Quadratic 10) 3L 0L 4 20 torch.CPU f32) 0L
+                let tr = MetaLoss.start (Learned.optimizer backend phi) (TaskSpec.trainProblem TaskData.none (Quadratic 10) 3L 0L 4 20 torch.CPU f32) 0L
                 let first = { Unroll = 5; Weights = Uniform; SecondOrder = false; LogLoss = false }
                 Expect.isTrue (FirstOrder.applies first [ phi ] tr) "first order, one φ"
                 Expect.isFalse (FirstOrder.applies { first with SecondOrder = true } [ phi ] tr) "second order"

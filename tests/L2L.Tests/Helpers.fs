@@ -5,6 +5,9 @@ open System
 open TorchSharp
 open L2L
 
+/// The default backend (fused kernels, closed-form meta-gradients), with the runner's threads.
+let backend = Backend.defaults
+
 let f32 = torch.ScalarType.Float32
 let f64 = torch.ScalarType.Float64
 
@@ -27,7 +30,7 @@ let tinyLstm =
 
 /// A small meta-training configuration (seconds, not minutes).
 let smallMeta =
-    { MetaConfig.quadratic with
+    { Defaults.quadratic with
         Task = Quadratic 4
         Lstm = { LstmConfig.paper with Hidden = 8 }
         Horizon = 20

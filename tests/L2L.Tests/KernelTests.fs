@@ -35,8 +35,8 @@ let problemOf (cfg: LstmConfig) (n: int64) (seed: int64) =
     phi, state, grad
 
 /// g, the new state, and the gradients of a fixed random functional of them w.r.t. φ and the old state.
-let stepAndGrads (impl: LstmImpl) (phi: Phi) (state: LstmState) (grad: Tensor) =
-    let g, s = Lstm.stepWith impl phi state grad
+let stepAndGradsOn (b: Backend) (phi: Phi) (state: LstmState) (grad: Tensor) =
+    let g, s = Lstm.step b phi state grad
     use gen = Seeds.generator 11L 4UL 0L
     let weight (t: Tensor) = torch.randn(t.shape, generator = gen)
     let outputs = g :: LstmState.tensors s
@@ -69,10 +69,10 @@ let tests =
             scoped (fun () ->
                 let cfg = { LstmConfig.paper with Hidden = hidden; Layers = layers }
                 let phi, state, grad = problemOf cfg (int64 n) (int64 seed)
-                let outR, gradsR = stepAndGrads Reference phi state grad
+                let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
                 for w in widths do
                     withWidth w (fun () ->
-                        let outF, gradsF = stepAndGrads Fused phi state grad
+                        let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
                         List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
                             Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) outR outF
                         List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
@@ -84,10 +84,10 @@ let tests =
                     let cfg = { LstmConfig.paper with Hidden = hidden; Layers = layers; Preprocessing = pre }
                     let phi, state, grad = problemOf cfg (int64 n) (int64 seed)
                     use _ = torch.no_grad()
-                    let gR, sR = Lstm.stepWith Reference phi state grad
+                    let gR, sR = Lstm.step { backend with Cell = Reference } phi state grad
                     for w in widths do
                         withWidth w (fun () ->
-                            let gF, sF = Lstm.stepWith Fused phi state grad
+                            let gF, sF = Lstm.step { backend with Cell = Fused } phi state grad
                             List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
                                 Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "%A width %d output %d (n=%d, H=%d, layers=%d)" pre w i n hidden layers))
                                 (gR :: LstmState.tensors sR) (gF :: LstmState.tensors sF)))
@@ -96,10 +96,10 @@ let tests =
             scoped (fun () ->
                 for n in [ 15L; 16L; 17L; 31L; 32L; 33L; 255L; 256L; 257L; 511L; 513L ] do
                     let phi, state, grad = problemOf LstmConfig.paper n 2L
-                    let outR, gradsR = stepAndGrads Reference phi state grad
+                    let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
                     for w in widths do
                         withWidth w (fun () ->
-                            let outF, gradsF = stepAndGrads Fused phi state grad
+                            let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
                             List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d outputs" n w)) outR outF
                             List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-4 (sprintf "n=%d width %d gradients" n w)) gradsR gradsF))
 
@@ -114,7 +114,7 @@ let tests =
                 let state = LstmState.zeros phi n
                 let features (w: int) =
                     withWidth w (fun () ->
-                        let _, _, _, x = LstmKernel.stepSaving (PhiKernel.layers phi) phi.WOut phi.BOut 0.1 (Some 10.0) state.H state.C grad
+                        let _, _, _, x = LstmKernel.stepSaving 2 (PhiKernel.layers phi) phi.WOut phi.BOut 0.1 (Some 10.0) state.H state.C grad
                         x[0L].clone())
                 let x16 = features 16
                 for w in [ 8; 1 ] do
@@ -131,31 +131,23 @@ let tests =
 
         testCase "the thread count changes nothing elementwise and the weight gradients only by rounding" <| fun () ->
             scoped (fun () ->
-                let saved = LstmKernel.threads
-                try
                     let phi, state, grad = problemOf LstmConfig.paper 9000L 3L
-                    LstmKernel.threads <- 1
-                    let out1, grads1 = stepAndGrads Fused phi state grad
-                    LstmKernel.threads <- 2
-                    let out2, grads2 = stepAndGrads Fused phi state grad
+                    let out1, grads1 = stepAndGradsOn { backend with KernelThreads = 1 } phi state grad
+                    let out2, grads2 = stepAndGradsOn { backend with KernelThreads = 2 } phi state grad
                     List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.equal (toArray a) (toArray b) "outputs bit for bit") out1 out2
                     let nPhi = List.length (Phi.tensors phi)
                     List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
                         if i < nPhi then Expect.isLessThan (relDiff a b) 1e-5 (sprintf "φ gradient %d" i)
-                        else Expect.equal (toArray a) (toArray b) (sprintf "state gradient %d bit for bit" i)) grads1 grads2
-                finally
-                    LstmKernel.threads <- saved)
+                        else Expect.equal (toArray a) (toArray b) (sprintf "state gradient %d bit for bit" i)) grads1 grads2)
 
         testCase "the kernel's worker team and the thread pool give the same bits, also with callers on several threads at once" <| fun () ->
-            let saved = LstmKernel.threads
             let savedTeam = CoordinatewiseLstm.UseTeam
             try
-                LstmKernel.threads <- 2
                 let run (n: int64) =
                     scoped (fun () ->
                         use _ = torch.no_grad()
                         let phi, state, grad = problemOf LstmConfig.paper n (n % 7L)
-                        let g, s = Lstm.stepWith Fused phi (LstmState.detach state) grad
+                        let g, s = Lstm.step { backend with Cell = Fused; KernelThreads = 2 } phi (LstmState.detach state) grad
                         g :: LstmState.tensors s |> List.map toArray)
                 let sizes = [ 5000L; 9000L; 4097L; 20000L ]
                 CoordinatewiseLstm.UseTeam <- false
@@ -167,7 +159,6 @@ let tests =
                         sizes |> List.map (fun n -> Threading.Tasks.Task.Run(fun () -> run n)) |> List.map (fun t -> t.Result)
                     Expect.equal concurrent pool "four callers at once"
             finally
-                LstmKernel.threads <- saved
                 CoordinatewiseLstm.UseTeam <- savedTeam
 
         testCase "the meta-gradient of a truncation equals the reference path's" <| fun () ->
@@ -175,15 +166,11 @@ let tests =
                 let cfg = { smallMeta with Lstm = LstmConfig.paper; Task = Quadratic 10; BatchFunctions = 8; Unroll = { smallMeta.Unroll with Unroll = 10 } }
                 let phi = phiOf cfg.Lstm 4L f32
                 let metaGrad (impl: LstmImpl) =
-                    let saved = Lstm.implementation
-                    Lstm.implementation <- impl
-                    try
-                        let problem = TaskSpec.trainProblem cfg.Task 7L 0L cfg.BatchFunctions cfg.Horizon torch.CPU f32
-                        let tr = MetaLoss.start (Learned.optimizer phi) problem 0L
-                        let loss, _ = MetaLoss.unroll cfg.Unroll (Learned.optimizer phi) tr
-                        loss.ToDouble(), torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi)) |> List.ofSeq
-                    finally
-                        Lstm.implementation <- saved
+                    let b = { backend with Cell = impl }
+                    let problem = TaskSpec.trainProblem TaskData.none cfg.Task 7L 0L cfg.BatchFunctions cfg.Horizon torch.CPU f32
+                    let tr = MetaLoss.start (Learned.optimizer b phi) problem 0L
+                    let loss, _ = MetaLoss.unroll cfg.Unroll (Learned.optimizer b phi) tr
+                    loss.ToDouble(), torch.autograd.grad([| loss |], List.toArray (Phi.tensors phi)) |> List.ofSeq
                 let lossR, gr = metaGrad Reference
                 let lossF, gf = metaGrad Fused
                 Expect.floatClose { absolute = 0.0; relative = 1e-5 } lossF lossR "L(φ)"

@@ -4,6 +4,5 @@ open Expecto
 
 [<EntryPoint>]
 let main argv =
-    L2L.Runtime.prepare ()
-    L2L.LstmKernel.setThreads (max 1 System.Environment.ProcessorCount)
+    L2L.Runtime.configureOrFail None None |> ignore
     runTestsInAssemblyWithCLIArgs [ Sequenced; Append_Summary_Handler PlainSummary.handler ] argv

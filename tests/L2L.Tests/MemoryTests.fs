@@ -53,16 +53,16 @@ let tests =
         testCase "an evaluation loop reuses m_φ's state buffers: no tensor left behind, the same losses as without a pool" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf LstmConfig.paper 8L f32
-                let problems () = TaskSpec.heldOut (Quadratic 10) EvalSplit 5UL 4 30 torch.CPU f32
+                let problems () = TaskSpec.heldOut TaskData.none (Quadratic 10) EvalSplit 5UL 4 30 torch.CPU f32
                 let ps = problems ()
                 let before = live ()
-                let r = Evaluate.run (Learned.optimizer phi) ps 30
+                let r = Evaluate.run backend (Learned.optimizer backend phi) ps 30
                 Expect.equal (live ()) before "live tensors after the run"
                 // the same steps by hand, every state freshly allocated
                 let p = ps.Head
-                let opt = Learned.optimizer phi
+                let opt = Learned.optimizer backend phi
                 let byHand =
-                    LstmKernel.inSteps (fun () ->
+                    Backend.inSteps backend (fun () ->
                         let mutable theta = p.Theta0.detach().clone()
                         let mutable state = opt.Init theta
                         use _ = torch.no_grad()
@@ -81,11 +81,11 @@ let tests =
                 FirstOrder.releaseWorkspace ()
                 let phi = phiOf LstmConfig.paper 5L f32
                 let cfg = { Unroll = 4; Weights = Uniform; SecondOrder = false; LogLoss = true }
-                let problem = TaskSpec.trainProblem (Quadratic 10) 3L 0L 8 40 torch.CPU f32
-                let tr = MetaLoss.start (Learned.optimizer phi) problem 0L
+                let problem = TaskSpec.trainProblem TaskData.none (Quadratic 10) 3L 0L 8 40 torch.CPU f32
+                let tr = MetaLoss.start (Learned.optimizer backend phi) problem 0L
                 let truncation (tr: Trajectory) =
                     Scope.run Trajectory.tensors (fun () ->
-                        let _, _, carried = FirstOrder.metaGradient cfg phi tr
+                        let _, _, carried = FirstOrder.metaGradient (Backend.kernelThreads backend) cfg phi tr
                         carried)
                 let c1 = truncation tr
                 let afterFirst = live ()
@@ -95,25 +95,19 @@ let tests =
                 FirstOrder.releaseWorkspace ()
                 Expect.isLessThan (live ()) afterFirst "release frees the workspace")
 
-        testCase "libtorch runs on the steps' thread count inside inSteps, the kernel keeps its own, and both are restored" <| fun () ->
+        testCase "libtorch runs on the steps' thread count inside inSteps, and its count is restored" <| fun () ->
             let savedTorch = torch.get_num_threads ()
-            let savedKernel = LstmKernel.threads
-            let savedStep = LstmKernel.stepTorchThreads
             try
                 torch.set_num_threads 2
-                LstmKernel.threads <- 0
-                LstmKernel.stepTorchThreads <- 1
-                let inside = LstmKernel.inSteps (fun () -> torch.get_num_threads (), LstmKernel.inSteps (fun () -> torch.get_num_threads ()))
+                let b = { backend with StepTorchThreads = 1 }
+                let inside = Backend.inSteps b (fun () -> torch.get_num_threads (), Backend.inSteps b (fun () -> torch.get_num_threads ()))
                 Expect.equal inside (1, 1) "libtorch on 1 thread, nested calls too"
-                Expect.equal (torch.get_num_threads (), LstmKernel.threads) (2, 0) "restored"
-                Expect.equal (LstmKernel.inSteps LstmKernel.kernelThreads) 2 "the kernel keeps the process's 2 threads inside"
-                Expect.equal (LstmKernel.kernelThreads ()) 2 "and outside"
-                Expect.throws (fun () -> LstmKernel.inSteps (fun () -> failwith "boom") |> ignore) "the exception goes through"
-                Expect.equal (torch.get_num_threads (), LstmKernel.threads) (2, 0) "restored after an exception"
-                LstmKernel.stepTorchThreads <- 0
-                Expect.equal (LstmKernel.inSteps (fun () -> torch.get_num_threads ())) 2 "0: the process's count"
+                Expect.equal (torch.get_num_threads ()) 2 "restored"
+                Expect.equal (Backend.kernelThreads { b with KernelThreads = 3 }) 3 "the kernel's count is the backend's"
+                Expect.equal (Backend.kernelThreads { b with KernelThreads = 0 }) Environment.ProcessorCount "0: one per core"
+                Expect.throws (fun () -> Backend.inSteps b (fun () -> failwith "boom") |> ignore) "the exception goes through"
+                Expect.equal (torch.get_num_threads ()) 2 "restored after an exception"
+                Expect.equal (Backend.inSteps { b with StepTorchThreads = 0 } (fun () -> torch.get_num_threads ())) 2 "0: the process's count"
             finally
                 torch.set_num_threads savedTorch
-                LstmKernel.threads <- savedKernel
-                LstmKernel.stepTorchThreads <- savedStep
     ]

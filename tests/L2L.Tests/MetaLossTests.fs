@@ -9,12 +9,12 @@ open L2L.Tests.Helpers
 
 let lstm = { LstmConfig.paper with Hidden = 3 }
 
-let problem () = TaskSpec.trainProblem (Quadratic 2) 11L 0L 2 10 torch.CPU f64
+let problem () = TaskSpec.trainProblem TaskData.none (Quadratic 2) 11L 0L 2 10 torch.CPU f64
 
 /// L(φ) for one truncation of 3 steps from θ_0, with `wrap` applied to m_φ as an optimizer.
 let metaLoss (secondOrder: bool) (wrap: Optimizer -> Optimizer) (phi: Phi) =
     let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = secondOrder; LogLoss = false }
-    let opt = wrap (Learned.optimizer phi)
+    let opt = wrap (Learned.optimizer backend phi)
     let tr = MetaLoss.start opt (problem ()) 0L
     fst (MetaLoss.unroll cfg opt tr)
 
@@ -98,7 +98,7 @@ let tests =
             scoped (fun () ->
                 let phi = phiOf lstm 4L f64
                 let p = problem ()
-                let opt = Learned.optimizer phi
+                let opt = Learned.optimizer backend phi
                 let run w = MetaLoss.unroll { Unroll = 3; Weights = w; SecondOrder = false; LogLoss = false } opt (MetaLoss.start opt p 0L)
                 let lUniform, trU = run Uniform
                 let lLast, trL = run LastOnly
@@ -109,7 +109,7 @@ let tests =
         testCase "log meta-loss: Σ log f(θ_t), the same trajectory" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf lstm 4L f64
-                let opt = Learned.optimizer phi
+                let opt = Learned.optimizer backend phi
                 let p = problem ()
                 let run logLoss unroll = MetaLoss.unroll { Unroll = unroll; Weights = Uniform; SecondOrder = false; LogLoss = logLoss } opt (MetaLoss.start opt p 0L)
                 let plain, tr = run false 1
@@ -122,7 +122,7 @@ let tests =
         testCase "a truncation carries θ, ∇ and h across, cut from φ's graph" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf lstm 4L f64
-                let opt = Learned.optimizer phi
+                let opt = Learned.optimizer backend phi
                 let cfg = { Unroll = 3; Weights = Uniform; SecondOrder = false; LogLoss = false }
                 let tr0 = MetaLoss.start opt (problem ()) 0L
                 let _, tr1 = MetaLoss.unroll cfg opt tr0
@@ -130,7 +130,7 @@ let tests =
                 Expect.equal tr2.Step 6 "steps advance by the unroll"
                 Expect.isTrue tr1.Theta.is_leaf "θ is a fresh leaf"
                 Expect.isFalse tr1.Grad.requires_grad "∇ has no graph"
-                for s in tr1.Opt.Slots do
+                for s in tr1.Opt |> OptState.tensors do
                     Expect.isFalse s.requires_grad "h and c are cut"
                 // one 6-step run equals two 3-step truncations
                 let whole = MetaLoss.unroll { cfg with Unroll = 6 } opt tr0 |> snd

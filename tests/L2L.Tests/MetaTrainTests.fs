@@ -8,7 +8,7 @@ open L2L
 open L2L.Tests.Helpers
 
 let trainFor (cfg: MetaConfig) =
-    MetaTrain.run cfg ignore (fun () -> false) (MetaTrain.init cfg)
+    MetaTrain.run cfg TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
 
 let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
 
@@ -27,16 +27,14 @@ let tests =
                 TrainState.dispose s
 
         testCase "a meta-iteration leaks no tensors (closed-form and autograd meta-gradients)" <| fun () ->
-            for closed in [ true; false ] do
-                MetaTrain.closedForm <- closed
-                try
+            for path in [ ClosedForm; Autograd ] do
                     // 2 iterations per trajectory; compare live counts at the same phase of a trajectory
-                    let cfg = { smallMeta with Horizon = 10; MetaIterations = 100; ValidateEvery = 4 }
+                    let cfg = { smallMeta with Horizon = 10; MetaIterations = 100; ValidateEvery = 4; Backend = { backend with MetaGradient = path } }
                     let stats = DisposeScopeManager.Statistics
                     let mutable s = MetaTrain.init cfg
                     let live = ResizeArray()
                     for k in 1..8 do
-                        s <- MetaTrain.run { cfg with MetaIterations = k } ignore (fun () -> false) s
+                        s <- MetaTrain.run { cfg with MetaIterations = k } TaskData.none ignore (fun () -> false) s
                         live.Add stats.ThreadTotalLiveCount
                     Expect.equal live[3] live[1] "after iterations 2 and 4"
                     Expect.equal live[5] live[1] "after iterations 2 and 6"
@@ -45,12 +43,10 @@ let tests =
                     let before = stats.ThreadTotalLiveCount
                     TrainState.dispose s
                     Expect.equal (before - stats.ThreadTotalLiveCount) (int64 (TrainState.tensors s |> List.distinct |> List.length)) "disposing the state frees exactly its tensors"
-                finally
-                    MetaTrain.closedForm <- true
 
         testCase "meta-training lowers L(φ): held-out loss after 60 meta-iterations is well below φ_0's" <| fun () ->
             let cfg = { smallMeta with MetaIterations = 60; MetaLr = 0.01; Task = Quadratic 10; Horizon = 20; Unroll = { smallMeta.Unroll with Unroll = 5 } }
-            let validation = MetaTrain.validationProblem cfg
+            let validation = MetaTrain.validationProblem cfg TaskData.none
             let s0 = MetaTrain.init cfg
             let before = MetaTrain.validate cfg validation s0.Phis
             let s = trainFor cfg
@@ -62,13 +58,13 @@ let tests =
         testCase "validation keeps the best φ and its loss" <| fun () ->
             let cfg = { smallMeta with MetaIterations = 12; ValidateEvery = 3 }
             let reports = ResizeArray()
-            let s = MetaTrain.run cfg reports.Add (fun () -> false) (MetaTrain.init cfg)
+            let s = MetaTrain.run cfg TaskData.none reports.Add (fun () -> false) (MetaTrain.init cfg)
             let validations = reports |> Seq.choose (fun r -> r.Validation |> Option.map (fun v -> r.Iteration, v)) |> List.ofSeq
             Expect.equal (validations |> List.map fst) [ 3; 6; 9; 12 ] "validated every 3 iterations"
             let bestIt, bestV = validations |> List.minBy snd
             Expect.equal s.BestIteration bestIt "best iteration"
             Expect.equal s.BestLoss bestV "best loss"
-            let vp = MetaTrain.validationProblem cfg
+            let vp = MetaTrain.validationProblem cfg TaskData.none
             Expect.floatClose Accuracy.high (MetaTrain.validate cfg vp s.Best) bestV "the kept φ gives that loss"
             List.iter Problem.dispose vp
             TrainState.dispose s
@@ -79,7 +75,7 @@ let tests =
             // an output bias of 1e30 sends θ to infinity at the first step
             (List.head s0.Phis).BOut.detach().fill_(sc 1e30) |> ignore
             let before = phiValues s0.Phis
-            let s1, r = MetaTrain.step cfg s0
+            let s1, r = MetaTrain.step cfg TaskData.none s0
             Expect.isFalse r.Finite "reported as non-finite"
             Expect.sequenceEqual (phiValues s1.Phis) before "φ unchanged"
 

@@ -63,17 +63,17 @@ let tests =
                 phi.BOut.detach().zero_() |> ignore
                 let q = Quadratic.portable (uint64 (abs seed)) 3 4 torch.CPU f64
                 let p = Quadratic.problem q
-                let run = Evaluate.run (Learned.optimizer phi) [ p ] 5
+                let run = Evaluate.run backend (Learned.optimizer backend phi) [ p ] 5
                 for t in 1..5 do
                     Expect.sequenceEqual run.Losses[t] run.Losses[0] (sprintf "loss unchanged at step %d" t))
 
         testCase "the learned optimizer carries one state column per coordinate" <| fun () ->
             scoped (fun () ->
                 let phi = phiOf tinyLstm 1L f64
-                let opt = Learned.optimizer phi
+                let opt = Learned.optimizer backend phi
                 let s = opt.Init(torch.zeros(7L, dtype = f64))
-                Expect.equal s.Slots.Length (2 * tinyLstm.Layers) "h and c per layer"
-                for t in s.Slots do
+                Expect.equal (OptState.tensors s).Length (2 * tinyLstm.Layers) "h and c per layer"
+                for t in s |> OptState.tensors do
                     Expect.equal t.shape [| int64 tinyLstm.Hidden; 7L |] "[H; n]")
 
         testPropertyWithConfig propConfig "grouped LSTMs: each φ runs on its own block of θ, as if alone" <| fun (Grads xs) (seed: int) ->
@@ -83,8 +83,8 @@ let tests =
                 if n >= 2 then
                     let a = phiOf tinyLstm (int64 seed) f64
                     let b = phiOf tinyLstm (int64 seed + 1L) f64
-                    let grouped = Learned.grouped [ "first", split; "second", n - split ] [ a; b ]
-                    let alone (phi: Phi) = Learned.optimizer phi
+                    let grouped = Learned.grouped backend [ "first", split; "second", n - split ] [ a; b ]
+                    let alone (phi: Phi) = Learned.optimizer backend phi
                     let theta = torch.zeros(int64 n, dtype = f64)
                     let mutable s = grouped.Init theta
                     let mutable sa = (alone a).Init(theta.narrow(0L, 0L, int64 split))
@@ -98,13 +98,13 @@ let tests =
                         s <- s'
                         sa <- sa'
                         sb <- sb'
-                    Expect.equal s.Slots.Length (4 * tinyLstm.Layers) "h and c per layer, per group")
+                    Expect.equal (OptState.tensors s).Length (4 * tinyLstm.Layers) "h and c per layer, per group")
 
         testCase "grouped LSTMs: the meta-gradient reaches both φ, and a θ of the wrong size is refused" <| fun () ->
             scoped (fun () ->
                 let a = phiOf tinyLstm 3L f64
                 let b = phiOf tinyLstm 4L f64
-                let grouped = Learned.grouped [ "first", 3; "second", 4 ] [ a; b ]
+                let grouped = Learned.grouped backend [ "first", 3; "second", 4 ] [ a; b ]
                 let q = Quadratic.problem (Quadratic.portable 5UL 7 1 torch.CPU f64)
                 let tr = MetaLoss.start grouped q 0L
                 let loss, _ = MetaLoss.unroll { Unroll = 3; Weights = Uniform; SecondOrder = false; LogLoss = false } grouped tr
@@ -113,5 +113,5 @@ let tests =
                 Expect.isGreaterThan (norm (Seq.take (Phi.tensors a).Length grads)) 0.0 "the first φ gets a meta-gradient"
                 Expect.isGreaterThan (norm (Seq.skip (Phi.tensors a).Length grads)) 0.0 "the second φ gets a meta-gradient"
                 Expect.throwsT<ArgumentException> (fun () -> grouped.Init(torch.zeros(8L, dtype = f64)) |> ignore) "8 coordinates for groups of 3 + 4"
-                Expect.throwsT<ArgumentException> (fun () -> Learned.grouped [ "only", 7 ] [ a; b ] |> ignore) "one group, two φ")
+                Expect.throwsT<ArgumentException> (fun () -> Learned.grouped backend [ "only", 7 ] [ a; b ] |> ignore) "one group, two φ")
     ])

@@ -20,7 +20,7 @@ let summary name (scale: float) =
 let tests =
     testList "plots" [
         testCase "curves are written as a PNG and an SVG" <| fun () ->
-            let r = { Task = "quadratic"; Dim = 10; Steps = 10; Runs = 3; Seed = 1UL; Optimizers = [ summary "lstm" 1.0; summary "adam" 2.0 ]; Extra = [] }
+            let r = { Task = "quadratic"; Dim = 10; Steps = 10; Runs = 3; Seed = 1UL; Optimizers = [ summary "lstm" 1.0; summary "adam" 2.0 ]; Tuning = []; TunedOn = None }
             let path = Path.Combine(Path.GetTempPath(), "l2l-plot-" + Guid.NewGuid().ToString("N"))
             L2L.Cli.Plots.curves path "test" r
             let png = File.ReadAllBytes(path + ".png")

@@ -55,20 +55,20 @@ let tests =
 
         testCase "tuning coarse to fine finds the whole grid's learning rate at about half the runs" <| fun () ->
             scoped (fun () ->
-                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 2000UL 100 100 torch.CPU f32).Head
+                let p = (TaskSpec.heldOut TaskData.none (Quadratic 10) EvalSplit 2000UL 100 100 torch.CPU f32).Head
                 let grid = Tuning.grid 1e-5 10.0 6
                 for name in Baselines.names do
-                    let full = Tuning.tune name grid [ p ] 100
-                    let refined = Tuning.tuneRefined name 1e-5 10.0 2 6 [ p ] 100
+                    let full = Tuning.tune backend name grid [ p ] 100
+                    let refined = Tuning.tuneRefined backend name 1e-5 10.0 2 6 [ p ] 100
                     Expect.floatClose Accuracy.high refined.Lr full.Lr (sprintf "%s: same learning rate" name)
                     Expect.isLessThanOrEqual refined.Scores.Length 17 (sprintf "%s: 13 coarse + at most 4 fine runs (of %d)" name grid.Length)
                     Expect.equal refined.AtGridEdge full.AtGridEdge (sprintf "%s: grid edge" name))
 
         testCase "meta-training problems are reproducible from (seed, index) and differ across indices" <| fun () ->
             scoped (fun () ->
-                let a = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 100 torch.CPU f32
-                let b = TaskSpec.trainProblem (Quadratic 10) 7L 3L 4 100 torch.CPU f32
-                let c = TaskSpec.trainProblem (Quadratic 10) 7L 4L 4 100 torch.CPU f32
+                let a = TaskSpec.trainProblem TaskData.none (Quadratic 10) 7L 3L 4 100 torch.CPU f32
+                let b = TaskSpec.trainProblem TaskData.none (Quadratic 10) 7L 3L 4 100 torch.CPU f32
+                let c = TaskSpec.trainProblem TaskData.none (Quadratic 10) 7L 4L 4 100 torch.CPU f32
                 Expect.sequenceEqual (toArray a.Theta0) (toArray b.Theta0) "same index, same problem"
                 Expect.notEqual (toArray a.Theta0) (toArray c.Theta0) "another index, another problem")
 
@@ -83,7 +83,7 @@ let tests =
                 Expect.throws (fun () -> DeviceChoice.resolve Cuda |> ignore) "cuda asked for without CUDA"
                 Expect.equal (DeviceChoice.resolve Auto).``type`` DeviceType.CPU "auto falls back to the CPU"
             scoped (fun () ->
-                let p = TaskSpec.trainProblem (Quadratic 3) 1L 0L 2 10 (DeviceChoice.resolve Auto) f32
+                let p = TaskSpec.trainProblem TaskData.none (Quadratic 3) 1L 0L 2 10 (DeviceChoice.resolve Auto) f32
                 Expect.equal p.Theta0.device.``type`` (DeviceChoice.resolve Auto).``type`` "problems are created on the resolved device")
 
         testCase "95% CI is 1.96·s/√N and the report steps are the multiples of 50 and S" <| fun () ->
@@ -95,18 +95,18 @@ let tests =
 
         testCase "common random numbers: every optimizer starts from the same θ_0 on the same functions" <| fun () ->
             scoped (fun () ->
-                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 1000UL 50 200 torch.CPU f32).Head
-                let a = Evaluate.run (Baselines.sgd 0.01) [ p ] 3
-                let b = Evaluate.run (Baselines.adam 0.1 0.9 0.999 1e-8) [ p ] 3
+                let p = (TaskSpec.heldOut TaskData.none (Quadratic 10) EvalSplit 1000UL 50 200 torch.CPU f32).Head
+                let a = Evaluate.run backend (Baselines.sgd 0.01) [ p ] 3
+                let b = Evaluate.run backend (Baselines.adam 0.1 0.9 0.999 1e-8) [ p ] 3
                 Expect.sequenceEqual a.Losses[0] b.Losses[0] "same f(θ_0) per function"
                 Expect.notEqual a.Losses[3] b.Losses[3] "different optimizers then part ways")
 
         testCase "baselines at the reference's tuned rates reproduce its losses on identical problems" <| fun () ->
             scoped (fun () ->
-                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 1000UL 1000 200 torch.CPU f32).Head
+                let p = (TaskSpec.heldOut TaskData.none (Quadratic 10) EvalSplit 1000UL 1000 200 torch.CPU f32).Head
                 let rows =
                     [ for name, k, at100, at200 in peerQuadratic ->
-                          let run = Evaluate.run (Baselines.byName name (10.0 ** (float k / 6.0))) [ p ] 200
+                          let run = Evaluate.run backend (Baselines.byName name (10.0 ** (float k / 6.0))) [ p ] 200
                           name, Evaluate.mean run.Losses[100], at100, Evaluate.mean run.Losses[200], at200 ]
                 let table =
                     rows |> List.map (fun (n, a, pa, b, pb) -> sprintf "%s: %.6g/%.6g %.6g/%.6g" n a pa b pb) |> String.concat "; "
@@ -118,10 +118,10 @@ let tests =
 
         testCase "tuning on held-out problems picks the reference's learning rates" <| fun () ->
             scoped (fun () ->
-                let p = (TaskSpec.heldOut (Quadratic 10) EvalSplit 2000UL 1000 200 torch.CPU f32).Head
+                let p = (TaskSpec.heldOut TaskData.none (Quadratic 10) EvalSplit 2000UL 1000 200 torch.CPU f32).Head
                 let grid = Tuning.grid 1e-5 10.0 6
                 for name, k, _, _ in peerQuadratic do
-                    let r = Tuning.tune name grid [ p ] 100
+                    let r = Tuning.tune backend name grid [ p ] 100
                     Expect.floatClose Accuracy.high r.Lr (10.0 ** (float k / 6.0)) (sprintf "%s: tuned lr" name)
                     Expect.isFalse r.AtGridEdge (sprintf "%s: best lr inside the grid" name))
     ]

@@ -1,9 +1,12 @@
-// Makes the pure core available to F# Interactive: references the Release build of the command line
-// (run `tools/l2l --help` once to build it) and loads libtorch's native libraries from it.
+// Makes the pure core (and the runtime: data sets, optimizer files) available to F# Interactive:
+// references the Release build of the command line (run `tools/l2l --help` once to build it), loads
+// libtorch's native libraries from it and sets the process up (`settings`: the backend to pass to
+// the core, the MNIST directory).
 //   #load "L2L.fsx"
 #r "../../src/L2L.Cli/bin/Release/net10.0/TorchSharp.dll"
 #r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Core.dll"
 #r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Kernels.dll"
+#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Runtime.dll"
 
 open System.IO
 open System.Runtime.InteropServices
@@ -11,6 +14,8 @@ open System.Runtime.InteropServices
 let private native = Path.Combine(__SOURCE_DIRECTORY__, "../../src/L2L.Cli/bin/Release/net10.0/runtimes/linux-x64/native")
 if not (File.Exists(Path.Combine(native, "libLibTorchSharp.so"))) then
     failwithf "the Release build is missing (%s): run tools/l2l --help once" native
-L2L.Runtime.prepare ()
 for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
     NativeLibrary.Load(Path.Combine(native, lib)) |> ignore
+
+/// The process's set-up (two threads; the environment's choices): pass `settings.Backend` to the core.
+let settings = L2L.Runtime.configureOrFail (Some 2) None

@@ -12,23 +12,21 @@ let iterations =
     | [| n |] -> int n
     | _ -> 1000
 
-L2L.LstmKernel.setThreads 2
-
 // the paper's setting (2×20 LSTM, logsign preprocessing, output ×0.1), a short budget
-let cfg = { MetaConfig.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4) }
+let cfg = { Defaults.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4); Backend = L2L.settings.Backend }
 
 let report (r: IterationReport) =
     r.Validation |> Option.iter (printfn "meta-iteration %5d  held-out f(θ_100) %.4f" r.Iteration)
 
-let final = MetaTrain.run cfg report (fun () -> false) (MetaTrain.init cfg)
+let final = MetaTrain.run cfg TaskData.none report (fun () -> false) (MetaTrain.init cfg)
 
 // the best φ against Adam (lr 0.3, near its tuned value) on 1000 fresh functions
-let problems = TaskSpec.heldOut cfg.Task EvalSplit 1000UL 1000 100 torch.CPU torch.ScalarType.Float32
+let problems = TaskSpec.heldOut TaskData.none cfg.Task EvalSplit 1000UL 1000 100 torch.CPU torch.ScalarType.Float32
 let lossAt (opt: Optimizer) =
-    let run = Evaluate.run opt problems 100
+    let run = Evaluate.run cfg.Backend opt problems 100
     Evaluate.mean run.Full[100]
 
-let lstm = lossAt (TaskSpec.learned MetaConfig.quadratic.Task final.Best)
+let lstm = lossAt (TaskSpec.learned cfg.Backend cfg.Task final.Best)
 let adam = lossAt (Baselines.adam 0.3 0.9 0.999 1e-8)
 printfn "mean f(θ_100) on 1000 fresh functions: lstm %.4f, adam %.4f" lstm adam
 printfn "RESULT lstm=%.6f adam=%.6f" lstm adam

@@ -9,21 +9,13 @@ open System.IO
 open System.Text
 open System.Text.Json
 
-type EvaluationResults =
-    { Task: string
-      Dim: int
-      Steps: int
-      Runs: int
-      Seed: uint64
-      Optimizers: Summary list
-      /// Extra top-level fields (tuning tables, timings).
-      Extra: (string * Nodes.JsonNode) list }
-
-module Results =
+module ResultsFile =
     let private num (w: Utf8JsonWriter) (v: float) =
         if Double.IsFinite v then w.WriteNumberValue(v) else w.WriteNullValue()
 
-    let toJson (r: EvaluationResults) : string =
+    /// The results file's text; `extra` adds top-level fields after the tuning's (timings,
+    /// descriptions).
+    let toJson (r: EvaluationResults) (extra: (string * Nodes.JsonNode) list) : string =
         use ms = new MemoryStream()
         (
             use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true))
@@ -66,9 +58,24 @@ module Results =
                 num w s.StepsPerSecond
                 w.WriteEndObject()
             w.WriteEndArray()
-            for k, v in r.Extra do
+            match r.TunedOn with
+            | Some(seed, runs, steps) ->
+                w.WriteStartObject("tuning")
+                for t in r.Tuning do
+                    w.WriteStartObject(t.Name)
+                    w.WriteNumber("lr", t.Lr)
+                    w.WritePropertyName("score")
+                    num w t.Score
+                    w.WriteBoolean("at_grid_edge", t.AtGridEdge)
+                    w.WriteEndObject()
+                w.WriteEndObject()
+                w.WriteNumber("tune_seed", seed)
+                w.WriteNumber("tune_runs", runs)
+                w.WriteNumber("tune_steps", steps)
+            | None -> ()
+            for k, v in extra do
                 w.WritePropertyName(k)
-                v.WriteTo(w)
+                if isNull v then w.WriteNullValue() else v.WriteTo(w)
             w.WriteEndObject()
         )
         Encoding.UTF8.GetString(ms.ToArray())
@@ -89,9 +96,6 @@ module Results =
             sb.AppendLine() |> ignore
         sb.ToString()
 
-    let save (path: string) (r: EvaluationResults) =
-        let full = Path.GetFullPath path
-        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-        let tmp = full + ".tmp"
-        File.WriteAllText(tmp, toJson r)
-        File.Move(tmp, full, true)
+    /// Writes the results file to `path` atomically.
+    let save (path: string) (r: EvaluationResults) (extra: (string * Nodes.JsonNode) list) =
+        AtomicFile.writeText path (toJson r extra) |> ignore

@@ -10,7 +10,6 @@ namespace L2L
 
 open System
 open System.IO
-open System.Text
 open System.Text.Json
 open System.Text.Json.Nodes
 open System.Text.RegularExpressions
@@ -117,9 +116,9 @@ module JobSpec =
                     errors.Add "task is missing"
                     Quadratic 10
                 | Some t when t.ValueKind = JsonValueKind.String ->
-                    if t.GetString() = "quadratic" then Quadratic 10
-                    elif t.GetString() = "mnist" then Mlp { Hidden = [ 20 ]; Activation = Sigmoid; Batch = 128 }
-                    elif t.GetString() = "mnist-conv" then Conv TaskSpec.convDefault
+                    if t.GetString() = "quadratic" then Defaults.quadratic.Task
+                    elif t.GetString() = "mnist" then Defaults.mnistTask
+                    elif t.GetString() = "mnist-conv" then Defaults.convTask
                     else
                         errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist, mnist-conv)" (t.GetString()))
                         Quadratic 10
@@ -168,7 +167,7 @@ module JobSpec =
                 | Some _ ->
                     errors.Add "task must be an object {\"name\":..}"
                     Quadratic 10
-            let d = match task with Quadratic _ -> MetaConfig.quadratic | Mlp _ | Conv _ -> MetaConfig.mnist task
+            let d = Defaults.meta task
             let lstm =
                 match prop root "optimizer" with
                 | None -> d.Lstm
@@ -219,11 +218,7 @@ module JobSpec =
                     ValidationFunctions = intField root "" "validationFunctions" d.ValidationFunctions
                     Seed = int64Field root "" "seed" d.Seed
                     Faults = faults }
-            let evalDefaults =
-                let e = EvalSettings.defaults task horizon
-                match task with
-                | Mlp _ | Conv _ -> { e with Runs = 10; TuneRuns = 3 }
-                | Quadratic _ -> e
+            let evalDefaults = { Defaults.evaluation task with TuneSteps = horizon }
             let evaluation =
                 match prop root "evaluation" with
                 | None -> Some evalDefaults
@@ -301,18 +296,168 @@ module JobStatus =
             | _ -> Error "status has no id or state"
         with e -> Error e.Message
 
-    /// Writes the status file atomically (temporary file in the same folder, flushed, renamed).
+    /// Writes the status file atomically.
     let write (dir: string) (s: JobStatus) =
-        let path = Path.Combine(dir, "status.json")
-        let tmp = path + ".tmp"
-        (
-            use fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None)
-            let b = Encoding.UTF8.GetBytes(toJson s)
-            fs.Write(b, 0, b.Length)
-            fs.Flush(true)
-        )
-        File.Move(tmp, path, true)
+        AtomicFile.writeText (Path.Combine(dir, "status.json")) (toJson s) |> ignore
 
     let read (dir: string) =
         let path = Path.Combine(dir, "status.json")
-        if File.Exists path then parse (File.ReadAllText path) else Error "no status.json"
+        if File.Exists path then
+            (try Ok(File.ReadAllText path) with e -> Error e.Message) |> Result.bind parse
+        else Error "no status.json"
+
+/// A job's checkpoints: DIR/<id>/checkpoints/ckpt-<iteration>.bin, each written atomically
+/// (AtomicFile), the newest `keep` kept.
+[<Sealed>]
+type CheckpointStore(jobDirectory: string, keep: int) =
+    let dir = Path.Combine(jobDirectory, "checkpoints")
+
+    member _.Directory = dir
+
+    /// Writes the checkpoint of `iteration`, then removes all but the newest `keep`; returns its path.
+    member this.Write(iteration: int, bytes: byte[]) : string =
+        let final = Path.Combine(dir, sprintf "ckpt-%08d.bin" iteration)
+        AtomicFile.write final bytes |> ignore
+        for i, old in Seq.indexed (this.List()) do
+            if i >= keep then File.Delete old
+        final
+
+    /// Checkpoint files, newest first.
+    member _.List() : Collections.Generic.IReadOnlyList<string> =
+        if Directory.Exists dir then
+            Directory.GetFiles(dir, "ckpt-*.bin") |> Array.sortDescending |> Array.toList |> ResizeArray :> _
+        else ResizeArray() :> _
+
+    /// Removes temporary files a kill may have left behind.
+    member _.RemoveTemporaries() =
+        if Directory.Exists dir then
+            for f in Directory.GetFiles dir do
+                if AtomicFile.isTemporary f then File.Delete f
+
+    /// Moves an unusable checkpoint aside (kept for inspection, never tried again).
+    member _.Quarantine(path: string) = File.Move(path, path + ".corrupt", true)
+
+/// One entry of `JobsDirectory.list`: a spec waiting for the worker, or a job with its status.
+type JobEntry =
+    | Submitted of id: string
+    | Job of id: string * status: Result<JobStatus, string>
+
+/// The jobs directory protocol, shared by the command line (submit, status, cancel) and the worker
+/// (accept, unfinished, cancellation):
+///   DIR/<id>.json           a submitted spec, not yet taken in by the worker
+///   DIR/<id>/spec.json      the job's spec, once taken in
+///   DIR/<id>/status.json    its state (JobStatus), written atomically
+///   DIR/<id>/cancel         present when cancellation was asked for
+///   DIR/<id>/checkpoints/   its checkpoints (CheckpointStore)
+module JobsDirectory =
+    let jobDirectory (jobs: string) (id: string) = Path.Combine(jobs, id)
+
+    let private cancelMarker (jobDir: string) = Path.Combine(jobDir, "cancel")
+
+    /// Validates a spec and hands it to the worker (atomically: the worker never sees half a file).
+    let submit (jobs: string) (text: string) : Result<JobSpec, string> =
+        match JobSpec.parse text with
+        | Error errs -> Error(String.concat "; " errs)
+        | Ok spec ->
+            if Directory.Exists(jobDirectory jobs spec.Id) || File.Exists(Path.Combine(jobs, spec.Id + ".json")) then
+                Error(sprintf "a job '%s' already exists in %s" spec.Id jobs)
+            else
+                AtomicFile.writeText (Path.Combine(jobs, spec.Id + ".json")) text |> ignore
+                Ok spec
+
+    /// Submitted specs (DIR/*.json) in the order the worker takes them: oldest first.
+    let submitted (jobs: string) : string list =
+        Directory.GetFiles(jobs, "*.json")
+        |> Array.sortBy (fun f -> File.GetLastWriteTimeUtc f, f)
+        |> Array.toList
+
+    /// Writes a job's status (keeping the progress of the previous status when `progress` is None).
+    let writeStatus (jobDir: string) (id: string) (state: JobState) (reason: string option)
+                    (progress: (int * int * float option * float option) option) =
+        let iteration, total, best, lr =
+            match progress with
+            | Some p -> p
+            | None ->
+                match JobStatus.read jobDir with
+                | Ok s -> s.Iteration, s.MetaIterations, None, None
+                | Error _ -> 0, 0, None, None
+        JobStatus.write jobDir
+            { Id = id
+              State = state
+              Reason = reason
+              Iteration = iteration
+              MetaIterations = total
+              BestValidation = best
+              MetaLr = lr
+              Updated = DateTimeOffset.UtcNow }
+
+    /// Takes a submitted spec in: DIR/x.json becomes DIR/<id>/spec.json with a queued status. A spec
+    /// that cannot be parsed still becomes a job (named after the file) marked failed with the
+    /// reason, so `l2l status` shows it. Returns the id of the job to run (None: nothing to run;
+    /// `rejected` has been told why, or the file is still being written).
+    let accept (jobs: string) (file: string) (rejected: string -> string -> unit) : string option =
+        match (try Some(File.ReadAllText file) with :? IOException -> None) with
+        | None -> None
+        | Some text ->
+            let stem = Path.GetFileNameWithoutExtension file
+            let parsed = JobSpec.parse text
+            let id =
+                match parsed with
+                | Ok spec -> spec.Id
+                | Error _ -> if JobSpec.validId stem then stem else "spec-" + Guid.NewGuid().ToString("N").Substring(0, 8)
+            let dir = jobDirectory jobs id
+            if Directory.Exists dir && File.Exists(Path.Combine(dir, "spec.json")) then
+                let target = file + ".rejected"
+                File.Move(file, target, true)
+                rejected (Path.GetFileName file) (sprintf "a job '%s' already exists; the spec was moved to %s" id (Path.GetFileName target))
+                None
+            else
+                Directory.CreateDirectory dir |> ignore
+                File.Move(file, Path.Combine(dir, "spec.json"), true)
+                match parsed with
+                | Error errs ->
+                    let reason = "invalid spec: " + String.concat "; " errs
+                    writeStatus dir id Failed (Some reason) None
+                    rejected (Path.GetFileName file) reason
+                    None
+                | Ok _ ->
+                    writeStatus dir id Queued None None
+                    Some id
+
+    /// Jobs left queued or running by an earlier worker (they resume), in id order.
+    let unfinished (jobs: string) : string list =
+        Directory.GetDirectories jobs
+        |> Array.sort
+        |> Array.filter (fun d ->
+            match JobStatus.read d with
+            | Ok s -> not (JobState.isFinal s.State)
+            | Error _ -> false)
+        |> Array.map Path.GetFileName
+        |> Array.toList
+
+    /// The submitted specs and the jobs (all, or the one named `only`).
+    let list (jobs: string) (only: string option) : JobEntry list =
+        let pick id = only.IsNone || only = Some id
+        [ for f in Directory.GetFiles(jobs, "*.json") do
+              let id = Path.GetFileNameWithoutExtension f
+              if pick id then Submitted id
+          for d in Directory.GetDirectories jobs |> Array.sort do
+              let id = Path.GetFileName d
+              if pick id then Job(id, JobStatus.read d) ]
+
+    /// Asks the worker to cancel a job (queued or running).
+    let requestCancel (jobs: string) (id: string) : Result<unit, string> =
+        if not (JobSpec.validId id) then Error(sprintf "'%s' is not a job id" id)
+        else
+            let dir = jobDirectory jobs id
+            if not (Directory.Exists dir) && not (File.Exists(Path.Combine(jobs, id + ".json"))) then
+                Error(sprintf "no job '%s' in %s" id jobs)
+            else
+                match JobStatus.read dir with
+                | Ok s when JobState.isFinal s.State -> Error(sprintf "job '%s' is already %s" id (JobState.name s.State))
+                | _ ->
+                    AtomicFile.writeText (cancelMarker dir) (DateTimeOffset.UtcNow.ToString("o")) |> ignore
+                    Ok()
+
+    /// Whether cancellation of the job in `jobDir` was asked for.
+    let cancelRequested (jobDir: string) = File.Exists(cancelMarker jobDir)

@@ -3,7 +3,6 @@
 namespace L2L
 
 open System
-open System.IO
 open System.Security.Cryptography
 open System.Text.Json.Nodes
 open TorchSharp
@@ -23,12 +22,19 @@ type IterationInfo =
 /// A checkpoint that cannot be used.
 exception CheckpointRejected of CheckpointError
 
+/// The data a job's task needs, loaded for a session (an exception naming the problem when it cannot be).
+module private SessionData =
+    let load (spec: JobSpec) (settings: RuntimeSettings) =
+        match Datasets.forTask spec.Meta.Task settings.DataDirectory spec.Meta.Device ignore with
+        | Ok d -> d
+        | Error e -> raise (IO.InvalidDataException e)
+
 [<Sealed; AllowNullLiteral>]
-type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArray<Metric>) =
+type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, metrics: ResizeArray<Metric>) =
     let cfg = spec.Meta
     let mutable state = initial
     let mutable disposed = false
-    let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg) else None
+    let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg data) else None
 
     /// Parses and validates a spec (the errors, each naming its field, as an exception message).
     static member ParseSpec(text: string) : JobSpec =
@@ -36,13 +42,23 @@ type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArra
         | Ok s -> s
         | Error errs -> raise (ArgumentException(String.concat "; " errs))
 
-    /// A fresh job.
-    static member Start(spec: JobSpec) = new JobSession(spec, MetaTrain.init spec.Meta, ResizeArray())
+    /// The spec with the process's backend (how the worker computes; the spec says what).
+    static member private WithBackend(spec: JobSpec, settings: RuntimeSettings) =
+        { spec with
+            Meta = { spec.Meta with Backend = settings.Backend }
+            Evaluation = spec.Evaluation |> Option.map (fun e -> { e with Backend = settings.Backend }) }
+
+    /// A fresh job (its data loaded from the settings' data directory).
+    static member Start(spec: JobSpec, settings: RuntimeSettings) =
+        let spec = JobSession.WithBackend(spec, settings)
+        new JobSession(spec, SessionData.load spec settings, MetaTrain.init spec.Meta, ResizeArray())
 
     /// A job resumed from checkpoint bytes; throws CheckpointRejected when they cannot be used.
-    static member Resume(spec: JobSpec, checkpoint: byte[]) =
-        match Checkpoint.decode spec.Meta checkpoint with
-        | Ok(s, m) -> new JobSession(spec, s, ResizeArray m)
+    static member Resume(spec: JobSpec, settings: RuntimeSettings, checkpoint: byte[]) =
+        let spec = JobSession.WithBackend(spec, settings)
+        let data = SessionData.load spec settings
+        match Checkpoint.decode spec.Meta data checkpoint with
+        | Ok(s, m) -> new JobSession(spec, data, s, ResizeArray m)
         | Error e -> raise (CheckpointRejected e)
 
     /// Checks checkpoint bytes (magic, version, checksum) without loading them.
@@ -70,7 +86,7 @@ type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArra
 
     /// Runs one meta-iteration.
     member _.Step() : IterationInfo =
-        let next, r = MetaTrain.iterate cfg validation state
+        let next, r = MetaTrain.iterate cfg data validation state
         state <- next
         let m =
             { Iteration = r.Iteration
@@ -111,10 +127,10 @@ type JobSession private (spec: JobSpec, initial: TrainState, metrics: ResizeArra
         match spec.Evaluation with
         | None -> false
         | Some e ->
-            let results = Experiment.evaluate e state.Best log.Invoke
-            for line in Experiment.table results do
+            let results = Evaluation.run e data state.Best log.Invoke
+            for line in Report.table results do
                 log.Invoke line
-            Results.save path results
+            ResultsFile.save path results []
             true
 
     interface IDisposable with

@@ -95,18 +95,7 @@ module OptimizerFile =
     let toJson (phi: Phi) (training: (string * Nodes.JsonNode) list) : string =
         toJsonGroups [ "all", 0, phi ] training
 
-    /// Writes `text` to `path` atomically (a temporary file in the same folder, flushed, then renamed).
-    let private writeAtomic (path: string) (text: string) =
-        let full = Path.GetFullPath path
-        Directory.CreateDirectory(Path.GetDirectoryName full) |> ignore
-        let tmp = full + ".tmp"
-        (
-            use fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None)
-            let bytes = Encoding.UTF8.GetBytes(text)
-            fs.Write(bytes, 0, bytes.Length)
-            fs.Flush(true)
-        )
-        File.Move(tmp, full, true)
+    let private writeAtomic (path: string) (text: string) = AtomicFile.writeText path text |> ignore
 
     /// Writes φ to `path` atomically.
     let save (path: string) (phi: Phi) (training: (string * Nodes.JsonNode) list) =

@@ -1,0 +1,73 @@
+/// How the core computes: which implementation of m_φ's cells, which path for meta-gradients, how
+/// many threads. A value passed to what needs it (carried in MetaConfig and EvalSettings); every
+/// choice computes the same function, to float32 rounding, and changes only its speed.
+namespace L2L
+
+open System
+open TorchSharp
+
+/// How m_φ's cells are computed; both are the same function of (φ, state, input).
+type LstmImpl =
+    /// TorchSharp tensor operations: any device and dtype, differentiable to any order.
+    | Reference
+    /// The fused kernel (L2L.Kernels): float32 tensors on the CPU, once differentiable; other
+    /// tensors take the Reference path.
+    | Fused
+
+/// How the meta-gradient of a truncation is computed.
+type MetaGradientPath =
+    /// In closed form without autograd where it applies (first order, one φ, fused cells, a
+    /// problem with a hand-derived ∇); through autograd elsewhere.
+    | ClosedForm
+    /// Always through autograd's graph of the unrolled truncation.
+    | Autograd
+
+type Backend =
+    { Cell: LstmImpl
+      MetaGradient: MetaGradientPath
+      /// Threads the fused kernels spread coordinates over (0: one per core).
+      KernelThreads: int
+      /// libtorch's thread count inside the steps of learned-optimizer work (the optimizee's
+      /// minibatch loss and gradient, the θ update, the meta-gradient's small products); 0: the
+      /// process's count. Its tensors are small, and on few cores waking libtorch's thread pool for
+      /// each of a dozen operations per step costs more than it saves: measured on MNIST (2 cores),
+      /// the optimizee's loss and gradient took 0.28 ms with 1 thread against 0.44–0.64 ms with 2.
+      /// Whole-data-set losses and baseline tuning keep the process's count.
+      StepTorchThreads: int }
+
+module Backend =
+    /// Fused cells, closed-form meta-gradients, a kernel thread per core, libtorch on one thread
+    /// inside the steps.
+    let defaults =
+        { Cell = Fused
+          MetaGradient = ClosedForm
+          KernelThreads = 0
+          StepTorchThreads = 1 }
+
+    /// The reference cells and autograd meta-gradients: any device and dtype, the slow path.
+    let reference = { defaults with Cell = Reference; MetaGradient = Autograd }
+
+    /// The threads the fused kernels run on.
+    let kernelThreads (b: Backend) = if b.KernelThreads > 0 then b.KernelThreads else Environment.ProcessorCount
+
+    /// Runs f with libtorch on `StepTorchThreads` threads, then restores the process's count (also
+    /// after an exception). Nested calls leave the count as the outer one set it. libtorch's count
+    /// is process-wide: callers on several threads at once can change each other's speed, never
+    /// their results.
+    let inSteps (b: Backend) (f: unit -> 'a) : 'a =
+        let outer = torch.get_num_threads ()
+        if b.StepTorchThreads <= 0 || b.StepTorchThreads >= outer then
+            f ()
+        else
+            torch.set_num_threads b.StepTorchThreads
+            try
+                f ()
+            finally
+                torch.set_num_threads outer
+
+    let validate (b: Backend) : Result<Backend, string list> =
+        [ if b.KernelThreads < 0 then "kernel threads must be ≥ 0"
+          if b.StepTorchThreads < 0 then "step torch threads must be ≥ 0" ]
+        |> function
+            | [] -> Ok b
+            | errs -> Error errs

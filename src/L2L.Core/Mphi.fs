@@ -1,0 +1,34 @@
+/// m_φ with the backend's choice of cells: the reference operations or the fused kernel, the same
+/// function (to float32 rounding) of (φ, state, ∇).
+namespace L2L
+
+open TorchSharp
+
+module Lstm =
+    /// One LSTM cell. x: [in; n], h, c: [H; n] -> h', c': [H; n]
+    let cell (b: Backend) (w: LayerWeights) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =
+        match b.Cell with
+        | Fused when LstmKernel.supports [ x; h; c; w.Wih; w.Whh; w.B ] ->
+            LstmKernel.cell (Backend.kernelThreads b) w.Wih w.Whh w.B x h c
+        | _ -> LstmReference.cell w x h c
+
+    /// m_φ applied to preprocessed features: (φ, h_t, x_t) -> (g_t, h_{t+1}).  x: [in; n] -> g: [n]
+    let forward (b: Backend) (phi: Phi) (state: LstmState) (x: Tensor) : Tensor * LstmState =
+        LstmReference.forwardWith (cell b) phi state x
+
+    /// m_φ on a raw gradient: (φ, ∇_t, h_t) -> (g_t, h_{t+1}).  grad: [n] -> g: [n]
+    /// Fused, the whole step is one kernel pass: without autograd (evaluation), or as one
+    /// differentiable function when ∇ carries no graph (meta-training without second derivatives);
+    /// with ∂∇/∂φ kept, the cells are fused and the preprocessing and output layer are tensor operations.
+    let step (b: Backend) (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
+        let whole =
+            b.Cell = Fused
+            && not (torch.is_grad_enabled () && grad.requires_grad)
+            && LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)
+        if whole then
+            let g, hs, cs =
+                (if torch.is_grad_enabled () then LstmKernel.stepDifferentiable else LstmKernel.step)
+                    (Backend.kernelThreads b) (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C grad
+            g, { H = hs; C = cs }
+        else
+            forward b phi state (Preprocess.apply phi.Config.Preprocessing grad)
