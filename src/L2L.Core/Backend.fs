@@ -3,7 +3,6 @@
 /// choice computes the same function, to float32 rounding, and changes only its speed.
 namespace L2L
 
-open System
 open TorchSharp
 
 /// How m_φ's cells are computed; both are the same function of (φ, state, input).
@@ -25,7 +24,8 @@ type MetaGradientPath =
 type Backend =
     { Cell: LstmImpl
       MetaGradient: MetaGradientPath
-      /// Threads the fused kernels spread coordinates over (0: one per core).
+      /// Threads the fused kernels spread coordinates over (0: libtorch's intra-op count, read
+      /// when an optimizer or a meta-training step takes the backend: `resolve`).
       KernelThreads: int
       /// libtorch's thread count inside the steps of learned-optimizer work (the optimizee's
       /// minibatch loss and gradient, the θ update, the meta-gradient's small products); 0: the
@@ -36,8 +36,8 @@ type Backend =
       StepTorchThreads: int }
 
 module Backend =
-    /// Fused cells, closed-form meta-gradients, a kernel thread per core, libtorch on one thread
-    /// inside the steps.
+    /// Fused cells, closed-form meta-gradients, the kernel on libtorch's thread count, libtorch on
+    /// one thread inside the steps.
     let defaults =
         { Cell = Fused
           MetaGradient = ClosedForm
@@ -48,7 +48,11 @@ module Backend =
     let reference = { defaults with Cell = Reference; MetaGradient = Autograd }
 
     /// The threads the fused kernels run on.
-    let kernelThreads (b: Backend) = if b.KernelThreads > 0 then b.KernelThreads else Environment.ProcessorCount
+    let kernelThreads (b: Backend) = if b.KernelThreads > 0 then b.KernelThreads else torch.get_num_threads ()
+
+    /// The backend with its kernel thread count fixed now (0 becomes libtorch's intra-op count):
+    /// what takes a backend resolves it before entering `inSteps`, where libtorch's count is lowered.
+    let resolve (b: Backend) = if b.KernelThreads > 0 then b else { b with KernelThreads = torch.get_num_threads () }
 
     /// Runs f with libtorch on `StepTorchThreads` threads, then restores the process's count (also
     /// after an exception). Nested calls leave the count as the outer one set it. libtorch's count

@@ -132,7 +132,7 @@ module Phi =
           WOut = leaf (uniform [| 1L; h |])
           BOut = leaf (torch.zeros([| 1L; 1L |], dtype = dtype, device = device)) })
 
-module PhiKernel =
+module internal PhiKernel =
     /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
     let layers (phi: Phi) = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
 

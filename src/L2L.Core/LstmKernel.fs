@@ -2,7 +2,7 @@
 /// forward pass computes each coordinate's gates and state update in registers without writing the
 /// [4H; n] pre-activation; the backward pass recomputes the gates (nothing but the cell's inputs is
 /// saved) and leaves the reductions over coordinates to GEMMs. Float32, contiguous, CPU tensors.
-module L2L.LstmKernel
+module internal L2L.LstmKernel
 
 #nowarn "9" // native pointers into tensor memory
 

@@ -144,14 +144,15 @@ module MetaTrain =
     let step (cfg: MetaConfig) (data: TaskData) (s: TrainState) : TrainState * IterationReport =
         let sw = Stopwatch.StartNew()
         let device = DeviceChoice.resolve cfg.Device
+        let backend = Backend.resolve cfg.Backend
         let tr =
             match s.Trajectory with
             | Some tr -> tr
             | None ->
                 let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
-                MetaLoss.start (TaskSpec.learned cfg.Backend cfg.Task s.Phis) problem s.Trajectories
+                MetaLoss.start (TaskSpec.learned backend cfg.Task s.Phis) problem s.Trajectories
         let loss, grads, carried =
-            Backend.inSteps cfg.Backend (fun () -> MetaGradient.compute cfg.Backend cfg.Unroll cfg.Task s.Phis tr)
+            Backend.inSteps backend (fun () -> MetaGradient.compute backend cfg.Unroll cfg.Task s.Phis tr)
         let lossValue = loss.ToDouble()
         let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
         let phi, metaOpt =

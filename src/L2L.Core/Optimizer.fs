@@ -166,6 +166,7 @@ module Baselines =
 /// m_φ as an ordinary optimizer: the learned and the hand-designed ones are interchangeable.
 module Learned =
     let optimizer (backend: Backend) (phi: Phi) : Optimizer =
+        let backend = Backend.resolve backend
         { Name = "lstm"
           Hyper =
             [ "layers", float phi.Config.Layers

@@ -78,9 +78,33 @@ let tests =
             bytes[8] <- 9uy
             expectError bytes (UnsupportedVersion 9)
 
-        testCase "a checkpoint of other settings is refused" <| fun () ->
+        testCase "a checkpoint of other settings is refused, naming what differs" <| fun () ->
             let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
-            match Checkpoint.decode { cfg with Seed = 99L } TaskData.none bytes with
-            | Error(Malformed m) -> Expect.stringContains m "other settings" "says why"
-            | other -> failtestf "expected Malformed, got %A" (Result.map ignore other)
+            for other, what in [ { cfg with Seed = 99L }, "seed"
+                                 { cfg with Task = Quadratic 5 }, "task"
+                                 { cfg with Lstm = { cfg.Lstm with OutScale = 0.2 } }, "optimizer"
+                                 { cfg with Unroll = { cfg.Unroll with LogLoss = true } }, "unroll" ] do
+                match Checkpoint.decode other TaskData.none bytes with
+                | Error(Malformed m) ->
+                    Expect.stringContains m "other settings" "says why"
+                    Expect.stringContains m what "names the setting"
+                | other -> failtestf "expected Malformed, got %A" (Result.map ignore other)
+
+        testCase "settings that do not shape the state (budget, meta-lr, backend) resume the same checkpoint" <| fun () ->
+            let bytes = Checkpoint.encode cfg (MetaTrain.init cfg) []
+            let other = { cfg with MetaIterations = 99; MetaLr = 0.5; Backend = Backend.reference }
+            match Checkpoint.decode other TaskData.none bytes with
+            | Ok(s, _) -> TrainState.dispose s
+            | Error e -> failtest (CheckpointError.describe e)
+
+        testCase "the checkpoint names what it holds: φ by tensor, Adam's moments, the trajectory's LSTM state by layer" <| fun () ->
+            let partial = MetaTrain.run { cfg with MetaIterations = 3 } TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
+            let bytes = Checkpoint.encode cfg partial []
+            let header = Text.Encoding.UTF8.GetString bytes
+            for name in [ "phi.0.w_ih.0"; "phi.0.b_out"; "best.0.w_hh.1"; "adam.phi.0.w_ih.0.m"; "adam.phi.0.b_out.v"
+                          "traj.theta"; "traj.grad"; "traj.opt.lstm.h.0"; "traj.opt.lstm.c.1" ] do
+                Expect.stringContains header (sprintf "\"name\":\"%s\"" name) name
+            Expect.stringContains header "\"settings\":{\"task\":{\"name\":\"quadratic\",\"dim\":4}" "the settings, field by field"
+            TrainState.dispose partial
+
     ]

@@ -32,7 +32,9 @@ let tmpDir () = Path.Combine(Path.GetTempPath(), "l2l-cli-" + Guid.NewGuid().ToS
 
 [<Tests>]
 let tests =
-    testList "cli" [
+    // sequenced: the command line runs in this process, with the console redirected, and sets the
+    // process up as its entry point does (libtorch's thread count)
+    testSequenced <| testList "cli" [
         testCase "paper: a committed optimizer is reused only when its file records the same settings" <| fun () ->
             for cfg in [ L2L.Cli.Paper.convConfig; L2L.Cli.Paper.mnistConfig; L2L.Cli.Paper.quadraticConfig ] do
                 // the training record `train` writes, through JSON and back

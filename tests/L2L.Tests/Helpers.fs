@@ -64,6 +64,11 @@ let propConfig =
         maxTest = 60
         arbitrary = [ typeof<Arbs> ] }
 
+/// A test that must not run beside others: it changes process-wide state (libtorch's thread count,
+/// the kernels' register width or worker team) that would change other tests' float32 rounding.
+/// Expecto runs such tests one at a time, after the parallel ones.
+let testCaseSequenced (name: string) (f: unit -> unit) = Expecto.Tests.testSequenced (Expecto.Tests.testCase name f)
+
 /// Runs f in a dispose scope that keeps nothing.
 let scoped (f: unit -> 'T) : 'T =
     use _ = torch.NewDisposeScope()

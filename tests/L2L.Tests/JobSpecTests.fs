@@ -71,4 +71,38 @@ let tests =
                 { Id = "x"; State = Failed; Reason = Some "why"; Iteration = 3; MetaIterations = 9
                   BestValidation = Some 0.25; MetaLr = Some 0.001; Updated = System.DateTimeOffset(2026, 1, 2, 3, 4, 5, System.TimeSpan.Zero) }
             Expect.equal (JobStatus.parse (JobStatus.toJson s)) (Ok s) "same status"
+    
+        testCase "the jobs directory: submit, take in, list, cancel, and a bad spec failed with its reason" <| fun () ->
+            let jobs = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "l2l-jobs-" + System.Guid.NewGuid().ToString("N"))
+            System.IO.Directory.CreateDirectory jobs |> ignore
+            let spec = """{"id":"q1","task":{"name":"quadratic","dim":10},"metaIterations":60}"""
+            match JobsDirectory.submit jobs spec with
+            | Ok s -> Expect.equal s.Id "q1" "submitted"
+            | Error e -> failtest e
+            Expect.equal (JobsDirectory.list jobs None) [ Submitted "q1" ] "waiting for the worker"
+            match JobsDirectory.submit jobs spec with
+            | Ok _ -> failtest "the same id twice"
+            | Error e -> Expect.stringContains e "already exists" "names the clash"
+            let rejected = ResizeArray()
+            let taken = JobsDirectory.submitted jobs |> List.choose (fun f -> JobsDirectory.accept jobs f (fun f r -> rejected.Add(f, r)))
+            Expect.equal taken [ "q1" ] "taken in"
+            Expect.isEmpty rejected "nothing rejected"
+            Expect.equal (JobsDirectory.unfinished jobs) [ "q1" ] "queued: resumes on the next start"
+            match JobsDirectory.list jobs (Some "q1") with
+            | [ Job("q1", Ok st) ] -> Expect.equal st.State Queued "queued"
+            | other -> failtestf "%A" other
+            Expect.isFalse (JobsDirectory.cancelRequested (JobsDirectory.jobDirectory jobs "q1")) "not cancelled yet"
+            Expect.equal (JobsDirectory.requestCancel jobs "q1") (Ok()) "cancel asked for"
+            Expect.isTrue (JobsDirectory.cancelRequested (JobsDirectory.jobDirectory jobs "q1")) "the worker sees it"
+            Expect.isError (JobsDirectory.requestCancel jobs "nope") "no such job"
+            System.IO.File.WriteAllText(System.IO.Path.Combine(jobs, "bad.json"), """{"id":"bad","task":"cubic","metaIterations":1}""")
+            let none = JobsDirectory.submitted jobs |> List.choose (fun f -> JobsDirectory.accept jobs f (fun f r -> rejected.Add(f, r)))
+            Expect.isEmpty none "nothing to run"
+            match JobStatus.read (JobsDirectory.jobDirectory jobs "bad") with
+            | Ok st ->
+                Expect.equal st.State Failed "failed"
+                Expect.stringContains st.Reason.Value "unknown task 'cubic'" "with the reason"
+            | Error e -> failtest e
+            Expect.equal (JobsDirectory.requestCancel jobs "bad") (Error "job 'bad' is already failed") "a finished job is not cancelled"
+            System.IO.Directory.Delete(jobs, true)
     ]

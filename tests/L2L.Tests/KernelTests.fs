@@ -57,7 +57,8 @@ let kernelConfig = { propConfig with maxTest = 30; arbitrary = [ typeof<KernelAr
 
 [<Tests>]
 let tests =
-    testList "fused LSTM kernel" [
+    // sequenced: the tests change the kernels' register width and worker team (process-wide)
+    testSequenced <| testList "fused LSTM kernel" [
         testCase "the kernel is available here, and float32 CPU tensors take it" <| fun () ->
             Expect.isTrue (LstmKernel.available ()) "THSTensor_data found"
             scoped (fun () ->

@@ -124,7 +124,7 @@ let tests =
                         Expect.isLessThan (maxAbsDiff (toArray g2) (toArray g)) 1e-12 (sprintf "%A %A: gradient at step %d" spec.Hidden spec.Activation t)
                         Expect.floatClose Accuracy.veryHigh (l2.sum().ToDouble()) (loss.ToDouble()) "loss")
 
-        testCase "MLP: the fused kernel's minibatch loss and gradient equal the tensor version's (float32, uint8 images; AVX-512, AVX2 and scalar paths)" <| fun () ->
+        testCaseSequenced "MLP: the fused kernel's minibatch loss and gradient equal the tensor version's (float32, uint8 images; AVX-512, AVX2 and scalar paths)" <| fun () ->
             scoped (fun () ->
                 use gen = Seeds.generator 9L 2UL 0L
                 // uint8 images as the loader gives them, integer labels
