@@ -139,6 +139,11 @@ let tests =
                 Expect.notEqual code 0 (sprintf "non-zero exit for %s" key)
                 Expect.stringContains w.Text key "names the key"
                 Expect.stringContains w.Text "invalid configuration" "says what is wrong"
+            // the environment's tunables are read once, by the worker's Program
+            let w = start jobs [] [ "L2L_META_GRADIENT", "fast" ]
+            Expect.equal (waitExit w (minutes 1.0)) 2 "exit code 2 for a bad environment"
+            Expect.stringContains w.Text "L2L_META_GRADIENT" "names the variable"
+            Expect.stringContains w.Text "invalid environment" "says what is wrong"
 
         testCase "an absurd meta-learning rate: rollback and reduced rate logged, the job fails with the reason after N faults" <| fun () ->
             let jobs = newJobsDir ()

@@ -73,6 +73,13 @@ let tests =
             expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "x.json"; "--steps"; "-5"; "--out"; "r.json" ] "steps must be ≥ 1"
         testCase "unknown option" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--bogus" ] "--bogus"
         testCase "unknown command" <| fun () -> expectUsageError [ "fly" ] "fly"
+        testCase "a bad environment variable is one line naming it" <| fun () ->
+            for name, value in [ "L2L_TORCH_THREADS", "x"; "L2L_STEP_TORCH_THREADS", "-1"; "L2L_META_GRADIENT", "fast"; "L2L_CELL", "weird" ] do
+                Environment.SetEnvironmentVariable(name, value)
+                try
+                    expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir () ] name
+                finally
+                    Environment.SetEnvironmentVariable(name, null)
         testCase "unknown experiment" <| fun () -> expectUsageError [ "reproduce"; "cifar" ] "unknown experiment 'cifar'"
         testCase "bad task settings are named" <| fun () ->
             expectUsageError [ "train"; "--task"; "mnist-conv"; "--out"; tmpDir (); "--conv-channels"; "4,a" ] "conv-channels '4,a' is not a list of positive counts"
