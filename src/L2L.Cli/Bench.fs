@@ -367,8 +367,7 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
     printfn "→ %s" out
 
 /// `tools/l2l bench`.
-let runBench (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
-    let runtime = L2L.Cli.Commands.configure (a.TryGetResult L2L.Cli.Args.BenchArgs.Threads) (a.TryGetResult L2L.Cli.Args.BenchArgs.Data_Dir)
+let runBench (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.BenchArgs>) =
     let reps = a.GetResult(L2L.Cli.Args.BenchArgs.Reps, 5)
     if reps < 1 then L2L.Cli.Commands.fail "reps must be ≥ 1"
     let tasks =

@@ -68,8 +68,8 @@ let parseTask (a: TaskArgs) =
         | other -> fail "unknown task '%s' (known: quadratic, mnist, mnist-conv)" other
     TaskSpec.validate task |> orFail
 
-/// The process's set-up for a computing command (Runtime.configure): threads (default one per
-/// core) and the MNIST directory; a bad value is a usage error.
+/// The process's set-up (Runtime.configure), called by Program for the commands that compute:
+/// threads (default one per core) and the MNIST directory; a bad value is a usage error.
 let configure (threads: int option) (dataDir: string option) : RuntimeSettings =
     match Runtime.configure threads dataDir with
     | Ok s -> s
@@ -207,8 +207,7 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         Device = parseDevice (a.TryGetResult TrainArgs.Device)
         Backend = backend }
 
-let runTrain (a: ParseResults<TrainArgs>) =
-    let settings = configure (a.TryGetResult TrainArgs.Threads) (a.TryGetResult TrainArgs.Data_Dir)
+let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
     let cfg = metaConfigOf a settings.Backend |> MetaConfig.validate |> orFail
     let data = dataFor settings cfg.Task cfg.Device
     train cfg data (a.GetResult TrainArgs.Out) |> ignore
@@ -219,8 +218,7 @@ let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
     | Ok phi -> phi
     | Error e -> fail "%s" e
 
-let runEvaluate (a: ParseResults<EvaluateArgs>) =
-    let runtime = configure (a.TryGetResult EvaluateArgs.Threads) (a.TryGetResult EvaluateArgs.Data_Dir)
+let runEvaluate (runtime: RuntimeSettings) (a: ParseResults<EvaluateArgs>) =
     let device = parseDevice (a.TryGetResult EvaluateArgs.Device)
     let task =
         parseTask
@@ -253,8 +251,7 @@ let runEvaluate (a: ParseResults<EvaluateArgs>) =
     printfn "results → %s" out
     0
 
-let runReproduce (a: ParseResults<ReproduceArgs>) =
-    let runtime = configure (a.TryGetResult ReproduceArgs.Threads) None
+let runReproduce (runtime: RuntimeSettings) (a: ParseResults<ReproduceArgs>) =
     match a.GetResult ReproduceArgs.Experiment with
     | "quadratic" ->
         let outDir = a.GetResult(ReproduceArgs.Out, Path.Combine("runs", "quadratic"))

@@ -272,8 +272,8 @@ let retrainOnce (retrain: bool) : string -> bool =
     fun name -> retrain && retrained.Add name
 
 /// `tools/l2l paper NAME|all`.
-let runPaper (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
-    let env = { Runtime = configure (a.TryGetResult L2L.Cli.Args.PaperArgs.Threads) (a.TryGetResult L2L.Cli.Args.PaperArgs.Data_Dir) }
+let runPaper (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
+    let env = { Runtime = runtime }
     let root = a.GetResult(L2L.Cli.Args.PaperArgs.Root, "paper")
     let retrain = retrainOnce (a.Contains L2L.Cli.Args.PaperArgs.Retrain)
     match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with

@@ -10,12 +10,14 @@ let main argv =
     let parser = ArgumentParser.Create<CliArgs>(programName = "l2l")
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
+        // the process's set-up (environment, native tunables, threads) for the commands that
+        // compute, before anything loads libtorch: the one place the command line reads them
         match args.GetSubCommand() with
-        | Train a -> runTrain a
-        | Evaluate a -> runEvaluate a
-        | Reproduce a -> runReproduce a
-        | Paper a -> L2L.Cli.Paper.runPaper a
-        | Bench a -> L2L.Cli.Bench.runBench a
+        | Train a -> runTrain (configure (a.TryGetResult TrainArgs.Threads) (a.TryGetResult TrainArgs.Data_Dir)) a
+        | Evaluate a -> runEvaluate (configure (a.TryGetResult EvaluateArgs.Threads) (a.TryGetResult EvaluateArgs.Data_Dir)) a
+        | Reproduce a -> runReproduce (configure (a.TryGetResult ReproduceArgs.Threads) None) a
+        | Paper a -> L2L.Cli.Paper.runPaper (configure (a.TryGetResult PaperArgs.Threads) (a.TryGetResult PaperArgs.Data_Dir)) a
+        | Bench a -> L2L.Cli.Bench.runBench (configure (a.TryGetResult BenchArgs.Threads) (a.TryGetResult BenchArgs.Data_Dir)) a
         | Submit a -> runSubmit a
         | Status a -> runStatus a
         | Cancel a -> runCancel a
