@@ -22,7 +22,9 @@ type MetaGradientPath =
     | Autograd
 
 type Backend =
-    { Cell: LstmImpl
+    { /// m_φ's cells: the fused kernel where the tensors allow, or the reference operations.
+      Cell: LstmImpl
+      /// The meta-gradient's path: closed form where it applies, or autograd.
       MetaGradient: MetaGradientPath
       /// Threads the fused kernels spread coordinates over (0: libtorch's intra-op count, read
       /// when an optimizer or a meta-training step takes the backend: `resolve`).
@@ -69,6 +71,7 @@ module Backend =
             finally
                 torch.set_num_threads outer
 
+    /// Every problem with the thread counts, named.
     let validate (b: Backend) : Result<Backend, string list> =
         [ if b.KernelThreads < 0 then "kernel threads must be ≥ 0"
           if b.StepTorchThreads < 0 then "step torch threads must be ≥ 0" ]

@@ -22,7 +22,10 @@ namespace L2L
     
     type Backend =
         {
+          /// m_φ's cells: the fused kernel where the tensors allow, or the reference operations.
           Cell: LstmImpl
+
+          /// The meta-gradient's path: closed form where it applies, or autograd.
           MetaGradient: MetaGradientPath
           
           /// Threads the fused kernels spread coordinates over (0: libtorch's intra-op count, read
@@ -60,5 +63,6 @@ namespace L2L
         /// their results.
         val inSteps: b: Backend -> f: (unit -> 'a) -> 'a
         
+        /// Every problem with the thread counts, named.
         val validate: b: Backend -> Result<Backend,string list>
 

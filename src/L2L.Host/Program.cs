@@ -28,7 +28,7 @@ builder.Configuration.AddCommandLine(args, new Dictionary<string, string>
 // libtorch loads: the one place the worker reads them.
 var threads = builder.Configuration.GetValue<int?>("Worker:Threads") ?? 0;
 var configured = L2L.Runtime.configure(
-    threads > 0 ? FSharpOption<int>.Some(threads) : FSharpOption<int>.None,
+    threads is > 0 and <= 1024 ? FSharpOption<int>.Some(threads) : FSharpOption<int>.None, // out of range: refused by the options' validation below
     string.IsNullOrWhiteSpace(builder.Configuration["Worker:DataDirectory"])
         ? FSharpOption<string>.None
         : FSharpOption<string>.Some(builder.Configuration["Worker:DataDirectory"]!));

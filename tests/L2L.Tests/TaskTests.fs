@@ -64,6 +64,14 @@ let tests =
                     Expect.isLessThanOrEqual refined.Scores.Length 17 (sprintf "%s: 13 coarse + at most 4 fine runs (of %d)" name grid.Length)
                     Expect.equal refined.AtGridEdge full.AtGridEdge (sprintf "%s: grid edge" name))
 
+        testCase "a task is given its data: an MNIST task without the data set is refused, naming what it needs" <| fun () ->
+            let mlp = Defaults.mnistTask
+            Expect.isTrue (TaskSpec.usesMnist mlp && TaskSpec.usesMnist Defaults.convTask) "MNIST tasks"
+            Expect.isFalse (TaskSpec.usesMnist (Quadratic 10)) "the quadratics need none"
+            let e = Expect.throwsC (fun () -> TaskSpec.trainProblem TaskData.none mlp 0L 0L 1 10 torch.CPU f32 |> ignore) id
+            Expect.stringContains e.Message "needs the MNIST data" "names what is missing"
+            Expect.throwsT<System.ArgumentException> (fun () -> TaskSpec.heldOut TaskData.none Defaults.convTask TrainSplit 1UL 1 10 torch.CPU f32 |> ignore) "held-out problems too"
+
         testCase "meta-training problems are reproducible from (seed, index) and differ across indices" <| fun () ->
             scoped (fun () ->
                 let a = TaskSpec.trainProblem TaskData.none (Quadratic 10) 7L 3L 4 100 torch.CPU f32
