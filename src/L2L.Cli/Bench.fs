@@ -308,6 +308,14 @@ let private peer (runtime: RuntimeSettings) (script: string) (task: string) =
 
 let private keys = [ "meta_train_steps_per_s"; "eval_steps_per_s"; "peak_rss_mib" ]
 
+/// One measurement as soon as it is taken: task, side, run, the three values.
+let private announce (task: string) (side: string) (run: int) (total: int) (m: JsonNode) =
+    let v (k: string) = (m[k]).GetValue<float>()
+    printfn "%s"
+        (String.Format(Globalization.CultureInfo.InvariantCulture, "{0,-10} {1,-5} run {2}/{3}: meta-train {4:F1} steps/s, eval {5:F1} steps/s, peak RSS {6:F0} MiB",
+                       task, side, run, total, v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
+    m
+
 let private medianOf (runs: JsonNode list) =
     let o = JsonObject()
     for k in keys do
@@ -323,11 +331,14 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
     for task in tasks do
         let entry = JsonObject()
         match peerScript with
-        | None -> entry["ours"] <- ours runtime task reps
+        | None -> entry["ours"] <- announce task "ours" 1 1 (ours runtime task reps)
         | Some script ->
             // alternating: ours, peer, ours, peer, ... each run measured whole; medians over the runs
             if task = "mnist" then dataFor runtime Defaults.mnistTask Cpu |> ignore // the IDX files the peer reads too
-            let pairs = [ for _ in 1..reps -> ours runtime task 3, (peer runtime script task :> JsonNode) ]
+            let pairs =
+                [ for k in 1..reps ->
+                      let us = announce task "ours" k reps (ours runtime task 3)
+                      us, announce task "peer" k reps (peer runtime script task :> JsonNode) ]
             let o = medianOf (pairs |> List.map fst)
             let p = medianOf (pairs |> List.map snd)
             let ratio = JsonObject()

@@ -91,8 +91,19 @@ let private parseDevice (s: string option) =
 
 let private fmt (v: float) = if Double.IsFinite v then sprintf "%.4g" v else "diverged"
 
+/// The progress of this process's long work, on its console (in place on a terminal, else plain
+/// lines every 10 s); other output of the commands goes through `say` so it prints above it.
+let progress = lazy (ProgressReporter.ForConsole())
+
+/// A line of output (above the progress line when there is one).
+let say (text: string) = progress.Value.Line text
+
+/// The TensorBoard scalars of a meta-training run, the same tags as a worker job's.
+let private tensorboardTags = [ "meta_loss"; "validation_loss"; "meta_lr"; "steps_per_s" ]
+
 /// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json (the log
-/// rewritten at every validation and at the end).
+/// rewritten at every validation and at the end), TensorBoard event files in DIR/events
+/// (meta_loss, validation_loss, meta_lr, steps_per_s) and DIR/train-curves.png and .svg.
 let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * TrainState =
     let cfg = MetaConfig.validate cfg |> orFail
     Directory.CreateDirectory outDir |> ignore
@@ -103,12 +114,26 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
     let mutable window = ResizeArray<float>()
     let mutable stepSeconds = 0.0
     let mutable skipped = 0
-    printfn "meta-training m_φ (%d×%d LSTM, %s, out ×%g) on %s: %d meta-iterations = %d trajectories of %d steps, unroll %d, meta-lr %g, seed %d"
-        cfg.Lstm.Layers cfg.Lstm.Hidden (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
-        (TaskSpec.name cfg.Task) cfg.MetaIterations (cfg.MetaIterations * cfg.Unroll.Unroll / cfg.Horizon)
-        cfg.Horizon cfg.Unroll.Unroll cfg.MetaLr cfg.Seed
+    say (sprintf "meta-training m_φ (%d×%d LSTM, %s, out ×%g) on %s: %d meta-iterations = %d trajectories of %d steps, unroll %d, meta-lr %g, seed %d"
+            cfg.Lstm.Layers cfg.Lstm.Hidden (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
+            (TaskSpec.name cfg.Task) cfg.MetaIterations (cfg.MetaIterations * cfg.Unroll.Unroll / cfg.Horizon)
+            cfg.Horizon cfg.Unroll.Unroll cfg.MetaLr cfg.Seed)
     let state0 = MetaTrain.init cfg
-    let report (r: IterationReport) =
+    let events = torch.utils.tensorboard.SummaryWriter(Path.Combine(outDir, "events"))
+    let metaLosses = ResizeArray<float * float>()
+    let validations = ResizeArray<float * float>()
+    progress.Value.Phase("meta-training", float cfg.MetaIterations, "it")
+    let report (s: TrainState) (r: IterationReport) =
+        progress.Value.Update(float r.Iteration)
+        if Double.IsFinite r.MetaLoss then
+            events.add_scalar("meta_loss", float32 r.MetaLoss, r.Iteration)
+            metaLosses.Add((float r.Iteration, r.MetaLoss))
+        events.add_scalar("meta_lr", float32 s.MetaLr, r.Iteration)
+        if r.Seconds > 0.0 then events.add_scalar("steps_per_s", float32 (float cfg.Unroll.Unroll / r.Seconds), r.Iteration)
+        r.Validation |> Option.iter (fun v ->
+            if Double.IsFinite v then
+                events.add_scalar("validation_loss", float32 v, r.Iteration)
+                validations.Add((float r.Iteration, v)))
         window.Add r.MetaLoss
         stepSeconds <- stepSeconds + r.Seconds
         if not r.Finite then skipped <- skipped + 1
@@ -118,14 +143,18 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
         match r.Validation with
         | Some v ->
             AtomicFile.writeText logPath (log.ToString()) |> ignore
-            printfn "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
-                r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
-                (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds
+            say (sprintf "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
+                     r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
+                     (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds)
             window.Clear()
             stepSeconds <- 0.0
         | None -> ()
-    let final = MetaTrain.run cfg data report (fun () -> false) state0
+    // the event writer appends and flushes each scalar as it is added
+    let final = MetaTrain.runObserved cfg data report (fun () -> false) state0
+    progress.Value.Finish()
     AtomicFile.writeText logPath (log.ToString()) |> ignore
+    Plots.training (Path.Combine(outDir, "train-curves")) (sprintf "meta-training on %s" (TaskSpec.name cfg.Task))
+        (List.ofSeq metaLosses) (List.ofSeq validations) final.BestIteration (cfg.Horizon / cfg.Unroll.Unroll)
     let seconds = total.Elapsed.TotalSeconds
     let best = final.Best
     let training: (string * JsonNode) list =
@@ -151,17 +180,26 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
     for k, v in training do
         summary[k] <- (if isNull v then null else v.DeepClone())
     AtomicFile.writeText (Path.Combine(outDir, "train.json")) (summary.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))) |> ignore
-    printfn "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
-        seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json"))
+    say (sprintf "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
+             seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json")))
     best, final
 
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
 let evaluate (s: EvalSettings) (data: TaskData) (phi: Phi list) : EvaluationResults =
     let s = EvalSettings.validate s |> orFail
-    let results = Evaluation.run s data phi (printfn "%s")
-    printfn ""
+    let reporter = progress.Value
+    let observe (phase: string) (doneNow: float) (total: float) =
+        let name = if phase = "tuning" then "tuning the baselines" else "evaluating"
+        match reporter.Status with
+        | Some st when st.Phase = name -> reporter.Update doneNow
+        | _ ->
+            reporter.Phase(name, total, "runs")
+            reporter.Update doneNow
+    let results = Evaluation.runObserved s data phi say observe
+    reporter.Finish()
+    say ""
     for line in Report.table results do
-        printfn "%s" line
+        say line
     results
 
 let private taskOf (a: ParseResults<TrainArgs>) =

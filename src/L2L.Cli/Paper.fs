@@ -278,8 +278,10 @@ let runPaper (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.Paper
     let retrain = retrainOnce (a.Contains L2L.Cli.Args.PaperArgs.Retrain)
     match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with
     | "all" ->
-        for name in experiments do
-            printfn "\n=== paper %s" name
+        let clock = Stopwatch.StartNew()
+        for k, name in List.indexed experiments do
+            let past = if k = 0 then "" else sprintf ", %.0f s so far" clock.Elapsed.TotalSeconds
+            say (sprintf "\n=== paper %s (%d of %d%s)" name (k + 1) experiments.Length past)
             run env root name retrain
     | name -> run env root name retrain
     writeTables root

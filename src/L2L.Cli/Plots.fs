@@ -47,6 +47,45 @@ let private panel (plt: Plot) (title: string) (optimizers: Summary list) =
     plt.YLabel("loss (log scale)")
     plt.ShowLegend(Alignment.UpperRight) |> ignore
 
+/// The training curves of a meta-training run: the meta-loss of each meta-iteration (left axis) and
+/// the validation loss (right axis, log scale), the kept φ's iteration marked; `path`.png and .svg.
+/// `window`: meta-iterations per trajectory (the meta-loss's mean over each is drawn too).
+let training (path: string) (title: string) (metaLoss: (float * float) list) (validation: (float * float) list) (best: int) (window: int) =
+    use plt = new Plot()
+    if not metaLoss.IsEmpty then
+        let l = plt.Add.ScatterLine(metaLoss |> List.map fst |> Array.ofList, metaLoss |> List.map snd |> Array.ofList)
+        l.Color <- (Color.FromHex "#1f77b4").WithAlpha(0.35)
+        l.LineWidth <- 1.0f
+        l.LegendText <- "meta-loss L(φ) of each truncation"
+        let means = metaLoss |> List.chunkBySize (max 1 window) |> List.map (fun c -> List.averageBy fst c, List.averageBy snd c)
+        if means.Length > 1 then
+            let m = plt.Add.ScatterLine(means |> List.map fst |> Array.ofList, means |> List.map snd |> Array.ofList)
+            m.Color <- Color.FromHex "#1f77b4"
+            m.LineWidth <- 2.0f
+            m.LegendText <- sprintf "its mean over each trajectory (%d truncations)" window
+    let finite = validation |> List.filter (fun (_, v) -> Double.IsFinite v && v > 0.0)
+    if not finite.IsEmpty then
+        let v = plt.Add.Scatter(finite |> List.map fst |> Array.ofList, finite |> List.map (snd >> log10) |> Array.ofList)
+        v.Color <- Color.FromHex "#d62728"
+        v.LineWidth <- 2.0f
+        v.MarkerSize <- 6.0f
+        v.LegendText <- "validation f(θ_T)"
+        v.Axes.YAxis <- plt.Axes.Right
+        let ticks = TickGenerators.NumericAutomatic()
+        ticks.LabelFormatter <- fun y -> sprintf "%.3g" (10.0 ** y)
+        plt.Axes.Right.TickGenerator <- ticks
+        plt.Axes.Right.Label.Text <- "validation loss (log scale)"
+    if best > 0 then
+        let line = plt.Add.VerticalLine(float best)
+        line.Color <- Color.FromHex "#2ca02c"
+        line.LineWidth <- 1.5f
+        line.LegendText <- sprintf "kept φ (iteration %d)" best
+    plt.Title(title)
+    plt.XLabel("meta-iteration")
+    plt.YLabel("meta-loss")
+    plt.ShowLegend(Alignment.UpperRight) |> ignore
+    save plt path 900 600
+
 /// Writes `path`.png and `path`.svg (one panel).
 let curves (path: string) (title: string) (results: EvaluationResults) =
     use plt = new Plot()

@@ -174,9 +174,10 @@ module Tuning =
           /// (lr, mean loss at the criterion step) for every grid point
           Scores: (float * float) list }
 
-    let private score (backend: Backend) (name: string) (problems: Problem list) (steps: int) (lr: float) =
+    let private score (backend: Backend) (scored: unit -> unit) (name: string) (problems: Problem list) (steps: int) (lr: float) =
         let r = Evaluate.run backend (Baselines.byName name lr) problems steps
         let s = Evaluate.mean r.Full[steps]
+        scored ()
         lr, (if Double.IsFinite s then s else Double.PositiveInfinity)
 
     let private pick (name: string) (scores: (float * float) list) (isEdge: float -> bool) : Result =
@@ -188,25 +189,42 @@ module Tuning =
           AtGridEdge = isEdge (fst scores[bestIdx])
           Scores = scores }
 
+    let private near (a: float) (b: float) = abs (log10 a - log10 b) < 1e-9
+
+    /// The fine points within one coarse step of `best` that are not coarse points.
+    let private refinement (lo: float) (hi: float) (coarse: int) (fine: int) (best: float) =
+        let width = 10.0 ** (1.0 / float coarse) * (1.0 + 1e-9)
+        let coarsePoints = grid lo hi coarse
+        grid lo hi fine
+        |> List.filter (fun lr -> lr > best / width && lr < best * width && not (coarsePoints |> List.exists (near lr)))
+
     /// Coarse to fine over the grid of `grid lo hi fine`: every point of the coarse grid (`coarse`
     /// per decade, a subset of the fine one when fine is a multiple of coarse), then the fine points
     /// within one coarse step of the best coarse point. Same resolution as the whole fine grid at
     /// about half the runs, for optimizees where a run is expensive; assumes the loss has no second
-    /// minimum hidden between coarse points.
-    let tuneRefined (backend: Backend) (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
-        let coarseScores = grid lo hi coarse |> List.map (score backend name problems steps)
+    /// minimum hidden between coarse points. `scored` is called after each learning rate is scored.
+    let tuneRefinedObserved (backend: Backend) (scored: unit -> unit) (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
+        let coarseScores = grid lo hi coarse |> List.map (score backend scored name problems steps)
         let best = coarseScores |> List.minBy snd |> fst
-        let width = 10.0 ** (1.0 / float coarse) * (1.0 + 1e-9)
-        let near (a: float) (b: float) = abs (log10 a - log10 b) < 1e-9
-        let fineScores =
-            grid lo hi fine
-            |> List.filter (fun lr -> lr > best / width && lr < best * width && not (coarseScores |> List.exists (fst >> near lr)))
-            |> List.map (score backend name problems steps)
+        let fineScores = refinement lo hi coarse fine best |> List.map (score backend scored name problems steps)
         let all = grid lo hi fine
         pick name (coarseScores @ fineScores) (fun lr -> near lr (List.head all) || near lr (List.last all))
 
+    /// `tuneRefinedObserved` without a callback.
+    let tuneRefined (backend: Backend) (name: string) (lo: float) (hi: float) (coarse: int) (fine: int) (problems: Problem list) (steps: int) : Result =
+        tuneRefinedObserved backend ignore name lo hi coarse fine problems steps
+
+    /// The runs `tuneRefined` takes for one baseline whose best coarse point is inside the grid.
+    let refinedRuns (lo: float) (hi: float) (coarse: int) (fine: int) =
+        let coarsePoints = grid lo hi coarse
+        coarsePoints.Length + (refinement lo hi coarse fine coarsePoints[coarsePoints.Length / 2]).Length
+
     /// Picks the lr of baseline `name` that minimises the mean loss at step `steps` on `problems`
-    /// (held-out problems: never the evaluation ones).
-    let tune (backend: Backend) (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
+    /// (held-out problems: never the evaluation ones), calling `scored` after each learning rate.
+    let tuneObserved (backend: Backend) (scored: unit -> unit) (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
         let lo, hi = List.min lrs, List.max lrs
-        pick name (lrs |> List.map (score backend name problems steps)) (fun lr -> lr = lo || lr = hi)
+        pick name (lrs |> List.map (score backend scored name problems steps)) (fun lr -> lr = lo || lr = hi)
+
+    /// `tuneObserved` without a callback.
+    let tune (backend: Backend) (name: string) (lrs: float list) (problems: Problem list) (steps: int) : Result =
+        tuneObserved backend ignore name lrs problems steps

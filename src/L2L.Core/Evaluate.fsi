@@ -99,7 +99,17 @@ namespace L2L
         /// per decade, a subset of the fine one when fine is a multiple of coarse), then the fine points
         /// within one coarse step of the best coarse point. Same resolution as the whole fine grid at
         /// about half the runs, for optimizees where a run is expensive; assumes the loss has no second
-        /// minimum hidden between coarse points.
+        /// minimum hidden between coarse points. `scored` is called after each learning rate is scored.
+        val tuneRefinedObserved:
+          backend: Backend ->
+            scored: (unit -> unit) ->
+            name: string ->
+            lo: float ->
+            hi: float ->
+            coarse: int ->
+            fine: int -> problems: Problem list -> steps: int -> Result
+
+        /// `tuneRefinedObserved` without a callback.
         val tuneRefined:
           backend: Backend ->
             name: string ->
@@ -107,11 +117,20 @@ namespace L2L
             hi: float ->
             coarse: int ->
             fine: int -> problems: Problem list -> steps: int -> Result
-        
+
+        /// The runs `tuneRefined` takes for one baseline whose best coarse point is inside the grid.
+        val refinedRuns: lo: float -> hi: float -> coarse: int -> fine: int -> int
+
         /// Picks the lr of baseline `name` that minimises the mean loss at step `steps` on `problems`
-        /// (held-out problems: never the evaluation ones).
+        /// (held-out problems: never the evaluation ones), calling `scored` after each learning rate.
+        val tuneObserved:
+          backend: Backend ->
+            scored: (unit -> unit) ->
+            name: string ->
+            lrs: float list -> problems: Problem list -> steps: int -> Result
+
+        /// `tuneObserved` without a callback.
         val tune:
           backend: Backend ->
             name: string ->
             lrs: float list -> problems: Problem list -> steps: int -> Result
-

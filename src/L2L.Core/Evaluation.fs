@@ -58,9 +58,10 @@ module Evaluation =
     let private fmt (v: float) = if System.Double.IsFinite v then sprintf "%.4g" v else "diverged"
 
     /// Runs m_φ (and, when asked, the tuned baselines) on fresh portable problems with common random
-    /// numbers. `log` receives progress lines. phis: one φ per coordinate group of the task
-    /// (TaskSpec.groups); data: the task's data sets.
-    let run (s: EvalSettings) (data: TaskData) (phis: Phi list) (log: string -> unit) : EvaluationResults =
+    /// numbers. `log` receives report lines; `progress phase done total` is called as the work goes
+    /// ("tuning": learning rates scored over all baselines, "evaluating": optimizers run). phis: one
+    /// φ per coordinate group of the task (TaskSpec.groups); data: the task's data sets.
+    let runObserved (s: EvalSettings) (data: TaskData) (phis: Phi list) (log: string -> unit) (progress: string -> float -> float -> unit) : EvaluationResults =
         let device = DeviceChoice.resolve s.Device
         let dtype = (List.head phis).WOut.dtype
         let at = Evaluate.reportSteps s.Steps
@@ -72,23 +73,36 @@ module Evaluation =
                     let tuneProblems = TaskSpec.heldOut data s.Task TrainSplit s.TuneSeed s.TuneRuns s.TuneSteps device dtype
                     try
                         let lrs = Tuning.grid 1e-5 10.0 6
+                        let perBaseline = float (if s.TuneRefine then Tuning.refinedRuns 1e-5 10.0 2 6 else lrs.Length)
+                        let total = perBaseline * float Baselines.names.Length
+                        let mutable scored = 0.0
+                        let tick () =
+                            scored <- scored + 1.0
+                            progress "tuning" scored total
+                        progress "tuning" 0.0 total
                         log (sprintf "tuning %d baselines on %d held-out problems (seed %d), %s, criterion mean f(θ_%d)"
                                  Baselines.names.Length s.TuneRuns s.TuneSeed
                                  (if s.TuneRefine then "coarse to fine over 1e-5..10 (2, then 6 learning rates per decade)"
                                   else sprintf "%d learning rates each" lrs.Length) s.TuneSteps)
-                        [ for name in Baselines.names ->
+                        [ for k, name in List.indexed Baselines.names ->
                               let r =
-                                  if s.TuneRefine then Tuning.tuneRefined s.Backend name 1e-5 10.0 2 6 tuneProblems s.TuneSteps
-                                  else Tuning.tune s.Backend name lrs tuneProblems s.TuneSteps
+                                  if s.TuneRefine then Tuning.tuneRefinedObserved s.Backend tick name 1e-5 10.0 2 6 tuneProblems s.TuneSteps
+                                  else Tuning.tuneObserved s.Backend tick name lrs tuneProblems s.TuneSteps
+                              // a refined search may take a run more or less than expected
+                              scored <- perBaseline * float (k + 1)
+                              progress "tuning" scored total
                               log (sprintf "  %-9s lr %-9.3g f(θ_%d) %s%s" name r.Lr s.TuneSteps (fmt r.Score)
                                        (if r.AtGridEdge then "  (at the grid's edge)" else ""))
                               r ]
                     finally
                         List.iter Problem.dispose tuneProblems
             let optimizers = TaskSpec.learned s.Backend s.Task phis :: [ for r in tuned -> Baselines.byName r.Name r.Lr ]
+            let count = float optimizers.Length
+            progress "evaluating" 0.0 count
             let summaries =
-                [ for opt in optimizers ->
+                [ for k, opt in List.indexed optimizers ->
                       let run = Evaluate.runAt s.Backend opt problems s.Steps at
+                      progress "evaluating" (float (k + 1)) count
                       Evaluate.summarize opt run ]
             { Task = TaskSpec.name s.Task
               Dim = TaskSpec.coordinates s.Task
@@ -100,3 +114,7 @@ module Evaluation =
               TunedOn = if s.Tune then Some(s.TuneSeed, s.TuneRuns, s.TuneSteps) else None }
         finally
             List.iter Problem.dispose problems
+
+    /// `runObserved` without progress.
+    let run (s: EvalSettings) (data: TaskData) (phis: Phi list) (log: string -> unit) : EvaluationResults =
+        runObserved s data phis log (fun _ _ _ -> ())

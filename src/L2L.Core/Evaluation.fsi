@@ -53,10 +53,17 @@ namespace L2L
     module Evaluation =
         
         /// Runs m_φ (and, when asked, the tuned baselines) on fresh portable problems with common random
-        /// numbers. `log` receives progress lines. phis: one φ per coordinate group of the task
-        /// (TaskSpec.groups); data: the task's data sets.
+        /// numbers. `log` receives report lines; `progress phase done total` is called as the work goes
+        /// ("tuning": learning rates scored over all baselines, "evaluating": optimizers run). phis: one
+        /// φ per coordinate group of the task (TaskSpec.groups); data: the task's data sets.
+        val runObserved:
+          s: EvalSettings ->
+            data: TaskData ->
+            phis: Phi list ->
+            log: (string -> unit) -> progress: (string -> float -> float -> unit) -> EvaluationResults
+
+        /// `runObserved` without progress.
         val run:
           s: EvalSettings ->
             data: TaskData ->
             phis: Phi list -> log: (string -> unit) -> EvaluationResults
-

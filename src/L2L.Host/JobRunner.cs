@@ -49,6 +49,9 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             WriteStatus(session, JobState.Running, null);
             var events = options.TensorBoard ? SummaryWriter(Path.Combine(_dir, "events")) : null;
             var checkpointEvery = spec.CheckpointEvery;
+            // the remaining time is estimated from this run's pace (a resumed job from where it resumed)
+            var startIteration = session.Iteration;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
 
             while (!session.IsDone)
             {
@@ -75,13 +78,18 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                 var validated = !double.IsNaN(info.Validation);
                 if (validated || info.Iteration % options.LogEvery == 0)
                 {
-                    Log.Progress(logger, id, info.Iteration, session.MetaIterations, info.MetaLoss, info.TrainLoss, info.Validation, info.StepsPerSecond);
-                    Note($"iter {info.Iteration} meta-loss {info.MetaLoss:G6} train {info.TrainLoss:G6} validation {info.Validation:G6} {info.StepsPerSecond:F0} steps/s");
+                    var status = new ProgressStatus("meta-training", info.Iteration - startIteration, session.MetaIterations - startIteration, "it", clock.Elapsed);
+                    var remaining = ProgressStatusModule.remaining(status);
+                    var eta = remaining is null ? "-" : remaining.Value.ToString(@"h\:mm\:ss");
+                    Log.Progress(logger, id, info.Iteration, session.MetaIterations, info.MetaLoss, info.TrainLoss, info.Validation, info.StepsPerSecond, eta);
+                    Note($"iter {info.Iteration}/{session.MetaIterations} meta-loss {info.MetaLoss:G6} train {info.TrainLoss:G6} validation {info.Validation:G6} {info.StepsPerSecond:F0} steps/s remaining {eta}");
                 }
                 if (events is not null)
                 {
                     if (double.IsFinite(info.MetaLoss)) events.add_scalar("meta_loss", (float)info.MetaLoss, info.Iteration);
                     if (validated && double.IsFinite(info.Validation)) events.add_scalar("validation_loss", (float)info.Validation, info.Iteration);
+                    events.add_scalar("meta_lr", (float)info.MetaLr, info.Iteration);
+                    if (double.IsFinite(info.StepsPerSecond)) events.add_scalar("steps_per_s", (float)info.StepsPerSecond, info.Iteration);
                 }
                 if (info.Iteration % checkpointEvery == 0)
                 {

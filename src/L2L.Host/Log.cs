@@ -17,8 +17,8 @@ internal static partial class Log
     [LoggerMessage(EventId = 4, Level = LogLevel.Information, Message = "Job {JobId} resumed from checkpoint {Checkpoint} (meta-iteration {Iteration})")]
     public static partial void JobResumed(ILogger logger, string jobId, string checkpoint, int iteration);
 
-    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Job {JobId} iter {Iteration}/{MetaIterations} meta-loss {MetaLoss:G4} train f {TrainLoss:G4} validation {Validation:G4} {StepsPerSecond:F0} steps/s")]
-    public static partial void Progress(ILogger logger, string jobId, int iteration, int metaIterations, double metaLoss, double trainLoss, double validation, double stepsPerSecond);
+    [LoggerMessage(EventId = 5, Level = LogLevel.Information, Message = "Job {JobId} iter {Iteration}/{MetaIterations} meta-loss {MetaLoss:G4} train f {TrainLoss:G4} validation {Validation:G4} {StepsPerSecond:F0} steps/s remaining {Remaining}")]
+    public static partial void Progress(ILogger logger, string jobId, int iteration, int metaIterations, double metaLoss, double trainLoss, double validation, double stepsPerSecond, string remaining);
 
     [LoggerMessage(EventId = 6, Level = LogLevel.Warning, Message = "Job {JobId} meta-iteration {Iteration}: non-finite loss or meta-gradient; update discarded (φ and Adam rolled back to the last good state), meta-lr reduced to {MetaLr:G4}")]
     public static partial void Fault(ILogger logger, string jobId, int iteration, double metaLr);
