@@ -308,10 +308,13 @@ let private peer (runtime: RuntimeSettings) (script: string) (task: string) =
 
 let private keys = [ "meta_train_steps_per_s"; "eval_steps_per_s"; "peak_rss_mib" ]
 
-/// One measurement as soon as it is taken: task, side, run, the three values.
+/// One measurement as soon as it is taken: task, side, run, the three values (and the benchmark's
+/// progress: one unit per measurement).
 let private announce (task: string) (side: string) (run: int) (total: int) (m: JsonNode) =
     let v (k: string) = (m[k]).GetValue<float>()
-    printfn "%s"
+    let p = progress.Value
+    p.Update((p.Status |> Option.map (fun s -> s.Done) |> Option.defaultValue 0.0) + 1.0)
+    say
         (String.Format(Globalization.CultureInfo.InvariantCulture, "{0,-10} {1,-5} run {2}/{3}: meta-train {4:F1} steps/s, eval {5:F1} steps/s, peak RSS {6:F0} MiB",
                        task, side, run, total, v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
     m
@@ -328,6 +331,7 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
     peerScript |> Option.iter (fun p -> if not (File.Exists p) then failwithf "the peer script %s does not exist" p)
     if peerScript.IsSome && not (File.Exists "/usr/bin/python3") then failwith "--peer needs /usr/bin/python3 with torch (see ../shared/peer/README.md)"
     let results = JsonObject()
+    progress.Value.Phase("benchmark", float (tasks.Length * (if peerScript.IsSome then 2 * reps else 1)), "measurements")
     for task in tasks do
         let entry = JsonObject()
         match peerScript with
@@ -363,6 +367,7 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
             entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
             entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
         results[task] <- entry
+    progress.Value.Finish()
     let doc = JsonObject()
     doc["machine"] <- machine runtime
     doc["tasks"] <- results

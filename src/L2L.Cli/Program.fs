@@ -5,8 +5,18 @@ open Argu
 open L2L.Cli.Args
 open L2L.Cli.Commands
 
+/// The command's failure as one line on stderr (the stack trace too with --verbose) and its exit
+/// code: 2 for bad input, 1 for the environment (a path that cannot be written, a full disk) and
+/// anything else.
+let private failure (verbose: bool) (code: int) (what: string) (e: exn) =
+    eprintfn "l2l: %s%s" what ((e.Message.Split('\n')[0]).Trim())
+    if verbose then eprintfn "%O" e
+    code
+
 [<EntryPoint>]
 let main argv =
+    let verbose = argv |> Array.contains "--verbose"
+    let argv = argv |> Array.filter (fun a -> a <> "--verbose")
     let parser = ArgumentParser.Create<CliArgs>(programName = "l2l")
     try
         let args = parser.ParseCommandLine(argv, raiseOnUsage = true)
@@ -36,3 +46,7 @@ let main argv =
     | UsageError msg ->
         eprintfn "l2l: %s" msg
         2
+    | :? IO.InvalidDataException as e -> failure verbose 2 "bad data: " e
+    | :? UnauthorizedAccessException as e -> failure verbose 1 "cannot write: " e
+    | :? IO.IOException as e -> failure verbose 1 "" e
+    | e -> failure verbose 1 (sprintf "failed (%s): " (e.GetType().Name)) e

@@ -38,6 +38,8 @@ if (configured.IsError)
     return 2;
 }
 builder.Services.AddSingleton(configured.ResultValue);
+var exit = new WorkerExit();
+builder.Services.AddSingleton(exit);
 builder.Services.AddSystemd();
 builder.Services.AddOptions<WorkerOptions>()
     .Bind(builder.Configuration.GetSection(WorkerOptions.Section))
@@ -63,7 +65,7 @@ try
 {
     using var host = builder.Build();
     await host.RunAsync();
-    return 0;
+    return exit.Code;
 }
 catch (OptionsValidationException e)
 {

@@ -11,7 +11,7 @@ namespace L2L.Host;
 /// dedicated thread. On shutdown every running job checkpoints and stops; unfinished jobs resume on
 /// the next start.
 /// </summary>
-public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, ILogger<Scheduler> logger) : BackgroundService
+public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, WorkerExit exit, IHostApplicationLifetime lifetime, ILogger<Scheduler> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
     private readonly Queue<string> _queue = new();
@@ -21,7 +21,19 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var jobsDir = Path.GetFullPath(_options.JobsDirectory);
-        Directory.CreateDirectory(jobsDir);
+        try
+        {
+            Directory.CreateDirectory(jobsDir);
+            JobsDirectory.unfinished(jobsDir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // the worker cannot run at all: one line, a non-zero exit
+            Console.Error.WriteLine($"l2l-worker: the jobs directory {jobsDir} cannot be used: {e.Message}");
+            exit.Code = 1;
+            lifetime.StopApplication();
+            return;
+        }
         Log.WorkerStarted(logger, jobsDir, _options.MaxConcurrentJobs);
         foreach (var id in JobsDirectory.unfinished(jobsDir))
             Enqueue(id);

@@ -51,3 +51,9 @@ public sealed class WorkerOptions
 public sealed partial class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
 {
 }
+
+/// <summary>The worker's exit code: set by a service that finds the worker cannot run at all.</summary>
+public sealed class WorkerExit
+{
+    public int Code { get; set; }
+}

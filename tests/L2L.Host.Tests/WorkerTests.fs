@@ -139,6 +139,12 @@ let tests =
                 Expect.notEqual code 0 (sprintf "non-zero exit for %s" key)
                 Expect.stringContains w.Text key "names the key"
                 Expect.stringContains w.Text "invalid configuration" "says what is wrong"
+            // a jobs directory that cannot be used: the worker cannot run at all
+            let file = System.IO.Path.GetTempFileName()
+            let w = start file [] []
+            Expect.equal (waitExit w (minutes 1.0)) 1 "exit code 1 when the worker cannot run"
+            Expect.stringContains w.Text (sprintf "the jobs directory %s cannot be used" file) "one line naming the directory"
+            System.IO.File.Delete file
             // the environment's tunables are read once, by the worker's Program
             let w = start jobs [] [ "L2L_META_GRADIENT", "fast" ]
             Expect.equal (waitExit w (minutes 1.0)) 2 "exit code 2 for a bad environment"

@@ -73,6 +73,15 @@ let tests =
             expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "x.json"; "--steps"; "-5"; "--out"; "r.json" ] "steps must be ≥ 1"
         testCase "unknown option" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--bogus" ] "--bogus"
         testCase "unknown command" <| fun () -> expectUsageError [ "fly" ] "fly"
+        testCase "an output path that cannot be written is one line and exit code 1, no stack trace" <| fun () ->
+            let file = Path.GetTempFileName()
+            let code, _, err = cli [ "train"; "--task"; "quadratic"; "--out"; Path.Combine(file, "x"); "--meta-iterations"; "2" ]
+            Expect.equal code 1 "exit code 1: the environment"
+            let lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            Expect.equal lines.Length 1 (sprintf "one line: %s" err)
+            Expect.stringContains lines[0] (Path.Combine(file, "x")) "names the path"
+            Expect.isFalse (err.Contains "   at ") "no stack trace"
+            File.Delete file
         testCase "a bad environment variable is one line naming it" <| fun () ->
             for name, value in [ "L2L_TORCH_THREADS", "x"; "L2L_STEP_TORCH_THREADS", "-1"; "L2L_META_GRADIENT", "fast"; "L2L_CELL", "weird" ] do
                 Environment.SetEnvironmentVariable(name, value)
