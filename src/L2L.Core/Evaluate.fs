@@ -26,8 +26,10 @@ type Summary =
       LossAt: (int * float) list
       /// Means of further metrics at those steps (e.g. test_acc).
       MetricsAt: (string * (int * float) list) list
-      /// Half-width of the 95% confidence interval of that mean (1.96·s/√N).
+      /// Half-width of the 95% confidence interval of that mean (t_{N−1, 0.975}·s/√N).
       Ci95At: (int * float) list
+      /// Each run's (function's) loss at those steps, so the intervals can be recomputed.
+      RunsAt: (int * float[]) list
       /// Mean loss at every step 0..S (on each step's minibatch).
       CurveMean: float[]
       /// Half-width of its 95% confidence interval at every step.
@@ -132,13 +134,20 @@ module Evaluate =
 
     let mean (xs: float[]) = Array.average xs
 
-    /// Half-width of the 95% normal-approximation confidence interval of the mean.
+    let private quantiles = Collections.Concurrent.ConcurrentDictionary<int, float>()
+
+    /// Student's t quantile t_{N−1, 0.975}: the 95% interval's multiplier for a mean of N values
+    /// (2.262 for N = 10, 1.962 for N = 1000).
+    let tQuantile (n: int) =
+        quantiles.GetOrAdd(n, fun n -> MathNet.Numerics.Distributions.StudentT.InvCDF(0.0, 1.0, float (n - 1), 0.975))
+
+    /// Half-width of the 95% confidence interval of the mean: t_{N−1, 0.975}·s/√N.
     let ci95 (xs: float[]) =
         if xs.Length < 2 || Array.exists (Double.IsFinite >> not) xs then Double.NaN
         else
             let m = Array.average xs
             let var = (xs |> Array.sumBy (fun x -> (x - m) * (x - m))) / float (xs.Length - 1)
-            1.96 * sqrt (var / float xs.Length)
+            tQuantile xs.Length * sqrt (var / float xs.Length)
 
     /// Steps reported in results files: every multiple of 50 up to S, and S.
     let reportSteps (steps: int) =
@@ -153,6 +162,7 @@ module Evaluate =
           Hyper = opt.Hyper
           LossAt = at |> List.map (fun t -> t, mean r.Full[t])
           Ci95At = at |> List.map (fun t -> t, ci95 r.Full[t])
+          RunsAt = at |> List.map (fun t -> t, Array.copy r.Full[t])
           MetricsAt = r.Metrics |> Map.toList |> List.map (fun (name, m) -> name, m |> Map.toList |> List.map (fun (t, v) -> t, mean v))
           CurveMean = r.Losses |> Array.map mean
           CurveCi95 = r.Losses |> Array.map ci95

@@ -31,8 +31,10 @@ namespace L2L
           /// Means of further metrics at those steps (e.g. test_acc).
           MetricsAt: (string * (int * float) list) list
           
-          /// Half-width of the 95% confidence interval of that mean (1.96·s/√N).
+          /// Half-width of the 95% confidence interval of that mean (t_{N−1, 0.975}·s/√N).
           Ci95At: (int * float) list
+          /// Each run's (function's) loss at those steps, so the intervals can be recomputed.
+          RunsAt: (int * float[]) list
           
           /// Mean loss at every step 0..S (on each step's minibatch).
           CurveMean: float array
@@ -70,7 +72,11 @@ namespace L2L
         
         val mean: xs: float array -> float
         
-        /// Half-width of the 95% normal-approximation confidence interval of the mean.
+        /// Student's t quantile t_{N−1, 0.975}: the 95% interval's multiplier for a mean of N values
+        /// (2.262 for N = 10, 1.962 for N = 1000).
+        val tQuantile: n: int -> float
+
+        /// Half-width of the 95% confidence interval of the mean: t_{N−1, 0.975}·s/√N.
         val ci95: xs: float array -> float
         
         /// Steps reported in results files: every multiple of 50 up to S, and S.

@@ -1,6 +1,7 @@
 /// The results file of an evaluation:
 ///   {"task":..,"dim":..,"steps":S,"runs":N,"seed":..,"optimizers":[{"name":..,"hyper":{..},
-///    "loss_at":{"100":mean,..},"ci95_at":{..},"curve_mean":[S+1 numbers],"steps_per_s":..}],..}
+///    "loss_at":{"100":mean,..},"ci95_at":{..},"runs_at":{"100":[N losses],..},"curve_mean":[S+1 numbers],
+///    "curve_ci95":[..],"steps_per_s":..}],..}; ci95 is the half-width t_{N−1,0.975}·s/√N.
 /// Non-finite numbers (a diverged run) are written as null, so the JSON stays strict.
 namespace L2L
 
@@ -40,6 +41,13 @@ module ResultsFile =
                         w.WritePropertyName(string t)
                         num w v
                     w.WriteEndObject()
+                w.WriteStartObject("runs_at")
+                for t, values in s.RunsAt do
+                    w.WriteStartArray(string t)
+                    for v in values do
+                        num w v
+                    w.WriteEndArray()
+                w.WriteEndObject()
                 for name, values in s.MetricsAt do
                     w.WriteStartObject(name + "_at")
                     for t, v in values do

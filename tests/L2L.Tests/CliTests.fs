@@ -146,6 +146,14 @@ let tests =
                 let keys = [ for p in o.GetProperty("loss_at").EnumerateObject() -> p.Name ]
                 Expect.equal keys [ "50"; "100"; "120" ] "loss_at: multiples of 50 and S"
                 Expect.equal [ for p in o.GetProperty("ci95_at").EnumerateObject() -> p.Name ] keys "ci95_at"
+                // runs_at holds each run's loss, from which loss_at and ci95_at are recomputed
+                for k in keys do
+                    let runs = [| for x in o.GetProperty("runs_at").GetProperty(k).EnumerateArray() -> x.GetDouble() |]
+                    Expect.equal runs.Length 20 "one loss per run"
+                    let mean = Array.average runs
+                    Expect.floatClose Accuracy.high (o.GetProperty("loss_at").GetProperty(k).GetDouble()) mean "loss_at is their mean"
+                    let s = sqrt ((runs |> Array.sumBy (fun x -> (x - mean) ** 2.0)) / 19.0)
+                    Expect.floatClose Accuracy.high (o.GetProperty("ci95_at").GetProperty(k).GetDouble()) (2.093024 * s / sqrt 20.0) "ci95_at: t_{19} s/√N"
     
         testCase "submit validates the spec, drops it for the worker; status lists it; cancel marks it" <| fun () ->
             let d = tmpDir ()

@@ -11,6 +11,7 @@ let summary name (scale: float) =
       Hyper = [ "lr", 0.1 ]
       LossAt = [ 10, scale * 0.1 ]
       Ci95At = [ 10, 0.01 ]
+      RunsAt = [ 10, [| scale * 0.1 |] ]
       MetricsAt = []
       CurveMean = Array.init 11 (fun t -> scale * 10.0 / float (t + 1))
       CurveCi95 = Array.init 11 (fun t -> 0.1 / float (t + 1))

@@ -94,9 +94,12 @@ let tests =
                 let p = TaskSpec.trainProblem TaskData.none (Quadratic 3) 1L 0L 2 10 (DeviceChoice.resolve Auto) f32
                 Expect.equal p.Theta0.device.``type`` (DeviceChoice.resolve Auto).``type`` "problems are created on the resolved device")
 
-        testCase "95% CI is 1.96·s/√N and the report steps are the multiples of 50 and S" <| fun () ->
+        testCase "95% CI is t_{N−1,0.975}·s/√N (Student's t) and the report steps are the multiples of 50 and S" <| fun () ->
             let xs = [| 1.0; 2.0; 3.0; 4.0 |]
-            Expect.floatClose Accuracy.veryHigh (Evaluate.ci95 xs) (1.96 * sqrt (5.0 / 3.0) / 2.0) "ci"
+            // t_{3, 0.975} = 3.182446 (tables)
+            Expect.floatClose Accuracy.veryHigh (Evaluate.ci95 xs) (3.182446305284263 * sqrt (5.0 / 3.0) / 2.0) "ci, N = 4"
+            Expect.floatClose { absolute = 1e-6; relative = 0.0 } (Evaluate.tQuantile 10) 2.262157 "N = 10 (the MNIST tables)"
+            Expect.floatClose { absolute = 1e-6; relative = 0.0 } (Evaluate.tQuantile 1000) 1.962341 "N = 1000 (the quadratics)"
             Expect.equal (Evaluate.reportSteps 200) [ 50; 100; 150; 200 ] "S = 200"
             Expect.equal (Evaluate.reportSteps 120) [ 50; 100; 120 ] "S = 120"
             Expect.equal (Tuning.grid 1e-5 10.0 6).Length 37 "6 points per decade from 1e-5 to 10"
