@@ -114,6 +114,10 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             Note("completed");
             return JobOutcome.Completed;
         }
+        catch (CheckpointWriteException e)
+        {
+            return Fail(session, e.Message, Note);
+        }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             return Fail(session, $"{e.GetType().Name}: {e.Message}", Note);
@@ -161,13 +165,37 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
 
     private int _lastCheckpoint = -1;
 
+    /// <summary>Attempts at writing a checkpoint before the job fails (with backoff between them).</summary>
+    private const int CheckpointAttempts = 3;
+
+    /// <summary>
+    /// Writes the session's checkpoint (atomically: a failed write leaves the previous checkpoints
+    /// as they were), retrying a failed write; after the last attempt the job fails with the reason.
+    /// </summary>
     private void Checkpoint(JobSession session, CheckpointStore store, Action<string> note)
     {
         if (session.Iteration == _lastCheckpoint) return;
-        _lastCheckpoint = session.Iteration;
-        var path = store.Write(session.Iteration, session.Checkpoint());
-        Log.CheckpointWritten(logger, id, Path.GetFileName(path), session.Iteration);
-        note($"checkpoint {Path.GetFileName(path)}");
+        var bytes = session.Checkpoint();
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                var path = store.Write(session.Iteration, bytes);
+                _lastCheckpoint = session.Iteration;
+                Log.CheckpointWritten(logger, id, Path.GetFileName(path), session.Iteration);
+                note($"checkpoint {Path.GetFileName(path)}");
+                return;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                Log.CheckpointWriteFailed(logger, id, session.Iteration, attempt, CheckpointAttempts, e.Message);
+                note($"checkpoint of meta-iteration {session.Iteration} not written (attempt {attempt} of {CheckpointAttempts}): {e.Message}");
+                if (attempt == CheckpointAttempts)
+                    throw new CheckpointWriteException(
+                        $"the checkpoint of meta-iteration {session.Iteration} could not be written after {CheckpointAttempts} attempts ({e.Message}); the last good checkpoint is kept", e);
+                Thread.Sleep(TimeSpan.FromMilliseconds(250 << (attempt - 1)));
+            }
+        }
     }
 
     private JobOutcome Fail(JobSession? session, string reason, Action<string> note)
@@ -198,3 +226,6 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                     double.IsFinite(session.BestLoss) ? FSharpOption<double>.Some(session.BestLoss) : FSharpOption<double>.None,
                     FSharpOption<double>.Some(session.MetaLr))));
 }
+
+/// <summary>A checkpoint that could not be written after every attempt.</summary>
+public sealed class CheckpointWriteException(string message, Exception inner) : Exception(message, inner);

@@ -49,4 +49,7 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 15, Level = LogLevel.Information, Message = "Worker stopping: {Running} running job(s) checkpoint and stop")]
     public static partial void WorkerStopping(ILogger logger, int running);
+
+    [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "Job {JobId} checkpoint of meta-iteration {Iteration} not written (attempt {Attempt} of {Attempts}): {Problem}")]
+    public static partial void CheckpointWriteFailed(ILogger logger, string jobId, int iteration, int attempt, int attempts, string problem);
 }

@@ -109,6 +109,29 @@ let tests =
             Expect.stringContains w2.Text (sprintf "resumed from checkpoint %s" newest) "resumed"
             Expect.equal (phiSha jobs "t") reference.Value "same φ as an uninterrupted run"
 
+        testCase "a checkpoint that cannot be written: retried, then the job fails with the reason and the last good checkpoint is kept" <| fun () ->
+            let jobs = newJobsDir ()
+            // the target of every checkpoint from meta-iteration 10 on is a directory: the rename fails
+            let dir = Path.Combine(jobs, "wf", "checkpoints")
+            for it in [ 10; 15; 20 ] do
+                Directory.CreateDirectory(Path.Combine(dir, sprintf "ckpt-%08d.bin" it)) |> ignore
+            drop jobs "wf" (spec "wf" 20 "")
+            let w = start jobs [] []
+            waitState jobs "wf" [ Failed; Completed ] (minutes 2.0) w
+            sigterm w
+            waitExit w (minutes 1.0) |> ignore
+            match status jobs "wf" with
+            | Ok s ->
+                Expect.equal s.State Failed "failed"
+                Expect.stringContains (defaultArg s.Reason "") "checkpoint of meta-iteration 10 could not be written after 3 attempts" "the reason"
+            | Error e -> failtest e
+            let tries = w.Text.Split('\n') |> Array.filter (fun l -> l.Contains "checkpoint of meta-iteration 10 not written")
+            Expect.equal tries.Length 3 (sprintf "three attempts logged: %s" w.Text)
+            let good = Path.Combine(dir, "ckpt-00000005.bin")
+            Expect.isTrue (File.Exists good) "the last good checkpoint is kept"
+            Expect.equal (Checkpoint.verify (File.ReadAllBytes good)) (Ok()) "and intact"
+            Expect.isEmpty (Directory.GetFiles(dir) |> Array.filter AtomicFile.isTemporary) "no temporary left"
+
         testCase "bad specs fail with a reason, the worker stays up, the next valid job runs" <| fun () ->
             let jobs = newJobsDir ()
             let w = start jobs [] []

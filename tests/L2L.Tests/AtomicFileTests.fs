@@ -64,6 +64,15 @@ let tests =
             Expect.isEmpty (Directory.GetFiles dir |> Array.filter AtomicFile.isTemporary) "no temporary left"
             Directory.Delete(dir, true)
 
+        testCase "a target that is a directory: the write fails, reported, nothing else changed" <| fun () ->
+            let dir = tempDir ()
+            let target = Path.Combine(dir, "ckpt.bin")
+            Directory.CreateDirectory target |> ignore
+            Expect.throwsT<IOException> (fun () -> AtomicFile.write target [| 1uy |] |> ignore) "an IOException the caller reports"
+            Expect.isTrue (Directory.Exists target) "the directory is left as it was"
+            Expect.isEmpty (Directory.GetFiles dir) "no temporary left"
+            Directory.Delete(dir, true)
+
         testCase "the checkpoint store removes temporaries, keeps the newest K, and sets unusable ones aside" <| fun () ->
             let dir = tempDir ()
             let store = CheckpointStore(dir, 2)
