@@ -43,6 +43,55 @@ module CheckpointError =
         | ChecksumMismatch -> "checksum mismatch (corrupt)"
         | Malformed m -> sprintf "malformed: %s" m
 
+/// The header's fields, read by name: a field that is missing or of the wrong kind is an
+/// InvalidDataException naming it (reported as a malformed checkpoint).
+module private Field =
+    let private bad (name: string) (what: string) = raise (InvalidDataException(sprintf "header field '%s' %s" name what))
+
+    let get (e: JsonElement) (name: string) : JsonElement =
+        if e.ValueKind <> JsonValueKind.Object then bad name "is inside something that is not an object"
+        match e.TryGetProperty name with
+        | true, v -> v
+        | _ -> bad name "is missing"
+
+    let int32 (e: JsonElement) (name: string) =
+        let v = get e name
+        match v.ValueKind, (if v.ValueKind = JsonValueKind.Number then v.TryGetInt32() else (false, 0)) with
+        | JsonValueKind.Number, (true, x) -> x
+        | _ -> bad name "is not a 32-bit integer"
+
+    let int64 (e: JsonElement) (name: string) =
+        let v = get e name
+        match v.ValueKind, (if v.ValueKind = JsonValueKind.Number then v.TryGetInt64() else (false, 0L)) with
+        | JsonValueKind.Number, (true, x) -> x
+        | _ -> bad name "is not an integer"
+
+    let double (e: JsonElement) (name: string) =
+        let v = get e name
+        if v.ValueKind = JsonValueKind.Number then v.GetDouble() else bad name "is not a number"
+
+    let string (e: JsonElement) (name: string) =
+        let v = get e name
+        if v.ValueKind = JsonValueKind.String then v.GetString() else bad name "is not a string"
+
+    let bool (e: JsonElement) (name: string) =
+        match (get e name).ValueKind with
+        | JsonValueKind.True -> true
+        | JsonValueKind.False -> false
+        | _ -> bad name "is not true or false"
+
+    let array (e: JsonElement) (name: string) =
+        let v = get e name
+        if v.ValueKind = JsonValueKind.Array then [ for x in v.EnumerateArray() -> x ] else bad name "is not an array"
+
+    /// The elements of an array field as 32-bit integers.
+    let int32s (e: JsonElement) (name: string) =
+        array e name
+        |> List.map (fun x ->
+            match x.ValueKind, (if x.ValueKind = JsonValueKind.Number then x.TryGetInt32() else (false, 0)) with
+            | JsonValueKind.Number, (true, v) -> v
+            | _ -> bad name "holds something that is not a 32-bit integer")
+
 /// What must be equal between a checkpoint and the configuration resuming it: everything that
 /// decides the state's shapes and the sequence of meta-training problems.
 type CheckpointSettings =
@@ -106,36 +155,36 @@ module CheckpointSettings =
     /// Reads what `write` wrote (KeyNotFoundException / InvalidOperationException when a field is
     /// missing or of the wrong kind: the caller reports the checkpoint as malformed).
     let read (e: JsonElement) : CheckpointSettings =
-        let t = e.GetProperty("task")
-        let ints (name: string) = [ for x in t.GetProperty(name).EnumerateArray() -> x.GetInt32() ]
+        let t = (Field.get e "task")
+        let ints (name: string) = Field.int32s t name
         let task =
-            match t.GetProperty("name").GetString() with
-            | "quadratic" -> Quadratic(t.GetProperty("dim").GetInt32())
+            match Field.string t "name" with
+            | "quadratic" -> Quadratic(Field.int32 t "dim")
             | "mnist" ->
                 Mlp
                     { Hidden = ints "hidden"
-                      Activation = (if t.GetProperty("activation").GetString() = "relu" then Relu else Sigmoid)
-                      Batch = t.GetProperty("batch").GetInt32() }
-            | "mnist-conv" -> Conv { Channels = ints "channels"; Dense = t.GetProperty("dense").GetInt32(); Batch = t.GetProperty("batch").GetInt32() }
+                      Activation = (if Field.string t "activation" = "relu" then Relu else Sigmoid)
+                      Batch = Field.int32 t "batch" }
+            | "mnist-conv" -> Conv { Channels = ints "channels"; Dense = Field.int32 t "dense"; Batch = Field.int32 t "batch" }
             | other -> raise (InvalidDataException(sprintf "unknown task '%s'" other))
-        let l = e.GetProperty("lstm")
-        let p = l.GetProperty("logsign_p")
+        let l = (Field.get e "lstm")
+        let p = (Field.get l "logsign_p")
         { Task = task
           Lstm =
-            { Layers = l.GetProperty("layers").GetInt32()
-              Hidden = l.GetProperty("hidden").GetInt32()
-              Preprocessing = (if p.ValueKind = JsonValueKind.Null then Identity else LogSign(p.GetDouble()))
-              OutScale = l.GetProperty("out_scale").GetDouble()
-              ForgetBias = l.GetProperty("forget_bias").GetDouble() }
-          Horizon = e.GetProperty("horizon").GetInt32()
+            { Layers = Field.int32 l "layers"
+              Hidden = Field.int32 l "hidden"
+              Preprocessing = (if p.ValueKind = JsonValueKind.Null then Identity else LogSign(Field.double l "logsign_p"))
+              OutScale = Field.double l "out_scale"
+              ForgetBias = Field.double l "forget_bias" }
+          Horizon = Field.int32 e "horizon"
           Unroll =
-            { Unroll = e.GetProperty("unroll").GetInt32()
-              Weights = (if e.GetProperty("weights").GetString() = "last" then LastOnly else Uniform)
-              SecondOrder = e.GetProperty("second_order").GetBoolean()
-              LogLoss = e.GetProperty("log_loss").GetBoolean() }
-          BatchFunctions = e.GetProperty("batch_functions").GetInt32()
-          Seed = e.GetProperty("seed").GetInt64()
-          DType = e.GetProperty("dtype").GetString() }
+            { Unroll = Field.int32 e "unroll"
+              Weights = (if Field.string e "weights" = "last" then LastOnly else Uniform)
+              SecondOrder = Field.bool e "second_order"
+              LogLoss = Field.bool e "log_loss" }
+          BatchFunctions = Field.int32 e "batch_functions"
+          Seed = Field.int64 e "seed"
+          DType = Field.string e "dtype" }
 
     /// The fields in which two settings differ, by name.
     let differences (a: CheckpointSettings) (b: CheckpointSettings) : string list =
@@ -276,7 +325,7 @@ module Checkpoint =
                 let headerStart = preamble
                 use doc = JsonDocument.Parse(ReadOnlyMemory(bytes, headerStart, headerLen))
                 let h = doc.RootElement
-                let recorded = CheckpointSettings.read (h.GetProperty("settings"))
+                let recorded = CheckpointSettings.read ((Field.get h "settings"))
                 match CheckpointSettings.differences recorded (CheckpointSettings.ofConfig cfg) with
                 | _ :: _ as differ ->
                     Error(Malformed(sprintf "it was written for other settings (%s differ)" (String.concat ", " differ)))
@@ -284,17 +333,19 @@ module Checkpoint =
                 let device = DeviceChoice.resolve cfg.Device
                 let mutable offset = headerStart + headerLen
                 let raw =
-                    [ for e in h.GetProperty("tensors").EnumerateArray() ->
-                          let name = e.GetProperty("name").GetString()
-                          let shape = [| for d in e.GetProperty("shape").EnumerateArray() -> d.GetInt64() |]
-                          let n = e.GetProperty("bytes").GetInt32()
+                    [ for e in Field.array h "tensors" ->
+                          let name = Field.string e "name"
+                          let shape = Field.array e "shape" |> List.map (fun d -> if d.ValueKind = JsonValueKind.Number && fst (d.TryGetInt64()) then d.GetInt64() else raise (InvalidDataException(sprintf "tensor %s: its shape is not a list of integers" name))) |> Array.ofList
+                          let n = Field.int32 e "bytes"
+                          if n < 0 || int64 offset + int64 n > int64 (bytes.Length - 32) then
+                              raise (InvalidDataException(sprintf "tensor %s: its %d bytes at byte offset %d run past the data section (which ends at %d)" name n offset (bytes.Length - 32)))
                           let start = offset
                           offset <- offset + n
                           name, (shape, start, n) ]
                     |> Map.ofList
                 let numOr (e: JsonElement) (name: string) =
-                    let v = e.GetProperty(name)
-                    if v.ValueKind = JsonValueKind.Null then Double.PositiveInfinity else v.GetDouble()
+                    let v = Field.get e name
+                    if v.ValueKind = JsonValueKind.Null then Double.PositiveInfinity else Field.double e name
                 let groups = (TaskSpec.groups cfg.Task).Length
                 let state =
                     Tensors.build TrainState.tensors (fun () ->
@@ -325,7 +376,7 @@ module Checkpoint =
                                     (List.map2 (fun name t -> leaf (get (sprintf "%s.%d.%s" prefix g name) t)) (Phi.names cfg.Lstm) (Phi.tensors phi)))
                         let phi = phisNamed "phi"
                         let best = phisNamed "best"
-                        let steps = [ for x in h.GetProperty("meta_opt_steps").EnumerateArray() -> x.GetInt32() ]
+                        let steps = Field.int32s h "meta_opt_steps"
                         let names = [ for g in 0 .. groups - 1 do for n in Phi.names cfg.Lstm -> sprintf "phi.%d.%s" g n ]
                         if steps.Length <> names.Length then
                             raise (InvalidDataException(sprintf "%d meta-optimizer states, expected %d" steps.Length names.Length))
@@ -335,34 +386,39 @@ module Checkpoint =
                                 (fun name (p: Tensor) st -> { OptState.mapNamed ("adam." + name) get (adam.Init p) with Step = st })
                                 names (Phis.tensors template) steps
                         let trajectory =
-                            let t = h.GetProperty("trajectory")
+                            let t = (Field.get h "trajectory")
                             if t.ValueKind = JsonValueKind.Null then None
                             else
-                                let index = t.GetProperty("index").GetInt64()
+                                let index = Field.int64 t "index"
                                 let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed index cfg.BatchFunctions cfg.Horizon device cfg.DType
                                 let opt = TaskSpec.learned cfg.Backend cfg.Task template
                                 Some
                                     { Problem = problem
                                       Index = index
-                                      Step = t.GetProperty("step").GetInt32()
+                                      Step = Field.int32 t "step"
                                       Theta = (get "traj.theta" problem.Theta0).requires_grad_(true)
                                       Grad = get "traj.grad" problem.Theta0
-                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Theta0) with Step = t.GetProperty("opt_step").GetInt32() }
+                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Theta0) with Step = Field.int32 t "opt_step" }
                                       Loss = numOr t "loss" }
                         { Phis = phi
                           MetaOpt = metaOpt
-                          Iteration = h.GetProperty("iteration").GetInt32()
+                          Iteration = Field.int32 h "iteration"
                           Trajectory = trajectory
-                          Trajectories = h.GetProperty("trajectories").GetInt64()
+                          Trajectories = Field.int64 h "trajectories"
                           Best = best
                           BestLoss = numOr h "best_loss"
-                          BestIteration = h.GetProperty("best_iteration").GetInt32()
-                          MetaLr = h.GetProperty("meta_lr").GetDouble()
-                          ConsecutiveFaults = h.GetProperty("consecutive_faults").GetInt32()
-                          Faults = h.GetProperty("faults").GetInt32() })
-                let m = h.GetProperty("metrics")
-                let arr (name: string) = [| for x in m.GetProperty(name).EnumerateArray() -> if x.ValueKind = JsonValueKind.Null then nan else x.GetDouble() |]
-                let its = [| for x in m.GetProperty("iteration").EnumerateArray() -> x.GetInt32() |]
+                          BestIteration = Field.int32 h "best_iteration"
+                          MetaLr = Field.double h "meta_lr"
+                          ConsecutiveFaults = Field.int32 h "consecutive_faults"
+                          Faults = Field.int32 h "faults" })
+                let m = (Field.get h "metrics")
+                let arr (name: string) =
+                    [| for x in Field.array m name ->
+                           match x.ValueKind with
+                           | JsonValueKind.Null -> nan
+                           | JsonValueKind.Number -> x.GetDouble()
+                           | _ -> raise (InvalidDataException(sprintf "header field '%s' holds something that is not a number" name)) |]
+                let its = Field.int32s m "iteration" |> Array.ofList
                 let ml, tl, vl = arr "meta_loss", arr "train_loss", arr "validation"
                 let metrics = Array.init its.Length (fun i -> { Iteration = its[i]; MetaLoss = ml[i]; TrainLoss = tl[i]; Validation = vl[i] })
                 Ok(state, metrics)
@@ -372,3 +428,6 @@ module Checkpoint =
             | :? InvalidDataException as e -> Error(Malformed e.Message)
             | :? InvalidOperationException as e -> Error(Malformed e.Message)
             | :? ArgumentException as e -> Error(Malformed e.Message)
+            | :? FormatException as e -> Error(Malformed e.Message)
+            | :? OverflowException as e -> Error(Malformed e.Message)
+            | :? IndexOutOfRangeException as e -> Error(Malformed e.Message)

@@ -26,8 +26,8 @@ module LstmConfig =
           ForgetBias = 1.0 }
 
     let validate (c: LstmConfig) : Result<LstmConfig, string list> =
-        [ if c.Layers < 1 then "layers must be ≥ 1"
-          if c.Hidden < 1 then "hidden must be ≥ 1"
+        [ if c.Layers < 1 || c.Layers > 100 then "layers must be from 1 to 100"
+          if c.Hidden < 1 || c.Hidden > 100_000 then "hidden must be from 1 to 100,000"
           if not (Double.IsFinite c.OutScale) || c.OutScale <= 0.0 then "out-scale must be a positive number"
           if not (Double.IsFinite c.ForgetBias) then "forget-bias must be finite"
           match c.Preprocessing with

@@ -144,7 +144,9 @@ module OptimizerFile =
             | _, _, _, Error e, _
             | _, _, _, _, Error e -> Error e
             | Ok layers, Ok hidden, Ok pre, Ok outScale, Ok forget ->
-                if layers <> floor layers || hidden <> floor hidden then fail "config.layers and config.hidden must be integers"
+                if not (Double.IsFinite layers && Double.IsFinite hidden) || layers <> floor layers || hidden <> floor hidden
+                   || abs layers > 1e6 || abs hidden > 1e9 then
+                    fail "config.layers and config.hidden must be integers"
                 else
                 let c =
                     { Layers = int layers
@@ -173,6 +175,8 @@ module OptimizerFile =
                                         fail "params.%s has %d values, expected %d" name values.Length expected
                                     elif values |> Array.exists (Double.IsFinite >> not) then
                                         fail "params.%s holds a non-finite or non-numeric value" name
+                                    elif values |> Array.exists (fun v -> not (Single.IsFinite(float32 v))) then
+                                        fail "params.%s holds a value beyond float32's range" name
                                     else Ok(values |> Array.map float32)
                             | _ -> fail "params.%s needs 'shape' and 'data' arrays" name
                     let results = List.map2 read (Phi.names c) (Phi.savedShapes c)
