@@ -64,6 +64,9 @@ builder.Services.AddHostedService<Scheduler>();
 try
 {
     using var host = builder.Build();
+    // the options are validated here, before the host starts (and would log the failure with a
+    // stack trace): an invalid value is one line below
+    _ = host.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
     await host.RunAsync();
     return exit.Code;
 }

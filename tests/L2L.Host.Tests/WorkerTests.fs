@@ -162,6 +162,7 @@ let tests =
                 Expect.notEqual code 0 (sprintf "non-zero exit for %s" key)
                 Expect.stringContains w.Text key "names the key"
                 Expect.stringContains w.Text "invalid configuration" "says what is wrong"
+                Expect.isFalse (w.Text.Contains "   at ") (sprintf "no stack trace for %s" key)
             // a jobs directory that cannot be used: the worker cannot run at all
             let file = System.IO.Path.GetTempFileName()
             let w = start file [] []

@@ -19,3 +19,20 @@ for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
 
 /// The process's set-up (two threads; the environment's choices): pass `settings.Backend` to the core.
 let settings = L2L.Runtime.configureOrFail (Some 2) None
+
+/// Runs a script's body behind the same boundary as the command line: a failure is one line on
+/// stderr and exit code 2 (bad input: a data file, an optimizer file, an argument) or 1 (anything
+/// else, e.g. a path that cannot be written); `--verbose` among the script's arguments adds the
+/// stack trace.
+let run (body: unit -> unit) =
+    let verbose = fsi.CommandLineArgs |> Array.contains "--verbose"
+    let fail (code: int) (e: exn) =
+        eprintfn "%s: %s" (Path.GetFileName fsi.CommandLineArgs[0]) ((e.Message.Split('\n')[0]).Trim())
+        if verbose then eprintfn "%O" e
+        exit code
+    try
+        body ()
+    with
+    | :? InvalidDataException as e -> fail 2 e
+    | :? System.ArgumentException as e -> fail 2 e
+    | e -> fail 1 e

@@ -7,28 +7,33 @@
 open TorchSharp
 open L2L
 
-let iterations =
-    match fsi.CommandLineArgs |> Array.tail with
-    | [| n |] -> int n
-    | _ -> 1000
+// behind the prelude's boundary: a bad argument is one line and exit code 2
+L2L.run <| fun () ->
+    let iterations =
+        match fsi.CommandLineArgs |> Array.tail |> Array.filter (fun a -> a <> "--verbose") with
+        | [| n |] ->
+            match System.Int32.TryParse n with
+            | true, v when v >= 1 -> v
+            | _ -> invalidArg "meta-iterations" (sprintf "meta-iterations must be a positive integer, not '%s'" n)
+        | _ -> 1000
 
-// the paper's setting (2×20 LSTM, logsign preprocessing, output ×0.1), a short budget
-let cfg = { Defaults.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4); Backend = L2L.settings.Backend }
+    // the paper's setting (2×20 LSTM, logsign preprocessing, output ×0.1), a short budget
+    let cfg = { Defaults.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4); Backend = L2L.settings.Backend }
 
-let report (r: IterationReport) =
-    r.Validation |> Option.iter (printfn "meta-iteration %5d  held-out f(θ_100) %.4f" r.Iteration)
+    let report (r: IterationReport) =
+        r.Validation |> Option.iter (printfn "meta-iteration %5d  held-out f(θ_100) %.4f" r.Iteration)
 
-let final = MetaTrain.run cfg TaskData.none report (fun () -> false) (MetaTrain.init cfg)
+    let final = MetaTrain.run cfg TaskData.none report (fun () -> false) (MetaTrain.init cfg)
 
-// the best φ against Adam (lr 0.3, near its tuned value) on 1000 fresh functions
-let problems = TaskSpec.heldOut TaskData.none cfg.Task EvalSplit 1000UL 1000 100 torch.CPU torch.ScalarType.Float32
-let lossAt (opt: Optimizer) =
-    let run = Evaluate.run cfg.Backend opt problems 100
-    Evaluate.mean run.Full[100]
+    // the best φ against Adam (lr 0.3, near its tuned value) on 1000 fresh functions
+    let problems = TaskSpec.heldOut TaskData.none cfg.Task EvalSplit 1000UL 1000 100 torch.CPU torch.ScalarType.Float32
+    let lossAt (opt: Optimizer) =
+        let run = Evaluate.run cfg.Backend opt problems 100
+        Evaluate.mean run.Full[100]
 
-let lstm = lossAt (TaskSpec.learned cfg.Backend cfg.Task final.Best)
-let adam = lossAt (Baselines.adam 0.3 0.9 0.999 1e-8)
-printfn "mean f(θ_100) on 1000 fresh functions: lstm %.4f, adam %.4f" lstm adam
-printfn "RESULT lstm=%.6f adam=%.6f" lstm adam
-List.iter Problem.dispose problems
-TrainState.dispose final
+    let lstm = lossAt (TaskSpec.learned cfg.Backend cfg.Task final.Best)
+    let adam = lossAt (Baselines.adam 0.3 0.9 0.999 1e-8)
+    printfn "mean f(θ_100) on 1000 fresh functions: lstm %.4f, adam %.4f" lstm adam
+    printfn "RESULT lstm=%.6f adam=%.6f" lstm adam
+    List.iter Problem.dispose problems
+    TrainState.dispose final
