@@ -118,7 +118,11 @@ let mnistEval (task: TaskSpec) =
 let tables (root: string) : string =
     let sb = Text.StringBuilder()
     let results = Path.Combine(root, "results")
-    let read (path: string) = if File.Exists path then Some(JsonNode.Parse(File.ReadAllText path)) else None
+    let read (path: string) =
+        if File.Exists path then
+            try Some(JsonNode.Parse(File.ReadAllText path))
+            with :? Text.Json.JsonException as e -> raise (InvalidDataException(sprintf "%s is not a results file: %s" path e.Message))
+        else None
     let num (n: JsonNode) = if isNull n then "–" else sprintf "%.4f" (n.GetValue<float>())
     let table (title: string) (rel: string) =
         match read (Path.Combine(results, rel, "results.json")) with

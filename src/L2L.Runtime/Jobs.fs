@@ -277,24 +277,47 @@ module JobStatus =
         o["updated"] <- JsonValue.Create(s.Updated.ToString("o"))
         o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
+    /// Reads a status file's text; a field that is missing or of the wrong kind is named.
     let parse (text: string) : Result<JobStatus, string> =
         try
-            let o = JsonNode.Parse(text).AsObject()
-            let str (k: string) = match o[k] with null -> None | v -> Some(v.GetValue<string>())
-            let num (k: string) = match o[k] with null -> None | v -> Some(v.GetValue<float>())
-            match str "id", str "state" |> Option.bind JobState.parse with
-            | Some id, Some state ->
-                Ok
-                    { Id = id
-                      State = state
-                      Reason = str "reason"
-                      Iteration = num "iteration" |> Option.map int |> Option.defaultValue 0
-                      MetaIterations = num "metaIterations" |> Option.map int |> Option.defaultValue 0
-                      BestValidation = num "bestValidation"
-                      MetaLr = num "metaLr"
-                      Updated = str "updated" |> Option.map DateTimeOffset.Parse |> Option.defaultValue DateTimeOffset.MinValue }
-            | _ -> Error "status has no id or state"
-        with e -> Error e.Message
+            match JsonNode.Parse(text) with
+            | :? JsonObject as o ->
+                let field (k: string) (read: JsonValue -> 'a option) : Result<'a option, string> =
+                    match o[k] with
+                    | null -> Ok None
+                    | :? JsonValue as v ->
+                        match read v with
+                        | Some x -> Ok(Some x)
+                        | None -> Error(sprintf "status field '%s' has the wrong type" k)
+                    | _ -> Error(sprintf "status field '%s' has the wrong type" k)
+                let str k = field k (fun v -> match v.TryGetValue<string>() with | true, x -> Some x | _ -> None)
+                let num k = field k (fun v -> match v.TryGetValue<float>() with | true, x -> Some x | _ -> None)
+                let count k =
+                    num k |> Result.bind (function
+                        | None -> Ok 0
+                        | Some x when x >= 0.0 && x <= float Int32.MaxValue && x = floor x -> Ok(int x)
+                        | Some _ -> Error(sprintf "status field '%s' is not a count" k))
+                let time =
+                    str "updated" |> Result.bind (function
+                        | None -> Ok DateTimeOffset.MinValue
+                        | Some t ->
+                            match DateTimeOffset.TryParse(t, Globalization.CultureInfo.InvariantCulture, Globalization.DateTimeStyles.None) with
+                            | true, d -> Ok d
+                            | _ -> Error "status field 'updated' is not a time")
+                match str "id", str "state", str "reason", count "iteration", count "metaIterations", num "bestValidation", num "metaLr", time with
+                | Ok(Some id), Ok(Some state), Ok reason, Ok it, Ok total, Ok best, Ok lr, Ok updated ->
+                    match JobState.parse state with
+                    | Some st ->
+                        Ok { Id = id; State = st; Reason = reason; Iteration = it; MetaIterations = total
+                             BestValidation = best; MetaLr = lr; Updated = updated }
+                    | None -> Error(sprintf "status field 'state' is '%s', not queued, running, completed, failed or cancelled" state)
+                | Ok None, _, _, _, _, _, _, _ -> Error "status field 'id' is missing"
+                | _, Ok None, _, _, _, _, _, _ -> Error "status field 'state' is missing"
+                | Error e, _, _, _, _, _, _, _ | _, Error e, _, _, _, _, _, _ | _, _, Error e, _, _, _, _, _
+                | _, _, _, Error e, _, _, _, _ | _, _, _, _, Error e, _, _, _ | _, _, _, _, _, Error e, _, _
+                | _, _, _, _, _, _, Error e, _ | _, _, _, _, _, _, _, Error e -> Error e
+            | _ -> Error "the status is not a JSON object"
+        with :? System.Text.Json.JsonException as e -> Error(sprintf "the status is not valid JSON (%s)" e.Message)
 
     /// Writes the status file atomically.
     let write (dir: string) (s: JobStatus) =

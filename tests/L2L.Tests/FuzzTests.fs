@@ -228,6 +228,18 @@ let tests =
                 let edited = applyJson header edits
                 scoped (fun () -> decodes (resign edited data) phi))
 
+        testPropertyWithConfig (fuzz 1000) "status files: damaged text and edited fields give an error naming the field, never an exception" <| fun () ->
+            let status =
+                JobStatus.toJson
+                    { Id = "q1"; State = Running; Reason = Some "why"; Iteration = 3; MetaIterations = 9; BestValidation = Some 0.25
+                      MetaLr = Some 0.003; Updated = DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero) }
+            Prop.forAll (Arb.fromGen (Gen.zip jsonEdits byteEdits)) (fun (edits, bytes) ->
+                let text = applyJson status edits
+                let text = if (let k, _, _ = List.head bytes in k) < 2 then text else Encoding.UTF8.GetString(applyBytes (Encoding.UTF8.GetBytes text) bytes)
+                match JobStatus.parse text with
+                | Ok s -> s.Iteration >= 0 && s.MetaIterations >= 0
+                | Error e -> e.StartsWith "status field" || e.StartsWith "the status is")
+
         testCaseSequenced "configuration: random values of the environment's settings give an error naming the variable, never an exception" <| fun () ->
             let names = [ "L2L_TORCH_THREADS"; "L2L_STEP_TORCH_THREADS"; "L2L_MIN_CHUNK"; "L2L_META_GRADIENT"; "L2L_CELL"; "L2L_KERNEL_TEAM" ]
             let values = [ ""; " "; "0"; "1"; "-1"; "2"; "x"; "1.5"; "99999999999"; "NaN"; "autograd"; "closed-form"; "fused"; "reference"; "\u00e9" ]
