@@ -140,9 +140,10 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
         log.AppendLine(
             sprintf "%d,%d,%d,%s,%s,%s,%.6f" r.Iteration r.Trajectory r.Step (string r.MetaLoss) (string r.TrainLoss)
                 (r.Validation |> Option.map string |> Option.defaultValue "") r.Seconds) |> ignore
+        // the log on disk at every validation and every 100 meta-iterations
+        if r.Validation.IsSome || r.Iteration % 100 = 0 then AtomicFile.writeText logPath (log.ToString()) |> ignore
         match r.Validation with
         | Some v ->
-            AtomicFile.writeText logPath (log.ToString()) |> ignore
             say (sprintf "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
                      r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
                      (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds)
@@ -152,10 +153,10 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
     // the event writer appends and flushes each scalar as it is added
     let final = MetaTrain.runObserved cfg data report (fun () -> false) state0
     progress.Value.Finish()
+    let seconds = total.Elapsed.TotalSeconds
     AtomicFile.writeText logPath (log.ToString()) |> ignore
     Plots.training (Path.Combine(outDir, "train-curves")) (sprintf "meta-training on %s" (TaskSpec.name cfg.Task))
         (List.ofSeq metaLosses) (List.ofSeq validations) final.BestIteration (cfg.Horizon / cfg.Unroll.Unroll)
-    let seconds = total.Elapsed.TotalSeconds
     let best = final.Best
     let training: (string * JsonNode) list =
         [ "task", JsonValue.Create(TaskSpec.name cfg.Task)

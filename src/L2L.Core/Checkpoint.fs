@@ -163,7 +163,11 @@ module CheckpointSettings =
             | "mnist" ->
                 Mlp
                     { Hidden = ints "hidden"
-                      Activation = (if Field.string t "activation" = "relu" then Relu else Sigmoid)
+                      Activation =
+                        match Field.string t "activation" with
+                        | "relu" -> Relu
+                        | "sigmoid" -> Sigmoid
+                        | other -> raise (InvalidDataException(sprintf "header field 'activation' is '%s', not sigmoid or relu" other))
                       Batch = Field.int32 t "batch" }
             | "mnist-conv" -> Conv { Channels = ints "channels"; Dense = Field.int32 t "dense"; Batch = Field.int32 t "batch" }
             | other -> raise (InvalidDataException(sprintf "unknown task '%s'" other))
@@ -179,7 +183,11 @@ module CheckpointSettings =
           Horizon = Field.int32 e "horizon"
           Unroll =
             { Unroll = Field.int32 e "unroll"
-              Weights = (if Field.string e "weights" = "last" then LastOnly else Uniform)
+              Weights =
+                match Field.string e "weights" with
+                | "last" -> LastOnly
+                | "uniform" -> Uniform
+                | other -> raise (InvalidDataException(sprintf "header field 'weights' is '%s', not uniform or last" other))
               SecondOrder = Field.bool e "second_order"
               LogLoss = Field.bool e "log_loss" }
           BatchFunctions = Field.int32 e "batch_functions"

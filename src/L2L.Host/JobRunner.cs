@@ -118,6 +118,10 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         {
             return Fail(session, e.Message, Note);
         }
+        catch (CheckpointFormatException e)
+        {
+            return Fail(session, e.Message, Note);
+        }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             return Fail(session, $"{e.GetType().Name}: {e.Message}", Note);
@@ -141,6 +145,12 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                 Log.CheckpointUnusable(logger, id, name, e.Message);
                 continue;
             }
+            var version = JobSession.OtherFormatVersion(bytes);
+            if (version != 0)
+                // not damaged: kept, and the job is not silently restarted from scratch
+                throw new CheckpointFormatException(
+                    $"checkpoint {name} is of format version {version}, which this version does not read (it reads version {L2L.Checkpoint.Version}); " +
+                    $"resume the job with the version that wrote it, or delete {store.Directory} to start it over");
             var problem = JobSession.Verify(bytes);
             if (problem is null)
             {
@@ -229,3 +239,6 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
 
 /// <summary>A checkpoint that could not be written after every attempt.</summary>
 public sealed class CheckpointWriteException(string message, Exception inner) : Exception(message, inner);
+
+/// <summary>A checkpoint of a format this version does not read.</summary>
+public sealed class CheckpointFormatException(string message) : Exception(message);

@@ -26,7 +26,8 @@ builder.Configuration.AddCommandLine(args, new Dictionary<string, string>
 
 // The process's set-up (native tunables, the environment's choices, libtorch's threads) before
 // libtorch loads: the one place the worker reads them.
-var threads = builder.Configuration.GetValue<int?>("Worker:Threads") ?? 0;
+// a value that is not an integer is left to the options' validation below (one line, exit 2)
+var threads = int.TryParse(builder.Configuration["Worker:Threads"], out var t) ? t : 0;
 var configured = L2L.Runtime.configure(
     threads is > 0 and <= 1024 ? FSharpOption<int>.Some(threads) : FSharpOption<int>.None, // out of range: refused by the options' validation below
     string.IsNullOrWhiteSpace(builder.Configuration["Worker:DataDirectory"])
@@ -74,6 +75,12 @@ catch (OptionsValidationException e)
 {
     foreach (var failure in e.Failures)
         Console.Error.WriteLine($"l2l-worker: invalid configuration: {Describe(failure)}");
+    return 2;
+}
+catch (InvalidOperationException e) when (e.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal))
+{
+    // a value of the wrong type (e.g. Worker:Threads=many): the binder names the key
+    Console.Error.WriteLine($"l2l-worker: invalid configuration: {e.Message}");
     return 2;
 }
 

@@ -69,6 +69,13 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
 
     static member Describe(e: CheckpointError) = CheckpointError.describe e
 
+    /// The format version of checkpoint bytes when it is one this build does not read (an older
+    /// or newer one), else 0: such a checkpoint is not damaged, and is kept.
+    static member OtherFormatVersion(checkpoint: byte[]) : int =
+        match Checkpoint.verify checkpoint with
+        | Error(UnsupportedVersion v) -> v
+        | _ -> 0
+
     member _.Spec = spec
     member _.Iteration = state.Iteration
     member _.MetaIterations = cfg.MetaIterations

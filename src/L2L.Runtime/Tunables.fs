@@ -103,9 +103,12 @@ module Runtime =
     /// libtorch runs on L2L_STEP_TORCH_THREADS (default 1; 0: as outside). Switches for A/B runs:
     /// L2L_META_GRADIENT=autograd (no closed form), L2L_CELL=reference (no fused kernel),
     /// L2L_MIN_CHUNK=N (the kernel's per-thread minimum), L2L_KERNEL_TEAM=0 (the .NET thread pool
-    /// instead of the kernel's team). Errors name the variable.
-    let configure (threads: int option) (dataDir: string option) : Result<RuntimeSettings, string> =
+    /// instead of the kernel's team). Errors name the variable. `beforeTorch` runs after the native
+    /// tunables and before libtorch is first touched (F# Interactive loads libtorch's libraries
+    /// there).
+    let configureWith (beforeTorch: unit -> unit) (threads: int option) (dataDir: string option) : Result<RuntimeSettings, string> =
         prepareNative ()
+        beforeTorch ()
         let threads =
             match threads with
             | Some n when n < 1 -> Error(sprintf "threads must be ≥ 1 (got %d)" n)
@@ -148,6 +151,10 @@ module Runtime =
                   DataDirectory = dataDirectory dataDir
                   TrimEachIteration = variable "L2L_MALLOC_TRIM" = Some "1"
                   MemoryTrace = variable "L2L_MEMTRACE" = Some "1" }
+
+    /// `configureWith` with nothing to do before libtorch is touched.
+    let configure (threads: int option) (dataDir: string option) : Result<RuntimeSettings, string> =
+        configureWith ignore threads dataDir
 
     /// `configure` for callers that treat a bad environment as a programmer error (scripts, test
     /// runners): the message as an exception.

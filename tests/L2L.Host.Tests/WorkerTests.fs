@@ -132,6 +132,29 @@ let tests =
             Expect.equal (Checkpoint.verify (File.ReadAllBytes good)) (Ok()) "and intact"
             Expect.isEmpty (Directory.GetFiles(dir) |> Array.filter AtomicFile.isTemporary) "no temporary left"
 
+        testCase "a checkpoint of another format version: kept, and the job fails saying so (no silent restart)" <| fun () ->
+            let jobs = newJobsDir ()
+            drop jobs "old" (spec "old" 20 "")
+            let w = start jobs [] []
+            waitState jobs "old" [ Completed; Failed ] (minutes 2.0) w
+            sigterm w
+            waitExit w (minutes 1.0) |> ignore
+            // the newest checkpoint relabelled as format version 1, the job queued again
+            let newest = checkpoints jobs "old" |> Array.last
+            let bytes = File.ReadAllBytes newest
+            bytes[8] <- 1uy
+            File.WriteAllBytes(newest, bytes)
+            let st = (status jobs "old" |> Result.toOption).Value
+            JobStatus.write (Path.Combine(jobs, "old")) { st with State = Queued }
+            let w = start jobs [] []
+            waitState jobs "old" [ Failed ] (minutes 2.0) w
+            sigterm w
+            waitExit w (minutes 1.0) |> ignore
+            match status jobs "old" with
+            | Ok s -> Expect.stringContains (defaultArg s.Reason "") "is of format version 1" "the reason"
+            | Error e -> failtest e
+            Expect.isTrue (File.Exists newest) "the checkpoint is kept, not set aside as corrupt"
+
         testCase "bad specs fail with a reason, the worker stays up, the next valid job runs" <| fun () ->
             let jobs = newJobsDir ()
             let w = start jobs [] []

@@ -11,6 +11,8 @@ let cli (args: string list) =
     let out = new StringWriter()
     let err = new StringWriter()
     let o, e = Console.Out, Console.Error
+    // the command line sets libtorch's thread count as its entry point does: restored after
+    let threads = TorchSharp.torch.get_num_threads ()
     Console.SetOut out
     Console.SetError err
     try
@@ -19,6 +21,7 @@ let cli (args: string list) =
     finally
         Console.SetOut o
         Console.SetError e
+        TorchSharp.torch.set_num_threads threads
 
 let expectUsageError (args: string list) (fragment: string) =
     let code, _, err = cli args

@@ -14,11 +14,17 @@ open System.Runtime.InteropServices
 let private native = Path.Combine(__SOURCE_DIRECTORY__, "../../src/L2L.Cli/bin/Release/net10.0/runtimes/linux-x64/native")
 if not (File.Exists(Path.Combine(native, "libLibTorchSharp.so"))) then
     failwithf "the Release build is missing (%s): run tools/l2l --help once" native
-for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
-    NativeLibrary.Load(Path.Combine(native, lib)) |> ignore
-
-/// The process's set-up (two threads; the environment's choices): pass `settings.Backend` to the core.
-let settings = L2L.Runtime.configureOrFail (Some 2) None
+/// The process's set-up (two threads; the environment's choices), with libtorch's libraries loaded
+/// after the native tunables that must precede them: pass `settings.Backend` to the core.
+let settings =
+    let load () =
+        for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
+            NativeLibrary.Load(Path.Combine(native, lib)) |> ignore
+    match L2L.Runtime.configureWith load (Some 2) None with
+    | Ok s -> s
+    | Error e ->
+        eprintfn "L2L.fsx: %s" e
+        exit 2
 
 /// Runs a script's body behind the same boundary as the command line: a failure is one line on
 /// stderr and exit code 2 (bad input: a data file, an optimizer file, an argument) or 1 (anything
