@@ -43,10 +43,22 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                foreach (var file in JobsDirectory.submitted(jobsDir))
+                try
                 {
-                    var id = JobsDirectory.accept(jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
-                    if (FSharpOption<string>.get_IsSome(id)) Enqueue(id.Value);
+                    foreach (var file in JobsDirectory.submitted(jobsDir))
+                    {
+                        var id = JobsDirectory.accept(jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
+                        if (FSharpOption<string>.get_IsSome(id)) Enqueue(id.Value);
+                    }
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    // the jobs directory went away or became unreadable: running jobs checkpoint
+                    // and stop, and the worker exits non-zero
+                    Console.Error.WriteLine($"l2l-worker: the jobs directory {jobsDir} cannot be read any more: {e.Message}");
+                    exit.Code = 1;
+                    lifetime.StopApplication();
+                    break;
                 }
                 _running.RemoveAll(r => r.Done.Task.IsCompleted);
                 while (_running.Count < _options.MaxConcurrentJobs && _queue.Count > 0)
