@@ -18,18 +18,18 @@ val releaseReturned: unit -> unit
 /// b [4H; 1], then the boxed thread count; outputs h', c' [H; n].
 type CellFunction =
     inherit TorchSharp.torch.autograd.MultiTensorFunction<CellFunction>
-    
+
     new: unit -> CellFunction
-    
+
     override
       backward: ctx: TorchSharp.torch.autograd.AutogradContext *
                 grads: System.Collections.Generic.List<TorchSharp.torch.Tensor> ->
                   System.Collections.Generic.List<TorchSharp.torch.Tensor>
-    
+
     override
       forward: ctx: TorchSharp.torch.autograd.AutogradContext * vars: obj array ->
                  System.Collections.Generic.List<TorchSharp.torch.Tensor>
-    
+
     override Name: string
 
 /// h', c' = the cell at (x, h, c) with weights (wih, whh, b), differentiable in all of them.
@@ -98,18 +98,18 @@ val stepInto:
 /// NaN: the identity preprocessing), threads (int). Outputs: g [n], then h'_l and c'_l for each layer.
 type StepFunction =
     inherit TorchSharp.torch.autograd.MultiTensorFunction<StepFunction>
-    
+
     new: unit -> StepFunction
-    
+
     override
       backward: ctx: TorchSharp.torch.autograd.AutogradContext *
                 grads: System.Collections.Generic.List<TorchSharp.torch.Tensor> ->
                   System.Collections.Generic.List<TorchSharp.torch.Tensor>
-    
+
     override
       forward: ctx: TorchSharp.torch.autograd.AutogradContext * vars: obj array ->
                  System.Collections.Generic.List<TorchSharp.torch.Tensor>
-    
+
     override Name: string
 
 /// m_φ's whole step, differentiable in φ and the state (not in ∇): g [n] and the new state from the

@@ -1,5 +1,5 @@
 namespace L2L
-    
+
     /// The meta-gradient of one truncation in closed form when second derivatives are dropped (the
     /// paper's setting): ∇_t carries no graph, so L = Σ_j w_j·f(θ_{s+j}) reaches φ only through the
     /// steps g, with θ_{s+j} = θ_s + Σ_{i<j} g_i. Hence dL/dθ_{s+j} = w_j·∇_{s+j} (w_j·∇/f with Σ log f;
@@ -9,15 +9,15 @@ namespace L2L
     /// features and states. The same function as `MetaLoss.unroll` followed by autograd (a test pins
     /// them together to float32 rounding).
     module FirstOrder =
-        
+
         /// Whether `metaGradient` computes this truncation: first order, one φ on the fused kernel, and
         /// a problem with a hand-derived ∇.
         val applies:
           cfg: UnrollConfig -> phis: Phi list -> tr: Trajectory -> bool
-        
+
         /// Frees this thread's buffers (the next closed-form meta-gradient allocates them again).
         val releaseWorkspace: unit -> unit
-        
+
         /// L(φ) of one truncation, dL/dφ (in `Phi.tensors` order) and the trajectory carried on.
         /// Memory: the steps' features and states live in this thread's workspace, reused from one
         /// truncation to the next (`releaseWorkspace` frees it); what is returned lives in the caller's
@@ -26,9 +26,9 @@ namespace L2L
           threads: int ->
             cfg: UnrollConfig ->
             phi: Phi -> tr: Trajectory -> Tensor * Tensor list * Trajectory
-    
+
     module MetaGradient =
-        
+
         /// Through autograd: `MetaLoss.unroll`'s graph, differentiated. phis: one φ per coordinate
         /// group of `task`.
         val autograd:
@@ -37,12 +37,12 @@ namespace L2L
             task: TaskSpec ->
             phis: Phi list ->
             tr: Trajectory -> Tensor * Tensor list * Trajectory
-        
+
         /// Whether `compute` takes the closed form for this truncation.
         val usesClosedForm:
           backend: Backend ->
             unroll: UnrollConfig -> phis: Phi list -> tr: Trajectory -> bool
-        
+
         /// L(φ) of one truncation, dL/dφ (in `Phis.tensors` order) and the trajectory carried on: in
         /// closed form where `usesClosedForm`, else through autograd.
         val compute:

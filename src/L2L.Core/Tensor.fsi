@@ -1,35 +1,35 @@
 namespace L2L
-    
+
     type Tensor = TorchSharp.torch.Tensor
-    
+
     /// Where every tensor of a run lives. `Auto` takes CUDA when libtorch reports it, else the CPU.
     type DeviceChoice =
         | Cpu
         | Cuda
         | Auto
-    
+
     module DeviceChoice =
-        
+
         val parse: s: string -> Result<DeviceChoice,string>
-        
+
         val name: _arg1: DeviceChoice -> string
-        
+
         /// The torch device for a choice. Asking for CUDA where libtorch has none is an error, not a fallback.
         val resolve: choice: DeviceChoice -> TorchSharp.torch.Device
-    
+
     module Scope =
-        
+
         /// Runs `f` in a fresh dispose scope; the tensors named by `keep` survive into the caller's scope,
         /// everything else created inside is disposed on return.
         val run: keep: ('T -> #seq<Tensor>) -> f: (unit -> 'T) -> 'T
-        
+
         /// The tensors of `old` that `current` does not hold (reference identity), each once.
         val replaced: old: Tensor seq -> current: Tensor seq -> Tensor list
-        
+
         /// Disposes the tensors of `old` that `current` does not hold (reference identity).
         /// Used by loops that replace a state each iteration while sharing some tensors with it.
         val disposeReplaced: old: Tensor seq -> current: Tensor seq -> unit
-    
+
     /// Buffers recycled within a loop: `within` opens a pool on this thread for the loop's life,
     /// `empty` takes a buffer of the shape asked for from it (or allocates one, then the pool's), and
     /// `give` hands one back when the loop is done with it. glibc 2.36 does not reuse the freed blocks
@@ -37,61 +37,61 @@ namespace L2L
     /// [H; n] floats at every step and freed the old one grew the C heap by about 1.3 MiB per step
     /// (250 MiB/s on MNIST), every page of it faulted in fresh. Outside `within` `empty` is torch.empty.
     module Spare =
-        
+
         /// An uninitialised contiguous tensor, registered on the current dispose scope as a fresh one
         /// would be: a recycled buffer of this shape when the open pool has one.
         val empty:
           shape: int64 array ->
             dtype: TorchSharp.torch.ScalarType ->
             device: TorchSharp.torch.Device -> Tensor
-        
+
         /// Hands t back to the open pool for reuse: the caller keeps no reference to it or to a view of
         /// it. Tensors the pool did not make, or given with no pool open, are disposed.
         val give: t: Tensor -> unit
-        
+
         /// `Scope.disposeReplaced`, handing the replaced tensors back to the open pool.
         val giveReplaced: old: Tensor seq -> current: Tensor seq -> unit
-        
+
         /// Runs f with a pool open on this thread (within an open pool: that one), then disposes what
         /// the pool holds.
         val within: f: (unit -> 'a) -> 'a
-    
+
     /// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
     /// Scalar and Tensor overloads from F#).
     [<AutoOpen>]
     module ScalarOps =
-        
+
         val inline sc: x: float -> TorchSharp.Scalar
-        
+
         val inline sci: x: int -> TorchSharp.Scalar
-    
+
     module Seeds =
-        
+
         /// SplitMix64 finaliser: decorrelates seeds derived from one another (seed, stream, index).
         val mix64: z: uint64 -> uint64
-        
+
         /// A seed for item `index` of stream `stream` under a run's seed: the same triple always gives
         /// the same seed, and no global RNG is involved.
         val derive: seed: int64 -> stream: uint64 -> index: int64 -> int64
-        
+
         /// A CPU generator for that item. Random tensors are drawn on the CPU and then moved to the
         /// run's device, so a seed gives the same numbers on every device.
         val generator:
           seed: int64 ->
             stream: uint64 -> index: int64 -> TorchSharp.torch.Generator
-    
+
     module Tensors =
-        
+
         /// A float64 copy of a tensor's values on the host.
         val toArray: t: Tensor -> float array
-        
+
         /// Builds tensors in a scope of their own: intermediates are freed, the results survive.
         val build: keep: ('T -> #seq<Tensor>) -> f: (unit -> 'T) -> 'T
-        
+
         val scalar: t: Tensor -> float
-        
+
         val isFinite: t: Tensor -> bool
-        
+
         /// Shape check for the public functions: a programmer error, so an exception.
         val expectShape:
           what: string -> expected: int64 array -> t: Tensor -> unit
