@@ -312,8 +312,7 @@ let private keys = [ "meta_train_steps_per_s"; "eval_steps_per_s"; "peak_rss_mib
 /// progress: one unit per measurement).
 let private announce (task: string) (side: string) (run: int) (total: int) (m: JsonNode) =
     let v (k: string) = (m[k]).GetValue<float>()
-    let p = progress.Value
-    p.Update((p.Status |> Option.map (fun s -> s.Done) |> Option.defaultValue 0.0) + 1.0)
+    progress.Value.Advance()
     say
         (String.Format(Globalization.CultureInfo.InvariantCulture, "{0,-10} {1,-5} run {2}/{3}: meta-train {4:F1} steps/s, eval {5:F1} steps/s, peak RSS {6:F0} MiB",
                        task, side, run, total, v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))

@@ -188,16 +188,10 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
 let evaluate (s: EvalSettings) (data: TaskData) (phi: Phi list) : EvaluationResults =
     let s = EvalSettings.validate s |> orFail
-    let reporter = progress.Value
     let observe (phase: string) (doneNow: float) (total: float) =
-        let name = if phase = "tuning" then "tuning the baselines" else "evaluating"
-        match reporter.Status with
-        | Some st when st.Phase = name -> reporter.Update doneNow
-        | _ ->
-            reporter.Phase(name, total, "runs")
-            reporter.Update doneNow
+        progress.Value.Track((if phase = "tuning" then "tuning the baselines" else "evaluating"), doneNow, total, "runs")
     let results = Evaluation.runObserved s data phi say observe
-    reporter.Finish()
+    progress.Value.Finish()
     say ""
     for line in Report.table results do
         say line
@@ -315,16 +309,12 @@ let runSubmit (a: ParseResults<SubmitArgs>) =
     let file = a.GetResult SubmitArgs.Spec
     let jobs = a.GetResult SubmitArgs.Jobs
     if not (File.Exists file) then fail "spec file '%s' does not exist" file
-    let text = File.ReadAllText file
-    match JobSpec.parse text with
-    | Error errs -> fail "spec '%s' is invalid: %s" file (String.concat "; " errs)
-    | Ok _ ->
-        Directory.CreateDirectory jobs |> ignore
-        match JobsDirectory.submit jobs text with
-        | Error e -> fail "%s" e
-        | Ok spec ->
-            printfn "submitted job %s (%d meta-iterations) to %s" spec.Id spec.Meta.MetaIterations jobs
-            0
+    Directory.CreateDirectory jobs |> ignore
+    match JobsDirectory.submit jobs (File.ReadAllText file) with
+    | Error e -> fail "spec '%s': %s" file e
+    | Ok spec ->
+        printfn "submitted job %s (%d meta-iterations) to %s" spec.Id spec.Meta.MetaIterations jobs
+        0
 
 let runStatus (a: ParseResults<StatusArgs>) =
     let jobs = a.GetResult StatusArgs.Jobs

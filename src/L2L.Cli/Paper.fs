@@ -24,13 +24,8 @@ let mnistConfig = Defaults.meta mnistTask
 let convTask = Defaults.convTask
 let convConfig = Defaults.meta convTask
 
-/// What every experiment shares: the process's backend and the MNIST directory.
-type Env = { Runtime: RuntimeSettings }
-
-let private withBackend (env: Env) (cfg: MetaConfig) = { cfg with Backend = env.Runtime.Backend }
-
 /// The data sets of a task, loaded once per process (Datasets caches them).
-let private dataOf (env: Env) (t: TaskSpec) = dataFor env.Runtime t Cpu
+let private dataOf (runtime: RuntimeSettings) (t: TaskSpec) = dataFor runtime t Cpu
 
 /// The training settings an optimizer file must record to be reused for `cfg` (what `train` writes).
 let private expected (cfg: MetaConfig) : (string * string) list =
@@ -60,8 +55,8 @@ let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
 
 /// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
 /// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
-let optimizer (env: Env) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
-    let cfg = withBackend env cfg
+let optimizer (runtime: RuntimeSettings) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
+    let cfg = { cfg with Backend = runtime.Backend }
     let path = Path.Combine(root, "optimizers", name + ".json")
     let existing =
         if retrain || not (File.Exists path) then None
@@ -81,7 +76,7 @@ let optimizer (env: Env) (root: string) (name: string) (cfg: MetaConfig) (retrai
         phi, seconds
     | None ->
         let dir = Path.Combine(Path.GetTempPath(), "l2l-paper-" + Guid.NewGuid().ToString("N"))
-        let phi, final = train cfg (dataOf env cfg.Task) dir
+        let phi, final = train cfg (dataOf runtime cfg.Task) dir
         let node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "optimizer.json")))
         let seconds = (node["training"]["seconds"]).GetValue<float>()
         AtomicFile.write path (File.ReadAllBytes(Path.Combine(dir, "optimizer.json"))) |> ignore
@@ -92,10 +87,10 @@ let optimizer (env: Env) (root: string) (name: string) (cfg: MetaConfig) (retrai
         kept, seconds
 
 /// Evaluates and writes results.json, curves.csv and the figure into `dir`.
-let private evaluateInto (env: Env) (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =
+let private evaluateInto (runtime: RuntimeSettings) (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =
     Directory.CreateDirectory dir |> ignore
     let sw = Stopwatch.StartNew()
-    let r = evaluate { settings with Backend = env.Runtime.Backend } (dataOf env settings.Task) phi
+    let r = evaluate { settings with Backend = runtime.Backend } (dataOf runtime settings.Task) phi
     let extra = extra @ [ "evaluation_seconds", JsonValue.Create(sw.Elapsed.TotalSeconds) :> JsonNode; "description", JsonValue.Create(TaskSpec.describe settings.Task) :> JsonNode ]
     ResultsFile.save (Path.Combine(dir, "results.json")) r extra
     AtomicFile.writeText (Path.Combine(dir, "curves.csv")) (ResultsFile.curvesCsv r) |> ignore
@@ -206,10 +201,10 @@ let plotSweep (dir: string) (cells: (int * int * float * string * float) list) =
 
 /// Runs one experiment. `retrain name`: whether to train optimizer `name` again even where
 /// paper/optimizers holds one with the same settings.
-let run (env: Env) (root: string) (name: string) (retrain: string -> bool) =
+let run (runtime: RuntimeSettings) (root: string) (name: string) (retrain: string -> bool) =
     let results = Path.Combine(root, "results")
-    let optimizer name cfg = optimizer env root name cfg (retrain name)
-    let evaluateInto = evaluateInto env
+    let optimizer name cfg = optimizer runtime root name cfg (retrain name)
+    let evaluateInto = evaluateInto runtime
     match name with
     | "quadratics" ->
         let phi, secs = optimizer "quadratic" quadraticConfig
@@ -236,7 +231,7 @@ let run (env: Env) (root: string) (name: string) (retrain: string -> bool) =
             [ for depth in [ 1; 2 ] do
                   for width in [ 10; 20; 40 ] do
                       let task = Mlp { Hidden = List.replicate depth width; Activation = Sigmoid; Batch = 128 }
-                      let r = evaluate { mnistEval task with Steps = 100; Backend = env.Runtime.Backend } (dataOf env task) phi
+                      let r = evaluate { mnistEval task with Steps = 100; Backend = runtime.Backend } (dataOf runtime task) phi
                       let at100 (s: Summary) = s.LossAt |> List.find (fun (t, _) -> t = 100) |> snd
                       let lstm = r.Optimizers |> List.find (fun s -> s.Name = "lstm")
                       let best = r.Optimizers |> List.filter (fun s -> s.Name <> "lstm") |> List.minBy at100
@@ -277,7 +272,6 @@ let retrainOnce (retrain: bool) : string -> bool =
 
 /// `tools/l2l paper NAME|all`.
 let runPaper (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.PaperArgs>) =
-    let env = { Runtime = runtime }
     let root = a.GetResult(L2L.Cli.Args.PaperArgs.Root, "paper")
     let retrain = retrainOnce (a.Contains L2L.Cli.Args.PaperArgs.Retrain)
     match a.GetResult L2L.Cli.Args.PaperArgs.Experiment with
@@ -286,7 +280,7 @@ let runPaper (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.Paper
         for k, name in List.indexed experiments do
             let past = if k = 0 then "" else sprintf ", %.0f s so far" clock.Elapsed.TotalSeconds
             say (sprintf "\n=== paper %s (%d of %d%s)" name (k + 1) experiments.Length past)
-            run env root name retrain
-    | name -> run env root name retrain
+            run runtime root name retrain
+    | name -> run runtime root name retrain
     writeTables root
     0

@@ -378,9 +378,10 @@ module JobsDirectory =
     let private cancelMarker (jobDir: string) = Path.Combine(jobDir, "cancel")
 
     /// Validates a spec and hands it to the worker (atomically: the worker never sees half a file).
+    /// Errors: the spec's problems, or a job of that id that exists already.
     let submit (jobs: string) (text: string) : Result<JobSpec, string> =
         match JobSpec.parse text with
-        | Error errs -> Error(String.concat "; " errs)
+        | Error errs -> Error("the spec is invalid: " + String.concat "; " errs)
         | Ok spec ->
             if Directory.Exists(jobDirectory jobs spec.Id) || File.Exists(Path.Combine(jobs, spec.Id + ".json")) then
                 Error(sprintf "a job '%s' already exists in %s" spec.Id jobs)

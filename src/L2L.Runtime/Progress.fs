@@ -115,6 +115,16 @@ type ProgressReporter(interactive: bool, output: unit -> TextWriter, every: Time
             draw false
         | None -> ()
 
+    /// Reports `doneNow` of `total` in phase `name`, starting that phase when it is not the current one.
+    member this.Track(name: string, doneNow: float, total: float, unit: string) =
+        match phase with
+        | Some(current, _, _) when current = name -> ()
+        | _ -> this.Phase(name, total, unit)
+        this.Update doneNow
+
+    /// One more unit of the current phase done.
+    member this.Advance() = this.Update(doneSoFar + 1.0)
+
     /// A line of other output, printed above the status line.
     member _.Line(text: string) =
         clear ()
