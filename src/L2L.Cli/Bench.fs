@@ -159,6 +159,57 @@ let metaTrainProfile (cfg: MetaConfig) (data: TaskData) (phis: Phi list) : JsonO
     o["meta_gradient_ms_per_step"] <- JsonValue.Create(whole * 1e3)
     o
 
+/// m_φ's step on the MNIST network's parameters as a TorchSharp optimizer (LearnedOptimizer.step on
+/// an nn.Sequential 784-20-10, gradients already in .grad) against the evaluation's flat step on
+/// the same 15,910 coordinates (opt.Update and θ + g, as Evaluate.runOne takes them), without the
+/// optimizee's loss and gradient: blocks of 200 steps alternating between the two, medians in ms.
+let moduleStepProfile (backend: Backend) (phi: Phi) : JsonObject =
+    use model = torch.nn.Sequential(torch.nn.Linear(784L, 20L), torch.nn.Sigmoid(), torch.nn.Linear(20L, 10L))
+    let ps = model.parameters() |> Array.ofSeq
+    use gen = Seeds.generator 5L 31UL 0L
+    for p in ps do
+        p.grad <- torch.randn(p.shape, generator = gen).mul(sc 1e-3).DetachFromDisposeScope()
+    use opt = new LearnedOptimizer(ps, phi, backend)
+    let flat = Learned.optimizer backend phi
+    let grad = torch.cat([| for p in ps -> p.grad.reshape(-1L) |], 0L).DetachFromDisposeScope()
+    let mutable theta = torch.cat([| for p in ps -> p.detach().reshape(-1L) |], 0L).DetachFromDisposeScope()
+    let mutable state = flat.Init theta
+    let flatSteps (n: int) =
+        Spare.within (fun () ->
+            for _ in 1..n do
+                let th, s =
+                    Backend.inSteps backend <| fun () ->
+                    Scope.run (fun (th: Tensor, s: OptState) -> th :: OptState.tensors s) (fun () ->
+                        use _ = torch.no_grad()
+                        let struct (g, s') = flat.Update state grad
+                        Update.apply theta g, s')
+                Spare.giveReplaced (OptState.tensors state) (OptState.tensors s)
+                Scope.disposeReplaced [ theta ] [ th ]
+                theta <- th
+                state <- s)
+    let moduleSteps (n: int) =
+        for _ in 1..n do
+            opt.step() |> ignore
+    let timed (f: int -> unit) =
+        let sw = Stopwatch.StartNew()
+        f 200
+        sw.Elapsed.TotalMilliseconds / 200.0
+    // warm-up: both paths for a second each (the runtime's optimising tier, the pools)
+    for f in [ flatSteps; moduleSteps ] do
+        let sw = Stopwatch.StartNew()
+        while sw.Elapsed.TotalSeconds < 1.0 do
+            f 50
+    let pairs = [ for _ in 1..7 -> timed flatSteps, timed moduleSteps ]
+    Scope.disposeReplaced (theta :: grad :: OptState.tensors state) []
+    let flatMs = median (List.map fst pairs)
+    let moduleMs = median (List.map snd pairs)
+    let o = JsonObject()
+    o["coordinates"] <- JsonValue.Create(ps |> Array.sumBy (fun p -> p.numel()))
+    o["flat_ms_per_step"] <- JsonValue.Create(flatMs)
+    o["module_ms_per_step"] <- JsonValue.Create(moduleMs)
+    o["ratio"] <- JsonValue.Create(moduleMs / flatMs)
+    o
+
 /// Measures one task in this process.
 let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
     let cfg, evalCount = settings runtime.Backend task
@@ -233,6 +284,7 @@ let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
     let peak = peakRssMib ()
     let kernel = kernelProfile cfg.Backend (List.head state.Phis) (TaskSpec.coordinates cfg.Task * evalCount)
     let metaTrain = metaTrainProfile cfg data state.Phis
+    let moduleStep = if task = "mnist" then Some(moduleStepProfile cfg.Backend (List.head state.Phis)) else None
     TrainState.dispose state
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(median train)
@@ -249,6 +301,7 @@ let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
     o["eval_optimizee_ms_per_step"] <- JsonValue.Create(optimizeeEval * 1e3)
     o["kernel"] <- kernel
     o["meta_train_profile"] <- metaTrain
+    moduleStep |> Option.iter (fun m -> o["module_step"] <- m)
     o
 
 let machine (runtime: RuntimeSettings) =
@@ -365,6 +418,9 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
             entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
             entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
             entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
+            match first["module_step"] with
+            | null -> ()
+            | m -> entry["module_step"] <- JsonNode.Parse(m.ToJsonString())
         results[task] <- entry
     progress.Value.Finish()
     let doc = JsonObject()
@@ -379,6 +435,17 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
             | o ->
                 let v (k: string) = (o[k]).GetValue<float>()
                 printfn "%-10s %-6s %s" task who (String.Format(Globalization.CultureInfo.InvariantCulture, (if who = "ratio" then "{0,22:F2} {1,18:F2} {2,14:F2}" else "{0,22:F1} {1,18:F1} {2,14:F0}"), v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
+    for task in tasks do
+        let m =
+            match results[task]["module_step"] with
+            | null -> (match results[task]["ours"] with null -> null | o -> o["module_step"])
+            | m -> m
+        if not (isNull m) then
+            let v (k: string) = (m[k]).GetValue<float>()
+            printfn "%s"
+                (String.Format(Globalization.CultureInfo.InvariantCulture,
+                               "{0,-10} m_φ step on {1:F0} parameters: flat {2:F3} ms, LearnedOptimizer.step {3:F3} ms, ratio {4:F3}",
+                               task, v "coordinates", v "flat_ms_per_step", v "module_ms_per_step", v "ratio"))
     printfn "→ %s" out
 
 /// `tools/l2l bench`.

@@ -132,6 +132,17 @@ module CheckpointSettings =
             ints "channels" c.Channels
             w.WriteNumber("dense", c.Dense)
             w.WriteNumber("batch", c.Batch)
+        | Custom c ->
+            w.WriteBoolean("custom", true)
+            w.WriteString("description", c.Description)
+            w.WriteNumber("coordinates", c.Coordinates)
+            w.WriteStartArray("groups")
+            for name, k in c.Groups do
+                w.WriteStartObject()
+                w.WriteString("name", name)
+                w.WriteNumber("coordinates", k)
+                w.WriteEndObject()
+            w.WriteEndArray()
         w.WriteEndObject()
         w.WriteStartObject("lstm")
         w.WriteNumber("layers", s.Lstm.Layers)
@@ -157,8 +168,16 @@ module CheckpointSettings =
     let read (e: JsonElement) : CheckpointSettings =
         let t = (Field.get e "task")
         let ints (name: string) = Field.int32s t name
+        let custom =
+            match t.TryGetProperty("custom") with
+            | true, v -> v.ValueKind = JsonValueKind.True
+            | _ -> false
         let task =
             match Field.string t "name" with
+            | name when custom ->
+                let groups =
+                    [ for g in (Field.get t "groups").EnumerateArray() -> Field.string g "name", Field.int32 g "coordinates" ]
+                Custom(CustomTask.recorded name (Field.string t "description") (Field.int32 t "coordinates") groups)
             | "quadratic" -> Quadratic(Field.int32 t "dim")
             | "mnist" ->
                 Mlp

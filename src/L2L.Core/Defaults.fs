@@ -36,7 +36,8 @@ module Defaults =
         match task with
         | Quadratic _ -> { quadratic with Task = task }
         | Mlp _
-        | Conv _ ->
+        | Conv _
+        | Custom _ ->
             let common =
                 { quadratic with
                     Task = task
@@ -49,6 +50,8 @@ module Defaults =
             // the conv net's held-out loss stops improving after about 100 meta-iterations, and one of its
             // meta-iterations costs several of the MLP's (1.7 s against 0.3 s when both were last timed)
             | Conv _ -> { common with MetaIterations = 300; ValidateEvery = 50; ValidationFunctions = 3 }
+            // a task of one's own: one network per trajectory like MNIST, a budget to start from
+            | Custom _ -> { common with MetaIterations = 1000; ValidateEvery = 100; ValidationFunctions = 5 }
             // 3000 meta-iterations and the kept φ chosen on 10 held-out networks: the first setting measured
             // to beat every tuned baseline at steps 100 and 200 (1500 and 3 did not; paper/README.md)
             | _ -> { common with MetaIterations = 3000; ValidateEvery = 100; ValidationFunctions = 10 }
@@ -58,14 +61,15 @@ module Defaults =
     /// 3 networks) by the mean loss at the meta-training horizon; a conv net's coarse to fine.
     let evaluation (task: TaskSpec) : EvalSettings =
         let m = meta task
-        let mnist = TaskSpec.usesMnist task
+        // the quadratics are cheap and many; one network per problem otherwise
+        let networks = (match task with Quadratic _ -> false | _ -> true)
         { Task = task
           Steps = 200
-          Runs = (if mnist then 10 else 1000)
+          Runs = (if networks then 10 else 1000)
           Seed = 1000UL
           Tune = true
           TuneSeed = 2000UL
-          TuneRuns = (if mnist then 3 else 1000)
+          TuneRuns = (if networks then 3 else 1000)
           TuneSteps = m.Horizon
           // a conv net's run costs ~10× an MLP's
           TuneRefine = (match task with Conv _ -> true | _ -> false)

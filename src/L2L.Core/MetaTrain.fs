@@ -51,6 +51,10 @@ module MetaConfig =
           if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
           if (TaskSpec.groups c.Task).Length > 1 && c.BatchFunctions <> 1 then
               "a task with several coordinate groups trains on one function at a time (batch functions 1)"
+          match c.Task with
+          | Custom t when c.Unroll.SecondOrder && not t.SecondOrder ->
+              sprintf "task '%s' gives f and ∇ only: meta-train it first order (second order needs ∂∇/∂θ)" t.Name
+          | _ -> ()
           if c.MetaIterations < 0 then "meta-iterations must be ≥ 0"
           if not (Double.IsFinite c.MetaLr) || c.MetaLr <= 0.0 then "meta-lr must be a positive number"
           if c.ValidateEvery < 0 then "validate-every must be ≥ 0"

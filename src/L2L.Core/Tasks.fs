@@ -5,6 +5,7 @@ namespace L2L
 
 #nowarn "9" // native pointers into tensor memory (the fused MLP kernel)
 
+open System
 open Microsoft.FSharp.NativeInterop
 open TorchSharp
 
@@ -23,7 +24,9 @@ type Problem =
       /// Further metrics at θ (e.g. test-set loss and accuracy), one value per function each.
       Metrics: Tensor -> (string * float[]) list
       /// The tensors the problem owns (for disposal).
-      Owned: Tensor list }
+      Owned: Tensor list
+      /// Releases what else the problem owns (e.g. a module), after its tensors.
+      Release: unit -> unit }
 
 module Problem =
     /// f(θ) at step t: the sum of the functions' losses (a scalar).
@@ -34,6 +37,7 @@ module Problem =
     let dispose (p: Problem) =
         for t in p.Owned do
             t.Dispose()
+        p.Release()
 
 /// The quadratic family f(θ) = ‖Wθ − y‖², W ∈ R^{d×d}, y ∈ R^d IID N(0, 1) (paper §3.1).
 type Quadratic =
@@ -73,7 +77,8 @@ module Quadratic =
           LossGrad = Some(fun _ theta -> lossGrad q theta)
           Full = losses q
           Metrics = fun _ -> []
-          Owned = [ q.W; q.Y; q.Theta0 ] }
+          Owned = [ q.W; q.Y; q.Theta0 ]
+          Release = ignore }
 
     /// B functions of dimension d from a torch generator (meta-training problems).
     let private keep (q: Quadratic) = [ q.W; q.Y; q.Theta0 ]
@@ -203,7 +208,8 @@ module Classifier =
             fun theta ->
                 let loss, correct = fullLoss logits theta data.TestX data.TestY
                 [ "test_loss", [| loss.ToDouble() |]; "test_acc", [| float correct / float data.TestX.shape[0] |] ]
-          Owned = [ theta0; indices; x; y ] }
+          Owned = [ theta0; indices; x; y ]
+          Release = ignore }
 
     /// θ_0 = scale ⊙ N(0, 1) and uniform minibatch indices from a torch generator (meta-training).
     let sample (logits: Tensor -> Tensor -> Tensor) lossGrad (scale: float[]) (batch: int) (data: MnistData) (gen: torch.Generator) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
@@ -453,11 +459,49 @@ module Conv =
     let portable (c: ConvSpec) (data: MnistData) (seed: uint64) (split: DataSplit) (steps: int) (device: torch.Device) (dtype: torch.ScalarType) =
         Classifier.portable (logits c) None (initScale c) c.Batch data seed split steps device dtype
 
-/// The task families the toolkit knows, with their settings.
+/// A task defined outside the toolkit's families (e.g. a TorchSharp module, L2L.Functional's
+/// `Task.ofModule`): its problems come from functions. Two are equal when their names, coordinates
+/// and groups are, which is what a checkpoint records of them.
+[<CustomEquality; NoComparison>]
+type CustomTask =
+    { Name: string
+      Description: string
+      Coordinates: int
+      Groups: (string * int) list
+      UsesMnist: bool
+      SecondOrder: bool
+      Train: TaskData -> int64 -> int64 -> int -> int -> torch.Device -> torch.ScalarType -> Problem
+      HeldOut: TaskData -> DataSplit -> uint64 -> int -> int -> torch.Device -> torch.ScalarType -> Problem list }
+
+    member private t.Key = t.Name, t.Coordinates, t.Groups
+
+    override t.Equals(o: obj) =
+        match o with
+        | :? CustomTask as u -> t.Key = u.Key
+        | _ -> false
+
+    override t.GetHashCode() = hash t.Key
+
+module CustomTask =
+    /// A task known only by what a checkpoint records (name, coordinates, groups): enough to compare
+    /// with the configuration resuming it; drawing a problem from it fails.
+    let recorded (name: string) (description: string) (coordinates: int) (groups: (string * int) list) =
+        let missing _ = invalidOp (sprintf "task '%s' was read from a checkpoint: resume it with the task itself" name)
+        { Name = name
+          Description = description
+          Coordinates = coordinates
+          Groups = groups
+          UsesMnist = false
+          SecondOrder = false
+          Train = fun _ _ _ _ _ _ _ -> missing ()
+          HeldOut = fun _ _ _ _ _ _ _ -> missing () }
+
+/// The task families the toolkit knows, with their settings, and tasks defined outside it.
 type TaskSpec =
     | Quadratic of dim: int
     | Mlp of MlpSpec
     | Conv of ConvSpec
+    | Custom of CustomTask
 
 module TaskSpec =
     /// The small conv net of `mnist-conv`: 3×3 convs with 4 and 8 channels, batch normalisation,
@@ -469,6 +513,7 @@ module TaskSpec =
         | Quadratic _ -> "quadratic"
         | Mlp _ -> "mnist"
         | Conv _ -> "mnist-conv"
+        | Custom c -> c.Name
 
     /// A short description with the settings (for logs and results).
     let describe =
@@ -481,6 +526,7 @@ module TaskSpec =
             sprintf "mnist conv net: %s, 3×3 conv + batch norm + ReLU + 2×2 max-pool each, %s10; batch %d"
                 (c.Channels |> List.map (sprintf "%d ch") |> String.concat ", ")
                 (if c.Dense > 0 then sprintf "dense %d + batch norm + ReLU, " c.Dense else "") c.Batch
+        | Custom c -> c.Description
 
     /// Optimizee coordinates of one function.
     let coordinates =
@@ -488,6 +534,7 @@ module TaskSpec =
         | Quadratic d -> d
         | Mlp m -> Mlp.count m
         | Conv c -> Conv.count c
+        | Custom c -> c.Coordinates
 
     /// The coordinate groups of one function, each with its own learned optimizer, in θ's order:
     /// (name, coordinates). One group for the quadratic and the MLP; the conv net has two, its conv
@@ -495,6 +542,7 @@ module TaskSpec =
     let groups (t: TaskSpec) : (string * int) list =
         match t with
         | Conv c -> [ "conv", Conv.convCount c; "fc", Conv.denseCount c ]
+        | Custom c -> c.Groups
         | _ -> [ "all", coordinates t ]
 
     let validate (t: TaskSpec) =
@@ -506,6 +554,11 @@ module TaskSpec =
         | Conv c when c.Channels.Length > 4 -> Error [ "at most 4 conv layers (each halves the 28×28 image)" ]
         | Conv c when c.Dense < 0 -> Error [ "dense units must be ≥ 0" ]
         | Conv c when c.Batch < 1 -> Error [ "batch must be ≥ 1" ]
+        | Custom c when String.IsNullOrWhiteSpace c.Name -> Error [ "a task needs a name" ]
+        | Custom c when c.Groups.IsEmpty || c.Groups |> List.exists (fun (_, k) -> k < 1) ->
+            Error [ sprintf "task '%s': every coordinate group needs at least one coordinate" c.Name ]
+        | Custom c when List.sumBy snd c.Groups <> c.Coordinates ->
+            Error [ sprintf "task '%s': its groups cover %d coordinates, not its %d" c.Name (List.sumBy snd c.Groups) c.Coordinates ]
         | _ -> Ok t
 
     /// Meta-training problem number `index` of a run seeded `seed`, drawn from a generator derived
@@ -517,6 +570,7 @@ module TaskSpec =
         | Quadratic dim -> Quadratic.problem (Quadratic.sample gen dim functions device dtype)
         | Mlp m -> Mlp.sample m (TaskData.mnist data) gen TrainSplit steps device dtype
         | Conv c -> Conv.sample c (TaskData.mnist data) gen TrainSplit steps device dtype
+        | Custom c -> c.Train data seed index functions steps device dtype
 
     /// Held-out problems from the portable stream: quadratic, one problem of `count` functions;
     /// MNIST, `count` networks (seeds seed, seed + 1, ...) on the given split.
@@ -525,6 +579,7 @@ module TaskSpec =
         | Quadratic dim -> [ Quadratic.problem (Quadratic.portable seed dim count device dtype) ]
         | Mlp m -> [ for r in 0 .. count - 1 -> Mlp.portable m (TaskData.mnist data) (seed + uint64 r) split steps device dtype ]
         | Conv c -> [ for r in 0 .. count - 1 -> Conv.portable c (TaskData.mnist data) (seed + uint64 r) split steps device dtype ]
+        | Custom c -> c.HeldOut data split seed count steps device dtype
 
     /// Whether the task's problems are drawn from MNIST (so need TaskData.ofMnist).
     let usesMnist =
@@ -532,6 +587,7 @@ module TaskSpec =
         | Quadratic _ -> false
         | Mlp _
         | Conv _ -> true
+        | Custom c -> c.UsesMnist
 
     /// The learned optimizer for task t: one φ per coordinate group (see `groups`), each on its own
     /// block of θ.

@@ -24,6 +24,9 @@ namespace L2L
 
           /// The tensors the problem owns (for disposal).
           Owned: Tensor list
+
+          /// Releases what else the problem owns (e.g. a module), after its tensors.
+          Release: (unit -> unit)
         }
 
     module Problem =
@@ -302,11 +305,54 @@ namespace L2L
             device: TorchSharp.torch.Device ->
             dtype: TorchSharp.torch.ScalarType -> Problem
 
-    /// The task families the toolkit knows, with their settings.
+    /// A task defined outside the toolkit's families (e.g. a TorchSharp module, L2L.Functional's
+    /// `Task.ofModule`): its problems come from functions. Two are equal when their names, coordinates
+    /// and groups are, which is what a checkpoint records of them.
+    [<CustomEquality; NoComparison>]
+    type CustomTask =
+        {
+          /// Its name in logs, results, checkpoints and job specs.
+          Name: string
+          Description: string
+
+          /// Optimizee coordinates of one problem.
+          Coordinates: int
+
+          /// (name, coordinates) of each block of θ with its own φ, in θ's order; they sum to Coordinates.
+          Groups: (string * int) list
+
+          /// Whether its problems read TaskData's MNIST.
+          UsesMnist: bool
+
+          /// Whether its losses are differentiable twice in θ (second-order meta-gradients).
+          SecondOrder: bool
+
+          /// data, seed, index, functions, steps, device, dtype -> meta-training problem `index` of a run
+          /// seeded `seed` (a function of those only, so a run can be replayed or resumed).
+          Train:
+            (TaskData -> int64 -> int64 -> int -> int -> TorchSharp.torch.Device -> TorchSharp.torch.ScalarType -> Problem)
+
+          /// data, split, seed, count, steps, device, dtype -> `count` held-out problems of a split.
+          HeldOut:
+            (TaskData -> DataSplit -> uint64 -> int -> int -> TorchSharp.torch.Device -> TorchSharp.torch.ScalarType -> Problem list)
+        }
+
+        override Equals: obj -> bool
+        override GetHashCode: unit -> int
+
+    module CustomTask =
+
+        /// A task known only by what a checkpoint records (name, description, coordinates, groups):
+        /// enough to compare with the configuration resuming it; drawing a problem from it fails.
+        val recorded:
+          name: string -> description: string -> coordinates: int -> groups: (string * int) list -> CustomTask
+
+    /// The task families the toolkit knows, with their settings, and tasks defined outside it.
     type TaskSpec =
         | Quadratic of dim: int
         | Mlp of MlpSpec
         | Conv of ConvSpec
+        | Custom of CustomTask
 
     module TaskSpec =
 

@@ -66,13 +66,14 @@ module Scope =
 /// of libtorch's aligned allocations well: an evaluation loop that allocated m_φ's new state of
 /// [H; n] floats at every step and freed the old one grew the C heap by about 1.3 MiB per step
 /// (250 MiB/s on MNIST), every page of it faulted in fresh. Outside `within` `empty` is torch.empty.
-module Spare =
-    type private Pool =
-        { Free: Dictionary<string, Stack<Tensor>>
-          /// what `empty` allocated in this pool (nothing else is ever recycled)
-          Ours: HashSet<Tensor> }
+/// A pool of recycled buffers (see Spare).
+type SparePool =
+    { Free: Dictionary<string, Stack<Tensor>>
+      /// what `empty` allocated in this pool (nothing else is ever recycled)
+      Ours: HashSet<Tensor> }
 
-    let private active = new System.Threading.ThreadLocal<Pool option>(fun () -> None)
+module Spare =
+    let private active = new System.Threading.ThreadLocal<SparePool option>(fun () -> None)
 
     let private key (shape: int64[]) (dtype: torch.ScalarType) (device: torch.Device) =
         String.Join(",", shape) + "|" + string dtype + "|" + string device
@@ -114,21 +115,37 @@ module Spare =
     /// `Scope.disposeReplaced`, handing the replaced tensors back to the open pool.
     let giveReplaced (old: seq<Tensor>) (current: seq<Tensor>) = Scope.replaced old current |> List.iter give
 
+    /// A pool of one's own, for work that recycles buffers across calls rather than within one loop.
+    let pool () : SparePool = { Free = Dictionary(); Ours = HashSet(HashIdentity.Reference) }
+
+    /// Runs f with `p` open on this thread (the pool open before is open again afterwards).
+    let using (p: SparePool) (f: unit -> 'a) : 'a =
+        let before = active.Value
+        active.Value <- Some p
+        try
+            f ()
+        finally
+            active.Value <- before
+
+    /// Disposes the buffers a pool holds for reuse (those handed out stay with their holders).
+    let clear (p: SparePool) =
+        for free in p.Free.Values do
+            for t in free do
+                t.Dispose()
+        p.Free.Clear()
+        p.Ours.Clear()
+
     /// Runs f with a pool open on this thread (within an open pool: that one), then disposes what
     /// the pool holds.
     let within (f: unit -> 'a) : 'a =
         match active.Value with
         | Some _ -> f ()
         | None ->
-            let pool = { Free = Dictionary(); Ours = HashSet(HashIdentity.Reference) }
-            active.Value <- Some pool
+            let p = pool ()
             try
-                f ()
+                using p f
             finally
-                active.Value <- None
-                for free in pool.Free.Values do
-                    for t in free do
-                        t.Dispose()
+                clear p
 
 /// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
 /// Scalar and Tensor overloads from F#).

@@ -36,6 +36,9 @@ namespace L2L
     /// of libtorch's aligned allocations well: an evaluation loop that allocated m_φ's new state of
     /// [H; n] floats at every step and freed the old one grew the C heap by about 1.3 MiB per step
     /// (250 MiB/s on MNIST), every page of it faulted in fresh. Outside `within` `empty` is torch.empty.
+    /// A pool of recycled buffers (see Spare).
+    type SparePool
+
     module Spare =
 
         /// An uninitialised contiguous tensor, registered on the current dispose scope as a fresh one
@@ -55,6 +58,16 @@ namespace L2L
         /// Runs f with a pool open on this thread (within an open pool: that one), then disposes what
         /// the pool holds.
         val within: f: (unit -> 'a) -> 'a
+
+        /// A pool of one's own, for work that recycles buffers across calls rather than within one loop
+        /// (an optimizer object stepped by its caller's loop).
+        val pool: unit -> SparePool
+
+        /// Runs f with `p` open on this thread; the pool open before (if any) is open again afterwards.
+        val using: p: SparePool -> f: (unit -> 'a) -> 'a
+
+        /// Disposes the buffers a pool holds for reuse (those handed out stay with their holders).
+        val clear: p: SparePool -> unit
 
     /// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
     /// Scalar and Tensor overloads from F#).

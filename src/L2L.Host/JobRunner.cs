@@ -14,7 +14,7 @@ public enum JobOutcome { Completed, Failed, Cancelled, Suspended }
 /// thread): resumes from its newest usable checkpoint, meta-trains with checkpoints every K
 /// meta-iterations, and on completion writes optimizer.json and results.json.
 /// </summary>
-public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, ILogger logger)
+public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, JobTasks tasks, ILogger logger)
 {
     private readonly string _dir = JobsDirectory.jobDirectory(jobsDirectory, id);
 
@@ -28,7 +28,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         JobSpec spec;
         try
         {
-            spec = JobSession.ParseSpec(File.ReadAllText(Path.Combine(_dir, "spec.json")));
+            spec = JobSession.ParseSpec(File.ReadAllText(Path.Combine(_dir, "spec.json")), tasks.Catalog);
         }
         catch (Exception e) when (e is ArgumentException or IOException)
         {

@@ -39,6 +39,15 @@ if (configured.IsError)
     return 2;
 }
 builder.Services.AddSingleton(configured.ResultValue);
+// tasks of one's own: loaded once, before the host starts; a bad assembly is one line, exit code 2
+var taskAssemblies = builder.Configuration.GetSection("Worker:TaskAssemblies").Get<string[]>() ?? [];
+var catalog = L2L.TaskCatalog.load(Microsoft.FSharp.Collections.ListModule.OfSeq(taskAssemblies));
+if (catalog.IsError)
+{
+    Console.Error.WriteLine($"l2l-worker: invalid configuration: Worker:TaskAssemblies: {catalog.ErrorValue}");
+    return 2;
+}
+builder.Services.AddSingleton(new JobTasks(catalog.ResultValue));
 var exit = new WorkerExit();
 builder.Services.AddSingleton(exit);
 builder.Services.AddSystemd();

@@ -11,7 +11,7 @@ namespace L2L.Host;
 /// dedicated thread. On shutdown every running job checkpoints and stops; unfinished jobs resume on
 /// the next start.
 /// </summary>
-public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, WorkerExit exit, IHostApplicationLifetime lifetime, ILogger<Scheduler> logger) : BackgroundService
+public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, JobTasks tasks, WorkerExit exit, IHostApplicationLifetime lifetime, ILogger<Scheduler> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
     private readonly Queue<string> _queue = new();
@@ -47,7 +47,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                 {
                     foreach (var file in JobsDirectory.submitted(jobsDir))
                     {
-                        var id = JobsDirectory.accept(jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
+                        var id = JobsDirectory.acceptWith(tasks.Catalog, jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
                         if (FSharpOption<string>.get_IsSome(id)) Enqueue(id.Value);
                     }
                 }
@@ -87,7 +87,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
     private void Start(string jobsDir, string id, CancellationToken stop)
     {
         var done = new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var runner = new JobRunner(jobsDir, id, _options, runtime, logger);
+        var runner = new JobRunner(jobsDir, id, _options, runtime, tasks, logger);
         var thread = new Thread(() =>
         {
             try { done.SetResult(runner.Run(stop)); }

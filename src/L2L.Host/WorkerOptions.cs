@@ -42,6 +42,10 @@ public sealed class WorkerOptions
     /// <summary>Write TensorBoard event files per job (DIR/&lt;id&gt;/events).</summary>
     public bool TensorBoard { get; set; } = true;
 
+    /// <summary>Assemblies with tasks of one's own (public ITaskProvider classes), which job specs then name
+    /// like the built-in tasks.</summary>
+    public string[] TaskAssemblies { get; set; } = [];
+
     /// <summary>Time the host gives running jobs to checkpoint and stop.</summary>
     [Range(1, 3600)]
     public int ShutdownTimeoutSeconds { get; set; } = 30;
@@ -51,6 +55,9 @@ public sealed class WorkerOptions
 public sealed partial class WorkerOptionsValidator : IValidateOptions<WorkerOptions>
 {
 }
+
+/// <summary>The tasks of one's own the worker knows by name (loaded from Worker:TaskAssemblies at start).</summary>
+public sealed record JobTasks(Microsoft.FSharp.Collections.FSharpList<L2L.TaskSpec> Catalog);
 
 /// <summary>The worker's exit code: set by a service that finds the worker cannot run at all.</summary>
 public sealed class WorkerExit

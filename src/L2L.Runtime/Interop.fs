@@ -37,8 +37,11 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
     let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg data) else None
 
     /// Parses and validates a spec (the errors, each naming its field, as an exception message).
-    static member ParseSpec(text: string) : JobSpec =
-        match JobSpec.parse text with
+    static member ParseSpec(text: string) : JobSpec = JobSession.ParseSpec(text, [])
+
+    /// ParseSpec with tasks of one's own (TaskCatalog.load) known by name.
+    static member ParseSpec(text: string, catalog: TaskSpec seq) : JobSpec =
+        match JobSpec.parseWith (List.ofSeq catalog) text with
         | Ok s -> s
         | Error errs -> raise (ArgumentException(String.concat "; " errs))
 

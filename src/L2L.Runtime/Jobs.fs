@@ -59,8 +59,10 @@ module JobSpec =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
               "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation" ]
 
-    /// Parses and validates a spec; every problem found is reported, each naming its field.
-    let parse (text: string) : Result<JobSpec, string list> =
+    /// Parses and validates a spec; every problem found is reported, each naming its field. A task
+    /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
+    /// `Task.ofModule`'s, that the worker was given).
+    let parseWith (catalog: TaskSpec list) (text: string) : Result<JobSpec, string list> =
         let errors = ResizeArray<string>()
         try
             use doc = JsonDocument.Parse(text, JsonDocumentOptions(CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true))
@@ -110,6 +112,8 @@ module JobSpec =
                 | None ->
                     errors.Add "id is missing"
                     ""
+            let known = String.concat ", " ([ "quadratic"; "mnist"; "mnist-conv" ] @ (catalog |> List.map TaskSpec.name))
+            let ofCatalog (name: string) = catalog |> List.tryFind (fun t -> TaskSpec.name t = name)
             let task =
                 match prop root "task" with
                 | None ->
@@ -120,8 +124,17 @@ module JobSpec =
                     elif t.GetString() = "mnist" then Defaults.mnistTask
                     elif t.GetString() = "mnist-conv" then Defaults.convTask
                     else
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist, mnist-conv)" (t.GetString()))
-                        Quadratic 10
+                        match ofCatalog (t.GetString()) with
+                        | Some task -> task
+                        | None ->
+                            errors.Add(sprintf "unknown task '%s' (known: %s)" (t.GetString()) known)
+                            Quadratic 10
+                | Some t when t.ValueKind = JsonValueKind.Object
+                              && (match prop t "name" with
+                                  | Some n when n.ValueKind = JsonValueKind.String -> (ofCatalog (n.GetString())).IsSome
+                                  | _ -> false) ->
+                    unknown t (set [ "name" ]) "task."
+                    (ofCatalog ((prop t "name").Value.GetString())).Value
                 | Some t when t.ValueKind = JsonValueKind.Object ->
                     unknown t (set [ "name"; "dim"; "hidden"; "activation"; "batch"; "channels"; "dense" ]) "task."
                     match prop t "name" with
@@ -159,7 +172,7 @@ module JobSpec =
                                 d.Channels
                         Conv { Channels = channels; Dense = intField t "task." "dense" d.Dense; Batch = intField t "task." "batch" d.Batch }
                     | Some n ->
-                        errors.Add(sprintf "unknown task '%s' (known: quadratic, mnist, mnist-conv)" (n.ToString()))
+                        errors.Add(sprintf "unknown task '%s' (known: %s)" (n.ToString()) known)
                         Quadratic 10
                     | None ->
                         errors.Add "task.name is missing"
@@ -254,6 +267,10 @@ module JobSpec =
             Error [ sprintf "not valid JSON: %s" e.Message ]
 
 /// DIR/<id>/status.json: written by the worker (atomically), read by `l2l status`.
+
+    /// `parseWith` the built-in tasks only.
+    let parse (text: string) : Result<JobSpec, string list> = parseWith [] text
+
 type JobStatus =
     { Id: string
       State: JobState
@@ -379,8 +396,8 @@ module JobsDirectory =
 
     /// Validates a spec and hands it to the worker (atomically: the worker never sees half a file).
     /// Errors: the spec's problems, or a job of that id that exists already.
-    let submit (jobs: string) (text: string) : Result<JobSpec, string> =
-        match JobSpec.parse text with
+    let submitWith (catalog: TaskSpec list) (jobs: string) (text: string) : Result<JobSpec, string> =
+        match JobSpec.parseWith catalog text with
         | Error errs -> Error("the spec is invalid: " + String.concat "; " errs)
         | Ok spec ->
             if Directory.Exists(jobDirectory jobs spec.Id) || File.Exists(Path.Combine(jobs, spec.Id + ".json")) then
@@ -388,6 +405,9 @@ module JobsDirectory =
             else
                 AtomicFile.writeText (Path.Combine(jobs, spec.Id + ".json")) text |> ignore
                 Ok spec
+
+    /// `submitWith` the built-in tasks only.
+    let submit (jobs: string) (text: string) = submitWith [] jobs text
 
     /// Submitted specs (DIR/*.json) in the order the worker takes them: oldest first.
     let submitted (jobs: string) : string list =
@@ -419,12 +439,12 @@ module JobsDirectory =
     /// that cannot be parsed still becomes a job (named after the file) marked failed with the
     /// reason, so `l2l status` shows it. Returns the id of the job to run (None: nothing to run;
     /// `rejected` has been told why, or the file is still being written).
-    let accept (jobs: string) (file: string) (rejected: string -> string -> unit) : string option =
+    let acceptWith (catalog: TaskSpec list) (jobs: string) (file: string) (rejected: string -> string -> unit) : string option =
         match (try Some(File.ReadAllText file) with :? IOException -> None) with
         | None -> None
         | Some text ->
             let stem = Path.GetFileNameWithoutExtension file
-            let parsed = JobSpec.parse text
+            let parsed = JobSpec.parseWith catalog text
             let id =
                 match parsed with
                 | Ok spec -> spec.Id
@@ -447,6 +467,9 @@ module JobsDirectory =
                 | Ok _ ->
                     writeStatus dir id Queued None None
                     Some id
+
+    /// `acceptWith` the built-in tasks only.
+    let accept (jobs: string) (file: string) (rejected: string -> string -> unit) = acceptWith [] jobs file rejected
 
     /// Jobs left queued or running by an earlier worker (they resume), in id order.
     let unfinished (jobs: string) : string list =
@@ -485,3 +508,54 @@ module JobsDirectory =
 
     /// Whether cancellation of the job in `jobDir` was asked for.
     let cancelRequested (jobDir: string) = File.Exists(cancelMarker jobDir)
+
+/// Tasks of one's own that a worker runs by name (a job spec's "task"): a public class with a
+/// parameterless constructor that implements this, in an assembly the worker is told to load
+/// (Worker:TaskAssemblies).
+type ITaskProvider =
+    abstract Tasks: TaskSpec seq
+
+module TaskCatalog =
+    let private builtIn = [ "quadratic"; "mnist"; "mnist-conv" ]
+
+    /// The tasks of every ITaskProvider in the assemblies at `paths`. Errors name the assembly: one
+    /// that does not exist or is not .NET, one without a provider, a provider that fails, a task
+    /// name given twice or taken by a built-in task.
+    let load (paths: string list) : Result<TaskSpec list, string> =
+        let tasksOf (path: string) : Result<TaskSpec list, string> =
+            let full = Path.GetFullPath path
+            if not (File.Exists full) then Error(sprintf "task assembly '%s' does not exist" path)
+            else
+                try
+                    let asm = Reflection.Assembly.LoadFrom full
+                    let providers =
+                        asm.GetExportedTypes()
+                        |> Array.filter (fun t -> typeof<ITaskProvider>.IsAssignableFrom t && not t.IsAbstract && not t.IsInterface)
+                    if providers.Length = 0 then Error(sprintf "task assembly '%s' has no public class implementing ITaskProvider" path)
+                    else
+                        Ok [ for t in providers do
+                                 yield! (Activator.CreateInstance t :?> ITaskProvider).Tasks ]
+                with
+                | :? BadImageFormatException -> Error(sprintf "task assembly '%s' is not a .NET assembly" path)
+                | :? Reflection.TargetInvocationException as e -> Error(sprintf "task assembly '%s': its provider failed: %s" path e.InnerException.Message)
+                | :? MissingMethodException -> Error(sprintf "task assembly '%s': a provider has no parameterless constructor" path)
+                | :? IOException as e -> Error(sprintf "task assembly '%s' cannot be loaded: %s" path e.Message)
+        let rec go (acc: TaskSpec list) =
+            function
+            | [] -> Ok(List.rev acc)
+            | p :: rest ->
+                match tasksOf p with
+                | Error e -> Error e
+                | Ok tasks ->
+                    let all = acc @ tasks
+                    let names = all |> List.map TaskSpec.name
+                    match names |> List.tryFind (fun n -> List.contains n builtIn) with
+                    | Some n -> Error(sprintf "task assembly '%s': the name '%s' is a built-in task's" p n)
+                    | None ->
+                    match names |> List.countBy id |> List.tryFind (fun (_, k) -> k > 1) with
+                    | Some(n, _) -> Error(sprintf "task assembly '%s': a task named '%s' is given twice" p n)
+                    | None ->
+                    match tasks |> List.tryPick (fun t -> match TaskSpec.validate t with Error e -> Some(TaskSpec.name t, e) | Ok _ -> None) with
+                    | Some(n, e) -> Error(sprintf "task assembly '%s': task '%s': %s" p n (String.concat "; " e))
+                    | None -> go (List.rev tasks @ acc) rest
+        go [] paths

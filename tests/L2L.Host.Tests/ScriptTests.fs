@@ -1,10 +1,33 @@
 /// The F# scripts in tools/examples call the pure core from F# Interactive and keep working.
 module L2L.Host.Tests.ScriptTests
 
+open System
 open System.Diagnostics
+open System.Globalization
 open System.IO
 open Expecto
 open L2L.Host.Tests.Worker
+
+/// Runs a program from the repository root; returns its exit code, stdout and stderr.
+let private runProgram (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = root)
+    for a in args do
+        psi.ArgumentList.Add a
+    use p = Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let out = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, out, err.Result
+
+/// The values of the program's last line `RESULT a=x b=y` (it must exit 0).
+let private result (code: int, out: string, err: string) : Map<string, float> =
+    Expect.equal code 0 (sprintf "exit code 0; stdout: %s stderr: %s" out err)
+    match out.Split('\n', StringSplitOptions.RemoveEmptyEntries) |> Array.tryFindBack (fun l -> l.StartsWith "RESULT ") with
+    | None -> failtestf "no RESULT line in:\n%s" out
+    | Some l ->
+        l.Substring(7).Split(' ', StringSplitOptions.RemoveEmptyEntries)
+        |> Array.map (fun kv -> kv.Split('=')[0], Double.Parse(kv.Split('=')[1], CultureInfo.InvariantCulture))
+        |> Map.ofArray
 
 [<Tests>]
 let tests =
@@ -24,4 +47,20 @@ let tests =
             let value (key: string) = line.Split(' ') |> Array.pick (fun kv -> if kv.StartsWith(key + "=") then Some(float (kv.Substring(key.Length + 1))) else None)
             Expect.isTrue (System.Double.IsFinite(value "lstm") && value "lstm" > 0.0) "a finite LSTM loss"
             Expect.isTrue (value "adam" < 1.0) "Adam's loss as expected on quadratics"
+
+        testCase "own-model.fsx and the C# example: the pretrained MNIST optimizer beats Adam (lr 0.03) on nn.Sequential 784-20-10, with the same numbers" <| fun () ->
+            let fs = result (runProgram "dotnet" [ "fsi"; Path.Combine(root, "tools", "examples", "own-model.fsx") ])
+            Expect.isLessThan fs["learned"] fs["adam"] "F#: learned < adam"
+            let dll = Path.Combine(root, "tools", "examples", "OwnModel.CSharp", "bin", configuration, "net10.0", "OwnModel.CSharp.dll")
+            let cs = result (runProgram "dotnet" [ dll ])
+            Expect.isLessThan cs["learned"] cs["adam"] "C#: learned < adam"
+            Expect.floatClose Accuracy.medium cs["learned"] fs["learned"] "the same training from C# and F#: learned"
+            Expect.floatClose Accuracy.medium cs["adam"] fs["adam"] "and adam"
+
+        testCase "meta-train-own-model.fsx meta-trains m_φ on a module of its own and evaluates it against tuned Adam" <| fun () ->
+            let r = result (runProgram "dotnet" [ "fsi"; Path.Combine(root, "tools", "examples", "meta-train-own-model.fsx"); "40" ])
+            Expect.isTrue (Double.IsFinite r["lstm"] && r["lstm"] > 0.0) "lstm: a finite loss"
+            Expect.isTrue (Double.IsFinite r["adam"] && r["adam"] > 0.0) "adam: a finite loss"
+            // 40 meta-iterations move m_φ well off chance (ln 10 ≈ 2.30)
+            Expect.isLessThan r["lstm"] 1.5 "lstm learned something"
     ]

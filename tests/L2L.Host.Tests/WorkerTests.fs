@@ -174,6 +174,34 @@ let tests =
             sigterm w
             Expect.equal (waitExit w (minutes 1.0)) 0 "clean exit"
 
+        testCase "a task of one's own (Task.ofModule in a task assembly) runs as a job: trained, checkpointed, evaluated; a bad task assembly is one line" <| fun () ->
+            let jobs = newJobsDir ()
+            let assembly = typeof<RegressionTasks>.Assembly.Location
+            let w = start jobs [ "--Worker:TaskAssemblies:0=" + assembly ] []
+            drop jobs "own"
+                """{"id":"own","task":"regression","metaIterations":12,"seed":3,"checkpointEvery":5,"horizon":20,"unroll":5,
+                    "validateEvery":6,"validationFunctions":2,"optimizer":{"hidden":8},
+                    "evaluation":{"steps":20,"runs":3,"tuneBaselines":false}}"""
+            drop jobs "unknown" ((spec "unknown" 10 "").Replace("\"quadratic\"", "\"regressio\""))
+            waitState jobs "own" [ Completed; Failed ] (minutes 3.0) w
+            match status jobs "own" with
+            | Ok s -> Expect.equal s.State Completed (sprintf "completed: %A" s.Reason)
+            | Error e -> failtest e
+            Expect.isNonEmpty (checkpoints jobs "own") "checkpointed"
+            for file in [ "optimizer.json"; "results.json" ] do
+                Expect.isTrue (File.Exists(Path.Combine(jobs, "own", file))) (file + " written")
+            Expect.stringContains (File.ReadAllText(Path.Combine(jobs, "own", "results.json"))) "regression" "results name the task"
+            waitState jobs "unknown" [ Failed ] (minutes 1.0) w
+            match status jobs "unknown" with
+            | Ok s -> Expect.stringContains (defaultArg s.Reason "") "known: quadratic, mnist, mnist-conv, regression" "the known tasks include the assembly's"
+            | Error e -> failtest e
+            sigterm w
+            Expect.equal (waitExit w (minutes 1.0)) 0 "clean exit"
+            let bad = start jobs [ "--Worker:TaskAssemblies:0=/nonexistent/tasks.dll" ] []
+            Expect.equal (waitExit bad (minutes 1.0)) 2 "exit code 2"
+            Expect.stringContains bad.Text "task assembly '/nonexistent/tasks.dll' does not exist" "one line naming it"
+            Expect.isFalse (bad.Text.Contains "   at ") "no stack trace"
+
         testCase "an invalid configuration value stops the host with an error naming the key" <| fun () ->
             let jobs = newJobsDir ()
             for extra, env, key in

@@ -1,4 +1,5 @@
-// Makes the pure core (and the runtime: data sets, optimizer files) available to F# Interactive:
+// Makes the pure core, the runtime (data sets, optimizer files) and the TorchSharp-facing library
+// (LearnedOptimizer, Pretrained, Task.ofModule) available to F# Interactive:
 // references the Release build of the command line (run `tools/l2l --help` once to build it), loads
 // libtorch's native libraries from it and sets the process up (`settings`: the backend to pass to
 // the core, the MNIST directory).
@@ -7,6 +8,7 @@
 #r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Core.dll"
 #r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Kernels.dll"
 #r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Runtime.dll"
+#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Functional.dll"
 
 open System.IO
 open System.Runtime.InteropServices

@@ -1,0 +1,408 @@
+/// m_φ as a TorchSharp optimizer over any module's parameters: zero_grad / backward / step, parameter
+/// groups with a φ each, state dicts that resume a run exactly.
+namespace L2L
+
+#nowarn "760" // constructors chained by the type name (a secondary constructor cannot use `new`)
+
+open System
+open System.Collections.Generic
+open System.IO
+open System.Runtime.InteropServices
+open TorchSharp
+open TorchSharp.Modules
+
+/// A parameter group's settings: its name and its φ. LearningRate multiplies m_φ's update (1, the
+/// default: the update as meta-trained), so TorchSharp's learning-rate schedulers apply.
+[<AllowNullLiteral>]
+type LearnedOptions(name: string, phi: Phi) as this =
+    inherit OptimizerOptions()
+
+    do
+        this.LearningRate <- Nullable 1.0
+        this.InitialLearningRate <- 1.0
+
+    member val Name = name with get, set
+
+    /// The group's φ (the optimizer keeps its own copy, on its parameters' device and dtype).
+    member val Phi = phi with get, set
+
+    static member internal WriteConfig(w: BinaryWriter, c: LstmConfig) =
+        w.Write(c.Layers)
+        w.Write(c.Hidden)
+        w.Write(match c.Preprocessing with LogSign p -> p | Preprocessing.Identity -> Double.NaN)
+        w.Write(c.OutScale)
+        w.Write(c.ForgetBias)
+
+    static member internal ReadConfig(r: BinaryReader) : LstmConfig =
+        let layers = r.ReadInt32()
+        let hidden = r.ReadInt32()
+        let p = r.ReadDouble()
+        { Layers = layers
+          Hidden = hidden
+          Preprocessing = (if Double.IsNaN p then Preprocessing.Identity else LogSign p)
+          OutScale = r.ReadDouble()
+          ForgetBias = r.ReadDouble() }
+
+    override o.SaveStateDict(w: BinaryWriter) =
+        base.SaveStateDict(w)
+        w.Write(o.Name)
+        LearnedOptions.WriteConfig(w, o.Phi.Config)
+        for t in Phi.tensors o.Phi do
+            use c = t.detach().cpu()
+            c.Save(w)
+
+    override o.LoadStateDict(r: BinaryReader) =
+        base.LoadStateDict(r)
+        let name = r.ReadString()
+        let config = LearnedOptions.ReadConfig r
+        if config <> o.Phi.Config then
+            raise (InvalidDataException(sprintf "group '%s': the saved φ is a %d-layer, %d-unit m_φ; this optimizer's is %d-layer, %d-unit"
+                                            name config.Layers config.Hidden o.Phi.Config.Layers o.Phi.Config.Hidden))
+        o.Name <- name
+        use _ = torch.no_grad()
+        for t in Phi.tensors o.Phi do
+            use saved = TensorExtensionMethods.Load(r, false)
+            if saved.shape <> t.shape then
+                raise (InvalidDataException(sprintf "group '%s': a saved φ tensor has shape %A, expected %A" name saved.shape t.shape))
+            t.copy_(saved) |> ignore
+
+    override o.LoadStateDict(source: OptimizerOptions) =
+        base.LoadStateDict(source)
+        match source with
+        | :? LearnedOptions as s when not (obj.ReferenceEquals(s, o)) ->
+            if s.Phi.Config <> o.Phi.Config then
+                invalidArg "source" (sprintf "group '%s': the φ to load has another configuration" s.Name)
+            o.Name <- s.Name
+            use _ = torch.no_grad()
+            for t, u in List.zip (Phi.tensors o.Phi) (Phi.tensors s.Phi) do
+                t.copy_(u) |> ignore
+        | _ -> ()
+
+/// One parameter group at work: its parameters' places in the group's flat θ, m_φ's state over all of
+/// its coordinates ([H; n] per layer, a column per coordinate), and the optimizer of its φ.
+[<AllowNullLiteral>]
+type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], backend: Backend) =
+    let sizes = parameters |> Array.map (fun p -> p.numel())
+    let offsets = Array.scan (+) 0L sizes
+    let total = offsets[sizes.Length]
+    let device = parameters[0].device
+    let dtype = parameters[0].dtype
+    let mutable optimizerOf: Phi option * Optimizer option = None, None
+    let optimizer () =
+        match optimizerOf with
+        | Some phi, Some o when obj.ReferenceEquals(phi, options.Phi) -> o
+        | _ ->
+            let o = Learned.optimizer backend options.Phi
+            optimizerOf <- Some options.Phi, Some o
+            o
+    let mutable state =
+        Tensors.build OptState.tensors (fun () ->
+            use theta = torch.zeros([| total |], dtype = dtype, device = device)
+            (optimizer ()).Init theta)
+    do
+        for t in OptState.tensors state do
+            t.DetachFromDisposeScope() |> ignore
+
+    member _.Options = options
+    member _.Parameters = parameters
+    member _.Offset(i: int) = offsets[i]
+    member _.Size(i: int) = sizes[i]
+    member _.State = state
+    member _.Coordinates = total
+
+    member _.SetStep(step: int) = state <- { state with Step = step }
+
+    /// m_φ's state tensors (h and c per layer: [H; n]) in OptState.named order.
+    member _.Recurrent = OptState.recurrent state
+
+    /// One step: ∇ of every parameter flattened into the group's order, m_φ's update g, θ += lr·g.
+    /// A parameter without a gradient is left as it is, and so is its state.
+    member _.Step(pool: SparePool) =
+        use scope = torch.NewDisposeScope()
+        let grads = parameters |> Array.map (fun p -> p.grad)
+        if grads |> Array.exists (isNull >> not) then
+            let flat =
+                torch.cat(
+                    [| for i, g in Array.indexed grads ->
+                           if isNull g then torch.zeros([| sizes[i] |], dtype = dtype, device = device) else g.reshape(-1L) |], 0L)
+            let old = state
+            let struct (g, s') = (optimizer ()).Update old flat
+            let lr = options.LearningRate.GetValueOrDefault(1.0)
+            for i, p in Array.indexed parameters do
+                if not (isNull grads[i]) then
+                    let d = g.narrow(0L, offsets[i], sizes[i]).view(p.shape)
+                    if lr = 1.0 then p.add_(d) |> ignore else p.add_(d, alpha = lr) |> ignore
+            if grads |> Array.exists isNull then
+                let before = OptState.tensors old
+                for i, grad in Array.indexed grads do
+                    if isNull grad then
+                        for now, was in List.zip (OptState.tensors s') before do
+                            now.narrow(1L, offsets[i], sizes[i]).copy_(was.narrow(1L, offsets[i], sizes[i])) |> ignore
+            for t in OptState.tensors s' do
+                t.DetachFromDisposeScope() |> ignore
+            state <- s'
+            Spare.using pool (fun () -> Spare.giveReplaced (OptState.tensors old) (OptState.tensors s'))
+
+    member _.MoveTo(d: torch.Device) =
+        if d.``type`` <> device.``type`` || d.index <> device.index then
+            invalidOp "a learned optimizer's state stays on its parameters' device: build the optimizer after moving the module"
+
+    member _.Dispose() =
+        for t in OptState.tensors state do
+            t.Dispose()
+        for t in Phi.tensors options.Phi do
+            t.Dispose()
+
+/// What the optimizer keeps for one parameter: its columns of its group's m_φ state, and the step.
+type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: int) =
+    inherit OptimizerState(p)
+
+    let columns (t: Tensor) = t.narrow(1L, group.Offset index, group.Size index)
+
+    /// The optimizer steps taken by this parameter's group.
+    member _.Step = group.State.Step
+
+    /// m_φ's state of this parameter's coordinates: per layer h and c, each [H; numel] (copies).
+    member _.Recurrent : LstmState =
+        let s = group.Recurrent
+        { H = s.H |> List.map (fun t -> (columns t).contiguous())
+          C = s.C |> List.map (fun t -> (columns t).contiguous()) }
+
+    override _.Initialize(_: OptimizerOptions) = ()
+
+    override _.SaveStateDict(w: BinaryWriter) =
+        let s = group.Recurrent
+        w.Write(int64 group.State.Step)
+        w.Write(s.H.Length)
+        for h, c in List.zip s.H s.C do
+            use hc = (columns h).contiguous().cpu()
+            use cc = (columns c).contiguous().cpu()
+            hc.Save(w)
+            cc.Save(w)
+
+    override _.LoadStateDict(r: BinaryReader) =
+        let step = r.ReadInt64()
+        let layers = r.ReadInt32()
+        let s = group.Recurrent
+        if layers <> s.H.Length then
+            raise (InvalidDataException(sprintf "a parameter's saved state has %d layers, this optimizer's m_φ %d" layers s.H.Length))
+        use _ = torch.no_grad()
+        for h, c in List.zip s.H s.C do
+            for target in [ h; c ] do
+                use saved = TensorExtensionMethods.Load(r, false)
+                let into = columns target
+                if saved.shape <> into.shape then
+                    raise (InvalidDataException(sprintf "a parameter's saved state has shape %A, expected %A (another model?)" saved.shape into.shape))
+                into.copy_(saved) |> ignore
+        group.SetStep(int step)
+
+    override _.LoadStateDict(source: OptimizerState) =
+        match source with
+        | :? LearnedParameterState as o when not (obj.ReferenceEquals(o, null)) ->
+            let theirs = o.Recurrent
+            let s = group.Recurrent
+            use _ = torch.no_grad()
+            for target, src in List.zip (s.H @ s.C) (theirs.H @ theirs.C) do
+                if src.shape <> (columns target).shape then
+                    invalidArg "source" (sprintf "a parameter's state has shape %A, expected %A" src.shape (columns target).shape)
+                (columns target).copy_(src) |> ignore
+                src.Dispose()
+            group.SetStep(o.Step)
+        | _ -> invalidArg "source" "not the state of a learned optimizer"
+
+    override s.ApproximatelyEquals(other: OptimizerState) =
+        match other with
+        | :? LearnedParameterState as o ->
+            let theirs = o.Recurrent
+            let ours = s.Recurrent
+            let same = List.forall2 (fun (x: Tensor) (y: Tensor) -> x.allclose(y)) (ours.H @ ours.C) (theirs.H @ theirs.C)
+            for t in ours.H @ ours.C @ theirs.H @ theirs.C do
+                t.Dispose()
+            same && o.Step = s.Step
+        | _ -> false
+
+    override _.``to``(d: torch.Device) = group.MoveTo d
+
+/// The learned optimizer m_φ as a TorchSharp optimizer: it drops in where one is expected.
+///   opt.zero_grad(); loss.backward(); opt.step()
+/// Each parameter group has its own φ (the paper's conv / fully connected split); a group's
+/// coordinates are updated as one flat θ by `Learned.optimizer` (float32 on the CPU takes the fused
+/// kernel), so a step gives the same updates as the core on the flattened parameters. The optimizer
+/// owns its state and its copy of each φ: dispose it when done.
+type LearnedOptimizer(parameterGroups: seq<ParamGroup<LearnedOptions>>, backend: Backend) =
+    inherit OptimizerHelper()
+
+    let backend = Backend.resolve backend
+    let pool = Spare.pool ()
+    let groups = ResizeArray<GroupRuntime>()
+    let seen = HashSet<IntPtr>()
+    let mutable disposed = false
+
+    /// Checks a group and builds its runtime (the optimizer's own φ, m_φ's state); the caller
+    /// registers it with the optimizer base.
+    let build (pg: ParamGroup) : ParamGroup<LearnedOptions> * (Parameter * OptimizerState) list =
+        let options =
+            match pg.Options with
+            | :? LearnedOptions as l -> l
+            | _ -> invalidArg "param_group" "a learned optimizer's groups have LearnedOptions (a name and a φ)"
+        let ps = Array.ofSeq pg.Parameters
+        if ps.Length = 0 then invalidArg "param_group" (sprintf "group '%s' has no parameters" options.Name)
+        let dtype = ps[0].dtype
+        for p in ps do
+            if p.device_type <> ps[0].device_type || p.device_index <> ps[0].device_index || p.dtype <> dtype then
+                invalidArg "param_group" (sprintf "group '%s' mixes devices or dtypes (%O %O and %O %O): give each its own group" options.Name ps[0].device dtype p.device p.dtype)
+        for p in ps do
+            if not (seen.Add p.Handle) then
+                invalidArg "param_group" (sprintf "a parameter appears twice (group '%s')" options.Name)
+        // the optimizer's own φ, where its parameters are (on several devices: a group on each)
+        let device = ps[0].device
+        let phi =
+            Tensors.build Phi.tensors (fun () ->
+                Phi.map (fun t -> t.detach().to_type(dtype).``to``(device).clone()) options.Phi)
+        for t in Phi.tensors phi do
+            t.DetachFromDisposeScope() |> ignore
+        let copy = LearnedOptions(options.Name, phi)
+        copy.LearningRate <- options.LearningRate
+        copy.InitialLearningRate <- options.InitialLearningRate
+        let runtime = new GroupRuntime(copy, ps, backend)
+        groups.Add runtime
+        ParamGroup<LearnedOptions>(ps, copy), [ for i, p in Array.indexed ps -> p, LearnedParameterState(p, runtime, i) :> OptimizerState ]
+
+    /// The groups given at construction, checked and built now, registered with the optimizer base on
+    /// first use (the base's fields are reachable from members only).
+    let mutable pending =
+        try
+            [ for g in parameterGroups -> build g ]
+        with _ ->
+            for g in groups do
+                g.Dispose()
+            Spare.clear pool
+            reraise ()
+
+    member private o.Ready() =
+        if not pending.IsEmpty || isNull o._parameter_groups then
+            if isNull o._parameter_groups then o._parameter_groups <- List<ParamGroup>()
+            let todo = pending
+            pending <- []
+            for pg, states in todo do
+                for p, st in states do
+                    o._state[p.Handle] <- st
+                base.add_param_group pg
+
+    static member private OneGroup(pretrained: Pretrained, parameters: seq<Parameter>) =
+        match pretrained.Groups with
+        | [ name, _, phi ] -> [ ParamGroup<LearnedOptions>(parameters, LearnedOptions(name, phi)) ]
+        | gs ->
+            invalidArg "parameters" (sprintf "pretrained optimizer '%s' has a φ per group (%s): give the parameters of each group by name"
+                                        pretrained.Name (gs |> List.map (fun (n, _, _) -> n) |> String.concat ", "))
+
+    static member private ByName(pretrained: Pretrained, groups: seq<KeyValuePair<string, seq<Parameter>>>) =
+        let byName = dict [ for kv in groups -> kv.Key, kv.Value ]
+        let known = pretrained.Groups |> List.map (fun (n, _, _) -> n)
+        for name in byName.Keys do
+            if not (List.contains name known) then
+                invalidArg "groups" (sprintf "pretrained optimizer '%s' has no group '%s' (its groups: %s)" pretrained.Name name (String.concat ", " known))
+        [ for name, _, phi in pretrained.Groups do
+              match byName.TryGetValue name with
+              | true, ps -> ParamGroup<LearnedOptions>(ps, LearnedOptions(name, phi))
+              | _ -> () ]
+
+    /// Groups of parameters, each with its options (name, φ).
+    new(parameterGroups: seq<ParamGroup<LearnedOptions>>) = LearnedOptimizer(parameterGroups, Backend.defaults)
+
+    /// One group of parameters with one φ.
+    new(parameters: seq<Parameter>, phi: Phi, backend: Backend) =
+        LearnedOptimizer([ ParamGroup<LearnedOptions>(parameters, LearnedOptions("all", phi)) ], backend)
+
+    new(parameters: seq<Parameter>, phi: Phi) = LearnedOptimizer(parameters, phi, Backend.defaults)
+
+    /// A pretrained optimizer of one φ on all the parameters.
+    new(pretrained: Pretrained, parameters: seq<Parameter>) =
+        LearnedOptimizer(LearnedOptimizer.OneGroup(pretrained, parameters), Backend.defaults)
+
+    /// A pretrained optimizer with a φ per group, the parameters of each group by its name.
+    new(pretrained: Pretrained, groups: seq<KeyValuePair<string, seq<Parameter>>>) =
+        LearnedOptimizer(LearnedOptimizer.ByName(pretrained, groups), Backend.defaults)
+
+    /// A shipped optimizer by name (Pretrained.names) on a model's parameters:
+    /// `LearnedOptimizer.Pretrained("mnist", model.parameters())`.
+    static member Pretrained(name: string, parameters: seq<Parameter>) =
+        use p = Pretrained.load name
+        new LearnedOptimizer(p, parameters)
+
+    /// A shipped optimizer with a φ per group (e.g. "mnist-conv": "conv" and "fc"), the parameters of each.
+    static member Pretrained(name: string, groups: seq<KeyValuePair<string, seq<Parameter>>>) =
+        use p = Pretrained.load name
+        new LearnedOptimizer(p, groups)
+
+    /// Adds a group (ParamGroup<LearnedOptions>): its parameters share a device and dtype, and none
+    /// is in another group.
+    override o.add_param_group(pg: ParamGroup) =
+        o.Ready()
+        pending <- [ build pg ]
+        o.Ready()
+
+    override o.ParamGroups = (o.Ready(); base.ParamGroups)
+
+    override o.parameters() = (o.Ready(); base.parameters())
+
+    override o.zero_grad() = (o.Ready(); base.zero_grad())
+
+    override o.state_dict() = (o.Ready(); base.state_dict())
+
+    override o.load_state_dict(sd: TorchSharp.torch.optim.Optimizer.StateDictionary) = (o.Ready(); base.load_state_dict(sd))
+
+    /// One optimizer step on every group: θ ← θ + lr·g with (g, h') = m_φ(∇, h). `closure` (optional)
+    /// re-evaluates the model and returns the loss, under autograd.
+    override o.step([<Optional; DefaultParameterValue(null: Func<Tensor>)>] closure: Func<Tensor>) : Tensor =
+        if disposed then raise (ObjectDisposedException "LearnedOptimizer")
+        o.Ready()
+        let loss =
+            if isNull closure then null
+            else
+                use _ = torch.enable_grad()
+                closure.Invoke()
+        Backend.inSteps backend (fun () ->
+            Spare.using pool (fun () ->
+                use _ = torch.no_grad()
+                for g in groups do
+                    g.Step pool))
+        loss
+
+    /// The groups' names, in order.
+    member _.GroupNames = [ for g in groups -> g.Options.Name ]
+
+    /// The backend its steps run on.
+    member _.Backend = backend
+
+    /// Saves the state (each group's φ, learning rate and step; each parameter's m_φ state) to a file
+    /// by a temporary file and a rename: a failed write leaves an earlier file as it was.
+    member o.Save(path: string) =
+        use ms = new MemoryStream()
+        (use w = new BinaryWriter(ms, Text.Encoding.UTF8, true)
+         o.save_state_dict(w))
+        AtomicFile.write path (ms.ToArray()) |> ignore
+
+    /// Loads what Save wrote, for the same model and groups. A file that is not one (another
+    /// optimizer's, another model's, truncated) is an InvalidDataException naming the problem; the
+    /// state is then partly loaded and should not be stepped.
+    member o.Load(path: string) =
+        let bytes =
+            try File.ReadAllBytes path
+            with
+            | :? FileNotFoundException | :? DirectoryNotFoundException -> raise (InvalidDataException(sprintf "optimizer state '%s' does not exist" path))
+        use r = new BinaryReader(new MemoryStream(bytes))
+        try
+            o.load_state_dict(r)
+        with
+        | :? EndOfStreamException -> raise (InvalidDataException(sprintf "optimizer state '%s' is truncated" path))
+        | :? ArgumentException as e -> raise (InvalidDataException(sprintf "optimizer state '%s' does not fit this optimizer: %s" path e.Message))
+
+    override _.Dispose(disposing: bool) =
+        // the finalizer (disposing = false) leaves the tensors to theirs
+        if disposing && not disposed then
+            disposed <- true
+            for g in groups do
+                g.Dispose()
+            Spare.clear pool
+        base.Dispose(disposing)
