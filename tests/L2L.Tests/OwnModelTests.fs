@@ -227,17 +227,7 @@ let tests =
 
         testCase "a module task meta-trains, validates, checkpoints and resumes like a built-in one (first order, closed form)" <| fun () ->
             scoped (fun () ->
-                use gen0 = Seeds.generator 9L 9UL 0L
-                let xs = torch.randn([| 256L; 4L |], generator = gen0)
-                let ys = xs.matmul(torch.randn([| 4L; 1L |], generator = gen0))
-                let spec =
-                    { Name = "regression"
-                      Description = "4-8-1 tanh regression"
-                      Model = fun () -> torch.nn.Sequential(torch.nn.Linear(4L, 8L), torch.nn.Tanh(), torch.nn.Linear(8L, 1L))
-                      Batch = fun _ gen -> (let idx = torch.randint(256L, [| 32L |], generator = gen) in xs.index_select(0L, idx), ys.index_select(0L, idx))
-                      Loss = fun out y -> torch.nn.functional.mse_loss(out, y)
-                      Full = Some(fun _ -> [ xs, ys ])
-                      Groups = [] }
+                let spec = RegressionTask.spec
                 let task = Task.ofModule spec
                 Expect.equal (TaskSpec.coordinates task) (4 * 8 + 8 + 8 + 1) "θ: the module's parameters"
                 let cfg =

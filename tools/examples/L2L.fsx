@@ -44,3 +44,13 @@ let run (body: unit -> unit) =
     | :? InvalidDataException as e -> fail 2 e
     | :? System.ArgumentException as e -> fail 2 e
     | e -> fail 1 e
+
+/// The script's one optional positional argument as a positive integer (`--verbose` aside), else
+/// `dflt`; anything else is a bad argument (exit code 2 behind `run`).
+let countArg (name: string) (dflt: int) =
+    match fsi.CommandLineArgs |> Array.tail |> Array.filter (fun a -> a <> "--verbose") with
+    | [| n |] ->
+        match System.Int32.TryParse n with
+        | true, v when v >= 1 -> v
+        | _ -> invalidArg name (sprintf "%s must be a positive integer, not '%s'" name n)
+    | _ -> dflt

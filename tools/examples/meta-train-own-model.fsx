@@ -11,13 +11,7 @@ open TorchSharp
 open L2L
 
 L2L.run <| fun () ->
-    let iterations =
-        match fsi.CommandLineArgs |> Array.tail |> Array.filter (fun a -> a <> "--verbose") with
-        | [| n |] ->
-            match System.Int32.TryParse n with
-            | true, v when v >= 1 -> v
-            | _ -> invalidArg "meta-iterations" (sprintf "meta-iterations must be a positive integer, not '%s'" n)
-        | _ -> 300
+    let iterations = L2L.countArg "meta-iterations" 300
     let data =
         match Datasets.mnist L2L.settings.DataDirectory torch.CPU (eprintfn "%s") with
         | Ok d -> d

@@ -9,13 +9,7 @@ open L2L
 
 // behind the prelude's boundary: a bad argument is one line and exit code 2
 L2L.run <| fun () ->
-    let iterations =
-        match fsi.CommandLineArgs |> Array.tail |> Array.filter (fun a -> a <> "--verbose") with
-        | [| n |] ->
-            match System.Int32.TryParse n with
-            | true, v when v >= 1 -> v
-            | _ -> invalidArg "meta-iterations" (sprintf "meta-iterations must be a positive integer, not '%s'" n)
-        | _ -> 1000
+    let iterations = L2L.countArg "meta-iterations" 1000
 
     // the paper's setting (2×20 LSTM, logsign preprocessing, output ×0.1), a short budget
     let cfg = { Defaults.quadratic with MetaIterations = iterations; ValidateEvery = max 1 (iterations / 4); Backend = L2L.settings.Backend }
