@@ -134,7 +134,7 @@ module CheckpointSettings =
             w.WriteNumber("batch", c.Batch)
         | Custom c ->
             w.WriteBoolean("custom", true)
-            w.WriteString("description", c.Description)
+            w.WriteString("description", (if isNull c.Description then "" else c.Description))
             w.WriteNumber("coordinates", c.Coordinates)
             w.WriteStartArray("groups")
             for name, k in c.Groups do

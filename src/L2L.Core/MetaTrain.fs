@@ -124,6 +124,10 @@ module MetaTrain =
     let snapshot (phis: Phi list) = phis |> List.map (Phi.map (fun t -> t.detach().clone().requires_grad_(true)))
 
     let init (cfg: MetaConfig) : TrainState =
+      match cfg.Task with
+      | Custom t when cfg.Unroll.SecondOrder && not t.SecondOrder ->
+          invalidArg "cfg" (sprintf "task '%s' gives f and ∇ only: meta-train it first order (second order needs ∂∇/∂θ)" t.Name)
+      | _ -> ()
       Tensors.build TrainState.tensors (fun () ->
         let device = DeviceChoice.resolve cfg.Device
         use gen = Seeds.generator cfg.Seed 0UL 0L

@@ -24,7 +24,7 @@ type LearnedOptions(name: string, phi: Phi) as this =
     member val Name = name with get, set
 
     /// The group's φ (the optimizer keeps its own copy, on its parameters' device and dtype).
-    member val Phi = phi with get, set
+    member val Phi = phi with get, internal set
 
     static member internal WriteConfig(w: BinaryWriter, c: LstmConfig) =
         w.Write(c.Layers)
@@ -48,7 +48,8 @@ type LearnedOptions(name: string, phi: Phi) as this =
         w.Write(o.Name)
         LearnedOptions.WriteConfig(w, o.Phi.Config)
         for t in Phi.tensors o.Phi do
-            use c = t.detach().cpu()
+            use d = t.detach()
+            use c = d.cpu()
             c.Save(w)
 
     override o.LoadStateDict(r: BinaryReader) =
@@ -165,8 +166,10 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
     /// m_φ's state of this parameter's coordinates: per layer h and c, each [H; numel] (copies).
     member _.Recurrent : LstmState =
         let s = group.Recurrent
-        { H = s.H |> List.map (fun t -> (columns t).contiguous())
-          C = s.C |> List.map (fun t -> (columns t).contiguous()) }
+        let copy (t: Tensor) =
+            use c = columns t
+            c.clone()
+        { H = s.H |> List.map copy; C = s.C |> List.map copy }
 
     override _.Initialize(_: OptimizerOptions) = ()
 
@@ -175,10 +178,11 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
         w.Write(int64 group.State.Step)
         w.Write(s.H.Length)
         for h, c in List.zip s.H s.C do
-            use hc = (columns h).contiguous().cpu()
-            use cc = (columns c).contiguous().cpu()
-            hc.Save(w)
-            cc.Save(w)
+            for t in [ h; c ] do
+                use v = columns t
+                use k = v.contiguous()
+                use host = k.cpu()
+                host.Save(w)
 
     override _.LoadStateDict(r: BinaryReader) =
         let step = r.ReadInt64()
@@ -251,9 +255,10 @@ type LearnedOptimizer(parameterGroups: seq<ParamGroup<LearnedOptions>>, backend:
         for p in ps do
             if p.device_type <> ps[0].device_type || p.device_index <> ps[0].device_index || p.dtype <> dtype then
                 invalidArg "param_group" (sprintf "group '%s' mixes devices or dtypes (%O %O and %O %O): give each its own group" options.Name ps[0].device dtype p.device p.dtype)
+        if ps |> Array.exists (fun p -> seen.Contains p.Handle) || (ps |> Array.distinctBy (fun p -> p.Handle)).Length < ps.Length then
+            invalidArg "param_group" (sprintf "a parameter appears twice (group '%s')" options.Name)
         for p in ps do
-            if not (seen.Add p.Handle) then
-                invalidArg "param_group" (sprintf "a parameter appears twice (group '%s')" options.Name)
+            seen.Add p.Handle |> ignore
         // the optimizer's own φ, where its parameters are (on several devices: a group on each)
         let device = ps[0].device
         let phi =
@@ -369,6 +374,12 @@ type LearnedOptimizer(parameterGroups: seq<ParamGroup<LearnedOptions>>, backend:
                     g.Step pool))
         loss
 
+    /// Moves the optimizer's state to a device: only its parameters' (build the optimizer after moving
+    /// the module).
+    member o.``to``(device: torch.Device) =
+        o.Ready()
+        base.``to``(device)
+
     /// The groups' names, in order.
     member _.GroupNames = [ for g in groups -> g.Options.Name ]
 
@@ -397,6 +408,9 @@ type LearnedOptimizer(parameterGroups: seq<ParamGroup<LearnedOptions>>, backend:
         with
         | :? EndOfStreamException -> raise (InvalidDataException(sprintf "optimizer state '%s' is truncated" path))
         | :? ArgumentException as e -> raise (InvalidDataException(sprintf "optimizer state '%s' does not fit this optimizer: %s" path e.Message))
+        | :? InvalidDataException -> reraise ()
+        | :? FormatException | :? OverflowException | :? IOException | :? OutOfMemoryException | :? NotSupportedException | :? InvalidCastException ->
+            raise (InvalidDataException(sprintf "optimizer state '%s' is not a learned optimizer's state" path))
 
     override _.Dispose(disposing: bool) =
         // the finalizer (disposing = false) leaves the tensors to theirs

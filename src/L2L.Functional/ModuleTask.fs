@@ -89,20 +89,35 @@ module ModuleTask =
 
     /// Runs f with torch's default generator seeded, then puts the generator back as it was. Not to be
     /// called from several threads at once (the default generator is process-wide).
+    let private defaultGenerator = obj ()
+
     let seeded (seed: int64) (f: unit -> 'a) : 'a =
-        let saved = torch.random.get_rng_state()
-        try
-            torch.random.manual_seed(seed) |> ignore
-            f ()
-        finally
-            torch.random.set_rng_state(saved)
-            saved.Dispose()
+        // one at a time in this process (the worker runs jobs side by side); other code drawing from
+        // the default generator meanwhile would still see its state change
+        lock defaultGenerator (fun () ->
+            let saved = torch.random.get_rng_state()
+            try
+                torch.random.manual_seed(seed) |> ignore
+                f ()
+            finally
+                torch.random.set_rng_state(saved)
+                saved.Dispose())
 
     /// A network of the task on a device and dtype, initialised under `seed`.
     let build (spec: ModuleTaskSpec) (seed: int64) (device: torch.Device) (dtype: torch.ScalarType) : torch.nn.Module<Tensor, Tensor> =
         let m = seeded seed spec.Model
         m.``to``(dtype).``to``(device) |> ignore
+        // the network outlives the scope it was built in (a problem lives for a whole trajectory)
+        for p in m.parameters() do
+            p.DetachFromDisposeScope() |> ignore
+        for b in m.buffers() do
+            b.DetachFromDisposeScope() |> ignore
         m
+
+    /// A minibatch where the run is: on its device, floating-point tensors in its dtype.
+    let private place (device: torch.Device) (dtype: torch.ScalarType) (x: Tensor, y: Tensor) =
+        let put (t: Tensor) = (if t.is_floating_point() then t.to_type(dtype) else t).``to``(device)
+        put x, put y
 
     /// The mean loss of network m over chunks (rows-weighted), without autograd.
     let private meanLoss (spec: ModuleTaskSpec) (m: torch.nn.Module<Tensor, Tensor>) (chunks: (Tensor * Tensor) list) : float =
@@ -138,7 +153,7 @@ module ModuleTask =
         let keys = Array.ofList keys
         let batchAt (i: int) (t: int) () =
             use g = Seeds.generator keys[i] 2UL (int64 t)
-            spec.Batch split g
+            place device dtype (spec.Batch split g)
         let theta0 = Tensors.build (fun (t: Tensor) -> [ t ]) (fun () -> torch.cat([| for m in nets -> ParameterLayout.flatten layout m |], 0L))
         let slice (theta: Tensor) (i: int) = theta.narrow(0L, int64 i * n, n)
         let lossGrad (t: int) (theta: Tensor) =
@@ -146,11 +161,11 @@ module ModuleTask =
             torch.stack([| for l, _ in parts -> l.to_type(theta.dtype) |]), torch.cat([| for _, g in parts -> g |], 0L)
         let fullChunks (i: int) =
             match spec.Full with
-            | Some full -> full split
+            | Some full -> full split |> List.map (place device dtype)
             | None ->
                 [ for k in 0 .. FullBatches - 1 ->
                       use g = Seeds.generator keys[i] 3UL (int64 k)
-                      spec.Batch split g ]
+                      place device dtype (spec.Batch split g) ]
         { Functions = nets.Length
           Theta0 = theta0
           Losses =

@@ -266,11 +266,10 @@ module JobSpec =
         with :? JsonException as e ->
             Error [ sprintf "not valid JSON: %s" e.Message ]
 
-/// DIR/<id>/status.json: written by the worker (atomically), read by `l2l status`.
-
     /// `parseWith` the built-in tasks only.
     let parse (text: string) : Result<JobSpec, string list> = parseWith [] text
 
+/// DIR/<id>/status.json: written by the worker (atomically), read by `l2l status`.
 type JobStatus =
     { Id: string
       State: JobState
@@ -540,6 +539,7 @@ module TaskCatalog =
                 | :? Reflection.TargetInvocationException as e -> Error(sprintf "task assembly '%s': its provider failed: %s" path e.InnerException.Message)
                 | :? MissingMethodException -> Error(sprintf "task assembly '%s': a provider has no parameterless constructor" path)
                 | :? IOException as e -> Error(sprintf "task assembly '%s' cannot be loaded: %s" path e.Message)
+                | e -> Error(sprintf "task assembly '%s': %s" path ((e.Message.Split('\n')).[0].Trim()))
         let rec go (acc: TaskSpec list) =
             function
             | [] -> Ok(List.rev acc)

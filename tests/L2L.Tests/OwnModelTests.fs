@@ -36,6 +36,13 @@ let private optimizerOf (groups: Parameter list list) (phis: Phi list) =
 
 let private values (groups: Parameter list list) = [ for ps in groups -> toArray (flat ps) ]
 
+/// A module written the usual TorchSharp way: a Parameter field, registered by RegisterComponents.
+type private Scale() as this =
+    inherit torch.nn.Module<Tensor, Tensor>("scale")
+    let w = new Parameter(torch.ones([| 4L; 1L |]))
+    do this.RegisterComponents()
+    override _.forward(x: Tensor) = x.matmul(w)
+
 [<Tests>]
 let tests =
     testList "own model" [
@@ -123,6 +130,8 @@ let tests =
                 let e = Expect.throwsT<InvalidDataException> (fun () -> opt.Load path) "truncated"
                 ignore e
                 (try opt.Load path with :? InvalidDataException as e -> Expect.stringContains e.Message "truncated" "says so")
+                File.WriteAllBytes(path, Array.create 300 0xFFuy)
+                (try opt.Load path; failtest "loaded garbage" with :? InvalidDataException as e -> Expect.stringContains e.Message path "names the file")
                 File.Delete path
                 (try opt.Load path; failtest "loaded a missing file" with :? InvalidDataException as e -> Expect.stringContains e.Message "does not exist" "missing")
                 // another model: a group of another size
@@ -131,6 +140,19 @@ let tests =
                 small.Save path
                 (try opt.Load path; failtest "loaded another model's state" with :? InvalidDataException as e -> Expect.stringContains e.Message "does not fit" "another model")
                 File.Delete path)
+
+        testCase "a parameter's state is a copy: later steps do not change it (a one-parameter group too)" <| fun () ->
+            scoped (fun () ->
+                let groups = [ [ new Parameter(torch.randn([| 6L |])) ] ]
+                use opt = optimizerOf groups [ phiOf tinyLstm 1L f32 ]
+                setGrads groups 0
+                opt.step() |> ignore
+                let s = (opt.state_dict().State |> Seq.cast<LearnedParameterState> |> Seq.head).Recurrent
+                let before = [ for t in s.H @ s.C -> toArray t ]
+                for k in 1 .. 3 do
+                    setGrads groups k
+                    opt.step() |> ignore
+                Expect.equal [ for t in s.H @ s.C -> toArray t ] before "unchanged")
 
         testCase "steps leak no tensors: the live count is the same after 3 and after 20 steps" <| fun () ->
             scoped (fun () ->
@@ -225,6 +247,27 @@ let tests =
                 Problem.dispose mine
                 Problem.dispose hand)
 
+        testCase "a module task's networks outlive the scope they were built in, and its minibatches follow the run's dtype" <| fun () ->
+            let spec =
+                { RegressionTask.spec with
+                    Name = "scale"
+                    Model = fun () -> new Scale() :> torch.nn.Module<Tensor, Tensor> }
+            // built in a scope that ends, keeping the problem's own tensors, as a trajectory keeps its
+            // problem beyond the meta-iteration that drew it
+            let p = Scope.run (fun (p: Problem) -> p.Owned) (fun () -> ModuleTask.problemOf spec TrainSplit [ 1L ] torch.CPU f32)
+            scoped (fun () ->
+                let l, g = p.LossGrad.Value 0 p.Theta0
+                Expect.equal g.shape [| 4L |] "the module's parameters are still there"
+                Expect.isTrue (Double.IsFinite(l.sum().ToDouble())) "a loss")
+            Problem.dispose p
+            // float64 runs: the sampler's float32 minibatches are cast to the run's dtype
+            let q = ModuleTask.problemOf RegressionTask.spec TrainSplit [ 2L ] torch.CPU f64
+            scoped (fun () ->
+                let _, g = q.LossGrad.Value 0 q.Theta0
+                Expect.equal g.dtype f64 "∇ in float64"
+                Expect.isTrue (Double.IsFinite(q.Full q.Theta0 |> fun t -> t.sum().ToDouble())) "the whole-data loss too")
+            Problem.dispose q
+
         testCase "a module task meta-trains, validates, checkpoints and resumes like a built-in one (first order, closed form)" <| fun () ->
             scoped (fun () ->
                 let spec = RegressionTask.spec
@@ -240,6 +283,7 @@ let tests =
                         ValidationFunctions = 2 }
                 Expect.isOk (MetaConfig.validate cfg) "valid"
                 Expect.isError (MetaConfig.validate { cfg with Unroll = { cfg.Unroll with SecondOrder = true } }) "second order is refused"
+                Expect.throwsT<ArgumentException> (fun () -> MetaTrain.init { cfg with Unroll = { cfg.Unroll with SecondOrder = true } } |> ignore) "also without validation"
                 let validation = Some(MetaTrain.validationProblem cfg TaskData.none)
                 let mutable s = MetaTrain.init cfg
                 let mutable closed = true
