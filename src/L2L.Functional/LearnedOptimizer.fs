@@ -88,13 +88,14 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
     let total = offsets[sizes.Length]
     let device = parameters[0].device
     let dtype = parameters[0].dtype
-    let mutable optimizerOf: Phi option * Optimizer option = None, None
+    // the optimizer of the group's φ, rebuilt when φ is replaced
+    let mutable optimizerOf: (Phi * Optimizer) option = None
     let optimizer () =
         match optimizerOf with
-        | Some phi, Some o when obj.ReferenceEquals(phi, options.Phi) -> o
+        | Some(phi, o) when obj.ReferenceEquals(phi, options.Phi) -> o
         | _ ->
             let o = Learned.optimizer backend options.Phi
-            optimizerOf <- Some options.Phi, Some o
+            optimizerOf <- Some(options.Phi, o)
             o
     let mutable state =
         Tensors.build OptState.tensors (fun () ->
@@ -105,11 +106,9 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
             t.DetachFromDisposeScope() |> ignore
 
     member _.Options = options
-    member _.Parameters = parameters
     member _.Offset(i: int) = offsets[i]
     member _.Size(i: int) = sizes[i]
     member _.State = state
-    member _.Coordinates = total
 
     member _.SetStep(step: int) = state <- { state with Step = step }
 
@@ -117,8 +116,9 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
     member _.Recurrent = OptState.recurrent state
 
     /// One step: ∇ of every parameter flattened into the group's order, m_φ's update g, θ += lr·g.
-    /// A parameter without a gradient is left as it is, and so is its state.
-    member _.Step(pool: SparePool) =
+    /// A parameter without a gradient is left as it is, and so is its state. Runs with the
+    /// optimizer's buffer pool open (the replaced state goes back to it).
+    member _.Step() =
         use scope = torch.NewDisposeScope()
         let grads = parameters |> Array.map (fun p -> p.grad)
         if grads |> Array.exists (isNull >> not) then
@@ -142,7 +142,7 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
             for t in OptState.tensors s' do
                 t.DetachFromDisposeScope() |> ignore
             state <- s'
-            Spare.using pool (fun () -> Spare.giveReplaced (OptState.tensors old) (OptState.tensors s'))
+            Spare.giveReplaced (OptState.tensors old) (OptState.tensors s')
 
     member _.MoveTo(d: torch.Device) =
         if d.``type`` <> device.``type`` || d.index <> device.index then
@@ -202,7 +202,7 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
 
     override _.LoadStateDict(source: OptimizerState) =
         match source with
-        | :? LearnedParameterState as o when not (obj.ReferenceEquals(o, null)) ->
+        | :? LearnedParameterState as o ->
             let theirs = o.Recurrent
             let s = group.Recurrent
             use _ = torch.no_grad()
@@ -371,7 +371,7 @@ type LearnedOptimizer(parameterGroups: seq<ParamGroup<LearnedOptions>>, backend:
             Spare.using pool (fun () ->
                 use _ = torch.no_grad()
                 for g in groups do
-                    g.Step pool))
+                    g.Step()))
         loss
 
     /// Moves the optimizer's state to a device: only its parameters' (build the optimizer after moving

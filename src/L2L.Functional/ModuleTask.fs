@@ -70,15 +70,16 @@ module ParameterLayout =
         let byName = dict [ for struct (name, p) in m.named_parameters() -> name, p ]
         [ for n in l.Names -> byName[n] ]
 
-    /// θ: the parameters flattened in the layout's order (a new tensor, outside autograd). -> [n]
-    let flatten (l: ParameterLayout) (m: torch.nn.Module) : Tensor =
+    /// θ: the parameters (`parameters`' list) flattened in the layout's order (a new tensor, outside
+    /// autograd). -> [n]
+    let flatten (ps: Parameter list) : Tensor =
         use _ = torch.no_grad()
-        torch.cat([| for p in parameters l m -> p.detach().reshape(-1L) |], 0L)
+        torch.cat([| for p in ps -> p.detach().reshape(-1L) |], 0L)
 
-    /// Copies θ [n] into the module's parameters.
-    let load (l: ParameterLayout) (m: torch.nn.Module) (theta: Tensor) =
+    /// Copies θ [n] into the parameters (`parameters`' list).
+    let load (l: ParameterLayout) (ps: Parameter list) (theta: Tensor) =
         use _ = torch.no_grad()
-        for p, offset, shape in List.zip3 (parameters l m) l.Offsets l.Shapes do
+        for p, offset, shape in List.zip3 ps l.Offsets l.Shapes do
             let k = Array.fold (*) 1L shape
             p.copy_(theta.narrow(0L, offset, k).view(shape)) |> ignore
 
@@ -87,13 +88,12 @@ module ModuleTask =
     [<Literal>]
     let FullBatches = 8
 
-    /// Runs f with torch's default generator seeded, then puts the generator back as it was. Not to be
-    /// called from several threads at once (the default generator is process-wide).
     let private defaultGenerator = obj ()
 
+    /// Runs f with torch's default generator seeded, then puts the generator back as it was. Callers
+    /// in this process take turns (the worker runs jobs side by side); other code drawing from the
+    /// default generator meanwhile would still see its state change.
     let seeded (seed: int64) (f: unit -> 'a) : 'a =
-        // one at a time in this process (the worker runs jobs side by side); other code drawing from
-        // the default generator meanwhile would still see its state change
         lock defaultGenerator (fun () ->
             let saved = torch.random.get_rng_state()
             try
@@ -132,10 +132,9 @@ module ModuleTask =
         total / float rows
 
     /// One network's loss and ∇θ at step t's minibatch: θ goes into the module, autograd runs on it.
-    let private lossGradOne (spec: ModuleTaskSpec) (layout: ParameterLayout) (m: torch.nn.Module<Tensor, Tensor>) (batch: unit -> Tensor * Tensor) (theta: Tensor) : Tensor * Tensor =
-        ParameterLayout.load layout m theta
+    let private lossGradOne (spec: ModuleTaskSpec) (layout: ParameterLayout) (m: torch.nn.Module<Tensor, Tensor>, ps: Parameter list) (batch: unit -> Tensor * Tensor) (theta: Tensor) : Tensor * Tensor =
+        ParameterLayout.load layout ps theta
         use _ = torch.enable_grad()
-        let ps = ParameterLayout.parameters layout m
         let x, y = batch ()
         let loss = spec.Loss (m.forward x) y
         let grads = torch.autograd.grad([| loss |], [| for p in ps -> p :> Tensor |], allow_unused = true)
@@ -149,15 +148,17 @@ module ModuleTask =
     let problemOf (spec: ModuleTaskSpec) (split: DataSplit) (keys: int64 list) (device: torch.Device) (dtype: torch.ScalarType) : Problem =
         let nets = [| for k in keys -> build spec (Seeds.derive k 1UL 0L) device dtype |]
         let layout = ParameterLayout.ofModule spec.Groups nets[0]
+        // each network with its parameters in θ's order (looked up once, not at every step)
+        let nets = nets |> Array.map (fun m -> m, ParameterLayout.parameters layout m)
         let n = int64 (ParameterLayout.coordinates layout)
         let keys = Array.ofList keys
         let batchAt (i: int) (t: int) () =
             use g = Seeds.generator keys[i] 2UL (int64 t)
             place device dtype (spec.Batch split g)
-        let theta0 = Tensors.build (fun (t: Tensor) -> [ t ]) (fun () -> torch.cat([| for m in nets -> ParameterLayout.flatten layout m |], 0L))
+        let theta0 = Tensors.build (fun (t: Tensor) -> [ t ]) (fun () -> torch.cat([| for _, ps in nets -> ParameterLayout.flatten ps |], 0L))
         let slice (theta: Tensor) (i: int) = theta.narrow(0L, int64 i * n, n)
         let lossGrad (t: int) (theta: Tensor) =
-            let parts = nets |> Array.mapi (fun i m -> lossGradOne spec layout m (batchAt i t) (slice theta i))
+            let parts = nets |> Array.mapi (fun i net -> lossGradOne spec layout net (batchAt i t) (slice theta i))
             torch.stack([| for l, _ in parts -> l.to_type(theta.dtype) |]), torch.cat([| for _, g in parts -> g |], 0L)
         let fullChunks (i: int) =
             match spec.Full with
@@ -178,8 +179,8 @@ module ModuleTask =
                 else
                     use _ = torch.no_grad()
                     torch.stack(
-                        [| for i, m in Array.indexed nets ->
-                               ParameterLayout.load layout m (slice theta i)
+                        [| for i, (m, ps) in Array.indexed nets ->
+                               ParameterLayout.load layout ps (slice theta i)
                                let x, y = batchAt i t ()
                                (spec.Loss (m.forward x) y).to_type(theta.dtype) |])
           LossGrad = Some lossGrad
@@ -187,13 +188,13 @@ module ModuleTask =
             fun theta ->
                 let values =
                     nets
-                    |> Array.mapi (fun i m ->
-                        ParameterLayout.load layout m (slice theta i)
+                    |> Array.mapi (fun i (m, ps) ->
+                        ParameterLayout.load layout ps (slice theta i)
                         meanLoss spec m (fullChunks i))
                 torch.tensor(values, dtype = theta.dtype, device = theta.device)
           Metrics = fun _ -> []
           Owned = [ theta0 ]
-          Release = fun () -> for m in nets do m.Dispose() }
+          Release = fun () -> for m, _ in nets do m.Dispose() }
 
     /// The task of a spec. Meta-training problem `index` of a run seeded `seed`: `functions` networks,
     /// each initialised and sampled from seeds derived from (seed, index, i). Held-out problem r of a

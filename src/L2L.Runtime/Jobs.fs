@@ -55,6 +55,9 @@ module JobSpec =
 
     let validId (id: string) = not (isNull id) && idPattern.IsMatch id
 
+    /// The names of the built-in tasks a spec may give.
+    let builtInTasks = [ Defaults.quadratic.Task; Defaults.mnistTask; Defaults.convTask ] |> List.map TaskSpec.name
+
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
               "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation" ]
@@ -112,7 +115,7 @@ module JobSpec =
                 | None ->
                     errors.Add "id is missing"
                     ""
-            let known = String.concat ", " ([ "quadratic"; "mnist"; "mnist-conv" ] @ (catalog |> List.map TaskSpec.name))
+            let known = String.concat ", " (builtInTasks @ (catalog |> List.map TaskSpec.name))
             let ofCatalog (name: string) = catalog |> List.tryFind (fun t -> TaskSpec.name t = name)
             let task =
                 match prop root "task" with
@@ -515,8 +518,6 @@ type ITaskProvider =
     abstract Tasks: TaskSpec seq
 
 module TaskCatalog =
-    let private builtIn = [ "quadratic"; "mnist"; "mnist-conv" ]
-
     /// The tasks of every ITaskProvider in the assemblies at `paths`. Errors name the assembly: one
     /// that does not exist or is not .NET, one without a provider, a provider that fails, a task
     /// name given twice or taken by a built-in task.
@@ -542,14 +543,13 @@ module TaskCatalog =
                 | e -> Error(sprintf "task assembly '%s': %s" path ((e.Message.Split('\n')).[0].Trim()))
         let rec go (acc: TaskSpec list) =
             function
-            | [] -> Ok(List.rev acc)
+            | [] -> Ok acc
             | p :: rest ->
                 match tasksOf p with
                 | Error e -> Error e
                 | Ok tasks ->
-                    let all = acc @ tasks
-                    let names = all |> List.map TaskSpec.name
-                    match names |> List.tryFind (fun n -> List.contains n builtIn) with
+                    let names = acc @ tasks |> List.map TaskSpec.name
+                    match names |> List.tryFind (fun n -> List.contains n JobSpec.builtInTasks) with
                     | Some n -> Error(sprintf "task assembly '%s': the name '%s' is a built-in task's" p n)
                     | None ->
                     match names |> List.countBy id |> List.tryFind (fun (_, k) -> k > 1) with
@@ -557,5 +557,5 @@ module TaskCatalog =
                     | None ->
                     match tasks |> List.tryPick (fun t -> match TaskSpec.validate t with Error e -> Some(TaskSpec.name t, e) | Ok _ -> None) with
                     | Some(n, e) -> Error(sprintf "task assembly '%s': task '%s': %s" p n (String.concat "; " e))
-                    | None -> go (List.rev tasks @ acc) rest
+                    | None -> go (acc @ tasks) rest
         go [] paths

@@ -87,7 +87,7 @@ module Runtime =
             | _ -> Error(sprintf "%s must be an integer ≥ %d, not '%s'" name least t)
 
     /// The MNIST directory: an explicit one, else $L2L_DATA_DIR, else ~/.cache/l2l-functional/mnist.
-    let private dataDirectory (explicitDir: string option) =
+    let dataDirectory (explicitDir: string option) =
         match explicitDir with
         | Some d when not (String.IsNullOrWhiteSpace d) -> d
         | _ ->

@@ -30,7 +30,7 @@ try
         {
             using var scope = NewDisposeScope();
             var idx = randint(50000, new long[] { 128 }, generator: batches);
-            var x = train.x.index_select(0, idx).to_type(ScalarType.Float32).div(255.0f);
+            var x = Mnist.scale(ScalarType.Float32, train.x.index_select(0, idx));
             opt.zero_grad();
             var loss = nn.functional.cross_entropy(model.forward(x), train.y.index_select(0, idx));
             loss.backward();
@@ -39,7 +39,7 @@ try
         using (no_grad())
         using (NewDisposeScope())
         {
-            var logits = model.forward(held.x.to_type(ScalarType.Float32).div(255.0f));
+            var logits = model.forward(Mnist.scale(ScalarType.Float32, held.x));
             var loss = nn.functional.cross_entropy(logits, held.y).ToDouble();
             var acc = logits.argmax(1).eq(held.y).to_type(ScalarType.Float32).mean().ToDouble();
             Console.WriteLine(string.Format(CultureInfo.InvariantCulture,
