@@ -189,6 +189,50 @@ type BenchArgs =
             | Data_Dir _ -> "MNIST data directory."
             | Child -> "measure in this process and print one JSON line (used by bench itself)."
 
+type ExportArgs =
+    | [<Mandatory>] Optimizer of file: string
+    | Format of format: string
+    | [<Mandatory>] Out of file: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (quadratic, mnist, mnist-conv)."
+            | Format _ -> "safetensors (φ in PyTorch's nn.LSTMCell and nn.Linear layout, the configuration in the metadata) or json (the optimizer file); default safetensors."
+            | Out _ -> "the file to write."
+
+type ImportArgs =
+    | [<Mandatory>] Input of file: string
+    | [<Mandatory>] Out of file: string
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Input _ -> "a safetensors file with m_φ's keys and metadata (as export writes them, or from PyTorch)."
+            | Out _ -> "the optimizer file to write (optimizer.json)."
+
+type TraceArgs =
+    | [<Mandatory>] Optimizer of file: string
+    | Group of name: string
+    | Steps of s: int
+    | Coordinates of n: int
+    | Seed of seed: uint64
+    | Dtype of dtype: string
+    | [<Mandatory>] Out of file: string
+    | Threads of n: int
+
+    interface IArgParserTemplate with
+        member this.Usage =
+            match this with
+            | Optimizer _ -> "a trained optimizer file, or the name of a pretrained one."
+            | Group _ -> "the coordinate group whose φ runs (grouped optimizers); default the first."
+            | Steps _ -> "steps T; default 20."
+            | Coordinates _ -> "coordinates n; default 1000."
+            | Seed _ -> "seed of the gradients; default 0."
+            | Dtype _ -> "float32 (the fused kernel on the CPU) or float64; default float32."
+            | Out _ -> "safetensors file of the gradients [T,n] and m_φ's updates [T,n] (keys gradients, updates)."
+            | Threads _ -> "threads of the fused LSTM kernel and of libtorch; default: the number of cores."
+
 [<RequireSubcommand>]
 type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
@@ -199,6 +243,9 @@ type CliArgs =
     | [<CliPrefix(CliPrefix.None)>] Submit of ParseResults<SubmitArgs>
     | [<CliPrefix(CliPrefix.None)>] Status of ParseResults<StatusArgs>
     | [<CliPrefix(CliPrefix.None)>] Cancel of ParseResults<CancelArgs>
+    | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Import of ParseResults<ImportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Trace of ParseResults<TraceArgs>
 
     interface IArgParserTemplate with
         member this.Usage =
@@ -211,3 +258,6 @@ type CliArgs =
             | Submit _ -> "validate a job spec and hand it to the worker (tools/worker)."
             | Status _ -> "list the worker's jobs with their state and progress."
             | Cancel _ -> "cancel a queued or running job."
+            | Export _ -> "write a trained optimizer as safetensors for PyTorch (or as an optimizer file)."
+            | Import _ -> "read a trained optimizer from safetensors into an optimizer file."
+            | Trace _ -> "run m_φ on seeded random gradients and write the gradients and updates (the PyTorch check's input)."

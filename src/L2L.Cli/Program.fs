@@ -31,6 +31,9 @@ let main argv =
         | Submit a -> runSubmit a
         | Status a -> runStatus a
         | Cancel a -> runCancel a
+        | Export a -> L2L.Cli.Exchange.runExport a
+        | Import a -> L2L.Cli.Exchange.runImport a
+        | Trace a -> L2L.Cli.Exchange.runTrace (configure (a.TryGetResult TraceArgs.Threads) None) a
     with
     | :? ArguParseException as e when e.ErrorCode = ErrorCode.HelpText ->
         printfn "%s" e.Message
@@ -40,7 +43,7 @@ let main argv =
         let first = e.Message.Split('\n') |> Array.find (fun l -> l.Trim() <> "")
         eprintfn "l2l: %s (see 'l2l %s--help')" (Text.RegularExpressions.Regex.Replace(first.Trim(), "^ERROR:\\s*", ""))
             (match argv |> Array.tryHead with
-             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "bench"; "submit"; "status"; "cancel" ] -> c + " "
+             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "bench"; "submit"; "status"; "cancel"; "export"; "import"; "trace" ] -> c + " "
              | _ -> "")
         2
     | UsageError msg ->

@@ -58,6 +58,9 @@ module Pretrained =
         | Some(_, e) -> e
         | None -> raise (ArgumentException(sprintf "no pretrained optimizer '%s' (known: %s)" name (String.Join(", ", names))))
 
+    /// The optimizer file's text (paper/optimizers/<name>.json) of a pretrained optimizer.
+    let optimizerText (name: string) : string = resource (fst (lookup name))
+
     /// What the results file says of each optimizer: name, hyper-parameters, loss_at, ci95_at,
     /// test_acc_at (each run's values and the curves stay in paper/results/).
     let private summary (results: string) : JsonObject =

@@ -29,9 +29,7 @@ module OptimizerFile =
         "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; w_out [1,H]; b_out [1]; row-major"
 
     /// config, layout and params of one φ, into the object being written.
-    let private writePhi (w: Utf8JsonWriter) (phi: Phi) =
-        w.WriteStartObject("config")
-        let c = phi.Config
+    let private writeConfigBody (w: Utf8JsonWriter) (c: LstmConfig) =
         w.WriteNumber("layers", c.Layers)
         w.WriteNumber("hidden", c.Hidden)
         match c.Preprocessing with
@@ -41,6 +39,11 @@ module OptimizerFile =
         | Identity -> w.WriteString("preprocessing", "none")
         w.WriteNumber("out_scale", c.OutScale)
         w.WriteNumber("forget_bias", c.ForgetBias)
+
+    let private writePhi (w: Utf8JsonWriter) (phi: Phi) =
+        w.WriteStartObject("config")
+        let c = phi.Config
+        writeConfigBody w c
         w.WriteEndObject()
         w.WriteString("layout", layout)
         w.WriteStartObject("params")
@@ -298,3 +301,210 @@ module OptimizerFile =
             | Error e ->
                 disposeGroups groups
                 Error(sprintf "optimizer file '%s': %s" path e))
+
+    // ---- PyTorch's layout, as safetensors -------------------------------------------------------
+
+    let private configJson (c: LstmConfig) =
+        use ms = new MemoryStream()
+        (
+            use w = new Utf8JsonWriter(ms)
+            w.WriteStartObject()
+            writeConfigBody w c
+            w.WriteEndObject()
+        )
+        Encoding.UTF8.GetString(ms.ToArray())
+
+    /// What the safetensors form says of its layout (metadata "layout").
+    [<Literal>]
+    let SafetensorsLayout =
+        "PyTorch nn.LSTMCell per layer k (cells.k.weight_ih [4H,in], cells.k.weight_hh [4H,H], cells.k.bias_ih [4H], cells.k.bias_hh [4H]; gates i,f,g,o; m_phi uses bias_ih + bias_hh) and nn.Linear out (out.weight [1,H], out.bias [1]); "
+        + "the update is out_scale * out(h of the last layer); the first cell's input is the preprocessed gradient: logsign p gives 2 features per coordinate, "
+        + "(log(|g|)/p, sign(g)) where |g| >= exp(-p), else (-1, exp(p) g); none gives the gradient itself; the state starts at zero. A grouped optimizer prefixes each key with its group's name and a dot."
+
+    /// The safetensors keys of a φ's saved tensors (Phi.names order), with PyTorch's shapes; a layer's
+    /// bias becomes bias_ih, and bias_hh is written as zeros.
+    let private torchKeys (c: LstmConfig) : string list =
+        [ for k in 0 .. c.Layers - 1 do
+              yield sprintf "cells.%d.weight_ih" k
+              yield sprintf "cells.%d.weight_hh" k
+              yield sprintf "cells.%d.bias_ih" k
+          yield "out.weight"
+          yield "out.bias" ]
+
+    let private trainingNodes (text: string) : (string * Nodes.JsonNode) list =
+        match Nodes.JsonNode.Parse(text) with
+        | :? Nodes.JsonObject as root ->
+            match root["training"] with
+            | :? Nodes.JsonObject as t -> [ for kv in List.ofSeq t -> kv.Key, (if isNull kv.Value then null else kv.Value.DeepClone()) ]
+            | _ -> []
+        | _ -> []
+
+    /// The safetensors bytes of a learned optimizer file's text: φ in PyTorch's LSTMCell and Linear
+    /// layout (keys above), float32, with the configuration, the groups and the training record in
+    /// the metadata. Errors are those of reading the optimizer file.
+    let toSafetensors (text: string) : Result<byte[], string> =
+        match ofJsonGroups text torch.CPU torch.ScalarType.Float32 with
+        | Error e -> Error e
+        | Ok groups ->
+            try
+                let single = match groups with [ _ ] -> true | _ -> false
+                let tensors =
+                    [ for name, _, phi in groups do
+                          let prefix = if single then "" else name + "."
+                          let c = phi.Config
+                          for key, shape, t in List.zip3 (torchKeys c) (Phi.savedShapes c) (Phi.tensors phi) do
+                              let values =
+                                  Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () ->
+                                      t.detach().to_type(torch.ScalarType.Float32).cpu().contiguous().data<float32>().ToArray())
+                                  |> Array.map float
+                              yield prefix + key, "F32", shape, values
+                              if key.EndsWith ".bias_ih" then
+                                  yield prefix + key.Replace(".bias_ih", ".bias_hh"), "F32", shape, Array.zeroCreate values.Length ]
+                let training = Nodes.JsonNode.Parse(text).["training"]
+                let metadata =
+                    [ yield "format", Format
+                      yield "version", string Version
+                      yield "layout", SafetensorsLayout
+                      match groups with
+                      | [ _, _, phi ] -> yield "config", configJson phi.Config
+                      | _ ->
+                          let gs = Nodes.JsonArray()
+                          for name, coordinates, phi in groups do
+                              let g = Nodes.JsonObject()
+                              g["name"] <- Nodes.JsonValue.Create(name)
+                              g["coordinates"] <- Nodes.JsonValue.Create(coordinates)
+                              g["config"] <- Nodes.JsonNode.Parse(configJson phi.Config)
+                              gs.Add(g)
+                          yield "groups", gs.ToJsonString()
+                      if not (isNull training) then yield "training", training.ToJsonString() ]
+                Ok(Safetensors.write tensors metadata)
+            finally
+                disposeGroups groups
+
+    /// A learned optimizer file's text from safetensors bytes written by `toSafetensors` or by
+    /// PyTorch with the same keys and metadata (`config`, or `groups` with a config each); a layer's
+    /// bias is bias_ih + bias_hh. Every problem is a message naming the key or the field.
+    let ofSafetensors (bytes: byte[]) : Result<string, string> =
+        match Safetensors.read bytes with
+        | Error e -> Error e
+        | Ok(tensors, metadata) ->
+            let fail fmt = Printf.kprintf Error fmt
+            let meta k = Map.tryFind k metadata
+            match meta "format", meta "version" with
+            | Some f, _ when f <> Format -> fail "metadata format is '%s', expected '%s'" f Format
+            | _, Some v when v <> string Version -> fail "metadata version %s is not supported (this build reads version %d)" v Version
+            | _ ->
+            let parse (what: string) (json: string) : Result<JsonElement, string> =
+                try
+                    use doc = JsonDocument.Parse(json)
+                    Ok(doc.RootElement.Clone())
+                with :? JsonException -> fail "metadata %s is not valid JSON" what
+            let groupsMeta : Result<(string * int * JsonElement) list, string> =
+                match meta "groups", meta "config" with
+                | Some g, _ ->
+                    parse "groups" g
+                    |> Result.bind (fun g ->
+                        if g.ValueKind <> JsonValueKind.Array || g.GetArrayLength() < 1 then fail "metadata groups must be a non-empty array"
+                        else
+                            let parsed =
+                                [ for i, e in Seq.indexed (g.EnumerateArray()) ->
+                                      match e.ValueKind with
+                                      | JsonValueKind.Object ->
+                                          match e.TryGetProperty "name", e.TryGetProperty "coordinates", e.TryGetProperty "config" with
+                                          | (true, n), (true, k), (true, c) when n.ValueKind = JsonValueKind.String && k.ValueKind = JsonValueKind.Number ->
+                                              Ok(n.GetString(), k.GetInt32(), c)
+                                          | _ -> fail "metadata groups[%d] needs 'name', 'coordinates' and 'config'" i
+                                      | _ -> fail "metadata groups[%d] is not an object" i ]
+                            match parsed |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+                            | Some e -> Error e
+                            | None -> Ok(parsed |> List.choose Result.toOption))
+                | None, Some c -> parse "config" c |> Result.map (fun c -> [ "all", 0, c ])
+                | None, None -> fail "metadata has neither 'config' nor 'groups'"
+            match groupsMeta with
+            | Error e -> Error e
+            | Ok groupsMeta ->
+            let single = match groupsMeta with [ _ ] -> true | _ -> false
+            let known = Collections.Generic.HashSet<string>()
+            use ms = new MemoryStream()
+            let problem =
+                use w = new Utf8JsonWriter(ms)
+                w.WriteStartObject()
+                w.WriteString("format", Format)
+                w.WriteNumber("version", Version)
+                let mutable problem = None
+                let writeGroup (prefix: string) (config: JsonElement) =
+                    w.WritePropertyName("config")
+                    config.WriteTo(w)
+                    w.WriteStartObject("params")
+                    let layers =
+                        match config.ValueKind, (if config.ValueKind = JsonValueKind.Object then config.TryGetProperty "layers" else (false, JsonElement())) with
+                        | JsonValueKind.Object, (true, l) when l.ValueKind = JsonValueKind.Number && l.GetDouble() >= 1.0 && l.GetDouble() <= 1000.0 -> int (l.GetDouble())
+                        | _ -> 0
+                    let ours =
+                        [ for k in 0 .. layers - 1 do
+                              yield sprintf "w_ih.%d" k, [ sprintf "cells.%d.weight_ih" k ]
+                              yield sprintf "w_hh.%d" k, [ sprintf "cells.%d.weight_hh" k ]
+                              yield sprintf "b.%d" k, [ sprintf "cells.%d.bias_ih" k; sprintf "cells.%d.bias_hh" k ]
+                          yield "w_out", [ "out.weight" ]
+                          yield "b_out", [ "out.bias" ] ]
+                    for name, keys in ours do
+                        match keys |> List.map (fun k -> prefix + k) |> List.map (fun k -> k, Map.tryFind k tensors) with
+                        | found when found |> List.forall (snd >> Option.isSome) ->
+                            let ts = found |> List.map (snd >> Option.get)
+                            for k, _ in found do
+                                known.Add k |> ignore
+                            let first = ts.Head
+                            if ts |> List.exists (fun t -> t.Shape <> first.Shape) then
+                                if problem.IsNone then problem <- Some(sprintf "%s: the shapes of %s differ" name (keys |> String.concat " and "))
+                            w.WriteStartObject(name)
+                            w.WriteStartArray("shape")
+                            for d in first.Shape do
+                                w.WriteNumberValue d
+                            w.WriteEndArray()
+                            w.WriteStartArray("data")
+                            for i in 0 .. first.Values.Length - 1 do
+                                // one tensor: its value; bias_ih + bias_hh: their float32 sum, as m_φ's one bias
+                                let v =
+                                    match ts with
+                                    | [ t ] -> t.Values[i]
+                                    | _ -> float (ts |> List.fold (fun (acc: float32) t -> acc + float32 t.Values[i]) 0.0f)
+                                if Double.IsFinite v then w.WriteNumberValue v else w.WriteStringValue "non-finite"
+                            w.WriteEndArray()
+                            w.WriteEndObject()
+                        | found ->
+                            let missing = found |> List.find (snd >> Option.isNone) |> fst
+                            if problem.IsNone then problem <- Some(sprintf "tensor %s is missing" missing)
+                    w.WriteEndObject()
+                if single then
+                    let _, _, c = groupsMeta.Head
+                    writeGroup "" c
+                else
+                    w.WriteStartArray("groups")
+                    for name, coordinates, c in groupsMeta do
+                        w.WriteStartObject()
+                        w.WriteString("name", name)
+                        w.WriteNumber("coordinates", coordinates)
+                        writeGroup (name + ".") c
+                        w.WriteEndObject()
+                    w.WriteEndArray()
+                match meta "training" with
+                | Some t ->
+                    match parse "training" t with
+                    | Ok e when e.ValueKind = JsonValueKind.Object ->
+                        w.WritePropertyName("training")
+                        e.WriteTo(w)
+                    | Ok _ -> if problem.IsNone then problem <- Some "metadata training is not a JSON object"
+                    | Error e -> if problem.IsNone then problem <- Some e
+                | None -> ()
+                w.WriteEndObject()
+                problem
+            match problem, tensors |> Map.toList |> List.map fst |> List.tryFind (known.Contains >> not) with
+            | Some p, _ -> Error p
+            | None, Some extra -> fail "tensor %s is not part of m_phi" extra
+            | None, None ->
+                let text = Encoding.UTF8.GetString(ms.ToArray())
+                match ofJsonGroups text torch.CPU torch.ScalarType.Float32 with
+                | Error e -> Error e
+                | Ok groups ->
+                    try Ok(toJsonGroups groups (trainingNodes text))
+                    finally disposeGroups groups

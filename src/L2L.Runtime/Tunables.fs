@@ -78,6 +78,69 @@ module Runtime =
                 with _ -> ()
             tuneAllocator ()
 
+    /// TorchSharp's native library where no build put a fixed copy next to the program (F#
+    /// Interactive, notebooks): if its requirement on GLIBCXX_3.4.32 is strong and this system's
+    /// libstdc++ lacks that version (Debian 12), a copy with the requirement marked weak is kept in
+    /// ~/.cache/l2l-functional/native/<hash>/ and loaded, after libtorch.so from the same directory
+    /// or the libtorch package beside TorchSharp's in the NuGet packages folder, so that TorchSharp
+    /// finds both loaded. Elsewhere, and in build outputs already fixed, nothing happens.
+    let loadTorchSharpNative () : Result<unit, string> =
+        let version = "GLIBCXX_3.4.32"
+        if not (OperatingSystem.IsLinux()) then
+            Ok()
+        else
+            let torchSharpDir = Path.GetDirectoryName(typeof<torch.Tensor>.Assembly.Location)
+            let nativeDir (d: string) = Path.Combine(d, "runtimes", "linux-x64", "native")
+            let candidates =
+                [ if not (String.IsNullOrEmpty AppContext.BaseDirectory) then
+                      AppContext.BaseDirectory
+                      nativeDir AppContext.BaseDirectory
+                  if not (String.IsNullOrEmpty torchSharpDir) then
+                      torchSharpDir
+                      nativeDir torchSharpDir
+                      nativeDir (Path.Combine(torchSharpDir, "..", "..")) ]
+                |> List.map (fun d -> Path.Combine(d, "libLibTorchSharp.so"))
+            match candidates |> List.tryFind File.Exists with
+            | None -> Ok()
+            | Some lib ->
+                let bytes = File.ReadAllBytes lib
+                match L2L.Native.VersionNeed.Inspect(bytes, version) with
+                | L2L.Native.WeakMark.Marked, _ when L2L.Native.VersionNeed.SystemLacks version ->
+                    let libDir = Path.GetDirectoryName lib
+                    let packageLibtorch () =
+                        // <packages>/torchsharp/<version>/lib/<tfm>/TorchSharp.dll beside <packages>/libtorch-*/<version>/
+                        let packages = Path.GetFullPath(Path.Combine(torchSharpDir, "..", "..", "..", ".."))
+                        if Directory.Exists packages then
+                            Directory.GetDirectories(packages, "libtorch-*")
+                            |> Array.sort
+                            |> Array.collect (fun p -> Directory.GetDirectories p |> Array.sortDescending)
+                            |> Array.map (fun v -> Path.Combine(nativeDir v, "libtorch.so"))
+                            |> Array.tryFind File.Exists
+                        else
+                            None
+                    let libtorch =
+                        let beside = Path.Combine(libDir, "libtorch.so")
+                        if File.Exists beside then Some beside else packageLibtorch ()
+                    match libtorch with
+                    | None -> Error(sprintf "%s needs %s, which this system's libstdc++ lacks, and no libtorch.so was found to load before a fixed copy (reference a libtorch package)" lib version)
+                    | Some libtorch ->
+                        let hash =
+                            Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).Substring(0, 16).ToLowerInvariant()
+                        let cacheRoot =
+                            match variable "XDG_CACHE_HOME" with
+                            | Some d -> d
+                            | None -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
+                        let fixedCopy = Path.Combine(cacheRoot, "l2l-functional", "native", hash, "libLibTorchSharp.so")
+                        try
+                            if not (File.Exists fixedCopy) then
+                                L2L.Native.VersionNeed.MarkWeak(lib, fixedCopy, version) |> ignore
+                            NativeLibrary.Load libtorch |> ignore
+                            NativeLibrary.Load fixedCopy |> ignore
+                            Ok()
+                        with e ->
+                            Error(sprintf "loading TorchSharp's native library with %s marked weak (%s) failed: %s" version fixedCopy ((e.Message.Split('\n')[0]).Trim()))
+                | _ -> Ok()
+
     let private count (name: string) (least: int) : Result<int option, string> =
         match variable name with
         | None -> Ok None
@@ -109,6 +172,7 @@ module Runtime =
     let configureWith (beforeTorch: unit -> unit) (threads: int option) (dataDir: string option) : Result<RuntimeSettings, string> =
         prepareNative ()
         beforeTorch ()
+        let loaded = loadTorchSharpNative ()
         let threads =
             match threads with
             | Some n when n < 1 -> Error(sprintf "threads must be ≥ 1 (got %d)" n)
@@ -129,6 +193,9 @@ module Runtime =
             | Some "fused" -> Ok Fused
             | Some "reference" -> Ok Reference
             | Some other -> Error(sprintf "L2L_CELL must be fused or reference, not '%s'" other)
+        match loaded with
+        | Error e -> Error e
+        | Ok() ->
         match threads, torchThreads, stepThreads, minChunk, metaGradient, cell with
         | Error e, _, _, _, _, _
         | _, Error e, _, _, _, _

@@ -29,12 +29,42 @@ let private result (code: int, out: string, err: string) : Map<string, float> =
         |> Array.map (fun kv -> kv.Split('=')[0], Double.Parse(kv.Split('=')[1], CultureInfo.InvariantCulture))
         |> Map.ofArray
 
+/// The packages' version (Directory.Build.props).
+let private packageVersion =
+    let props = File.ReadAllText(Path.Combine(root, "Directory.Build.props"))
+    let m = Text.RegularExpressions.Regex.Match(props, "<Version>([^<]+)</Version>")
+    if m.Success then m.Groups[1].Value else failwith "Directory.Build.props has no <Version>"
+
+let private hasTorch =
+    lazy
+        (try
+            let code, _, _ = runProgram (Option.ofObj (Environment.GetEnvironmentVariable "L2L_PYTHON") |> Option.defaultValue "/usr/bin/python3") [ "-c"; "import torch" ]
+            code = 0
+         with _ -> false)
+
 [<Tests>]
 let tests =
     testList "scripts" [
+        testCase "the scripts reference the L2L.Functional package of this version, not build outputs" <| fun () ->
+            let prelude = File.ReadAllText(Path.Combine(root, "tools", "examples", "L2L.fsx"))
+            Expect.stringContains prelude (sprintf "#r \"nuget: L2L.Functional, %s\"" packageVersion) "the prelude pins the version of Directory.Build.props"
+            for f in Directory.GetFiles(Path.Combine(root, "tools", "examples"), "*.fsx") do
+                for line in File.ReadAllLines f do
+                    if line.StartsWith "#r" then
+                        Expect.isFalse (line.Contains "bin/" || line.Contains ".dll") (sprintf "%s: %s references a build output" (Path.GetFileName f) line)
+
+        (if hasTorch.Force() then
+             testCase "tools/pytorch-check: PyTorch's nn.LSTMCell and nn.Linear, loaded from our safetensors, compute our updates" <| fun () ->
+                 let code, out, err = runProgram (Path.Combine(root, "tools", "pytorch-check")) []
+                 Expect.equal code 0 (sprintf "within tolerance: %s %s" out err)
+                 Expect.stringContains out "all within tolerance" "its verdict"
+         else
+             testCase "tools/pytorch-check: PyTorch's nn.LSTMCell and nn.Linear, loaded from our safetensors, compute our updates" <| fun () ->
+                 skiptest "PyTorch is not installed here (/usr/bin/python3 -c 'import torch' fails; Debian: apt-get install python3-torch)")
+
         testCase "tools/examples/quadratic.fsx trains and evaluates against Adam" <| fun () ->
-            let cli = Path.Combine(root, "src", "L2L.Cli", "bin", "Release", "net10.0", "L2L.Core.dll")
-            Expect.isTrue (File.Exists cli) "the Release build the scripts reference exists (tools/test builds it)"
+            Expect.isTrue (File.Exists(Path.Combine(root, "artifacts", "packages", sprintf "L2L.Functional.%s.nupkg" packageVersion)))
+                "the package the scripts reference exists (tools/test packs it)"
             let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
             for a in [ "fsi"; Path.Combine(root, "tools", "examples", "quadratic.fsx"); "40" ] do
                 psi.ArgumentList.Add a

@@ -1,28 +1,18 @@
 // Makes the pure core, the runtime (data sets, optimizer files) and the TorchSharp-facing library
-// (LearnedOptimizer, Pretrained, Task.ofModule) available to F# Interactive:
-// references the Release build of the command line (run `tools/l2l --help` once to build it), loads
-// libtorch's native libraries from it and sets the process up (`settings`: the backend to pass to
-// the core, the MNIST directory).
+// (LearnedOptimizer, Pretrained, Task.ofModule) available to F# Interactive from the L2L.Functional
+// package that `tools/pack` writes to artifacts/packages/, with libtorch's CPU build for Linux x64,
+// and sets the process up (`settings`: the backend to pass to the core, the MNIST directory). The
+// package's version is the one in Directory.Build.props.
 //   #load "L2L.fsx"
-#r "../../src/L2L.Cli/bin/Release/net10.0/TorchSharp.dll"
-#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Core.dll"
-#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Kernels.dll"
-#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Runtime.dll"
-#r "../../src/L2L.Cli/bin/Release/net10.0/L2L.Functional.dll"
+#r "nuget: L2L.Functional, 0.1.0"
+#r "nuget: libtorch-cpu-linux-x64, 2.10.0"
 
 open System.IO
-open System.Runtime.InteropServices
 
-let private native = Path.Combine(__SOURCE_DIRECTORY__, "../../src/L2L.Cli/bin/Release/net10.0/runtimes/linux-x64/native")
-if not (File.Exists(Path.Combine(native, "libLibTorchSharp.so"))) then
-    failwithf "the Release build is missing (%s): run tools/l2l --help once" native
-/// The process's set-up (two threads; the environment's choices), with libtorch's libraries loaded
-/// after the native tunables that must precede them: pass `settings.Backend` to the core.
+/// The process's set-up (two threads; the environment's choices), TorchSharp's native library loaded
+/// where this system needs it fixed (Runtime.loadTorchSharpNative): pass `settings.Backend` to the core.
 let settings =
-    let load () =
-        for lib in [ "libtorch.so"; "libLibTorchSharp.so" ] do
-            NativeLibrary.Load(Path.Combine(native, lib)) |> ignore
-    match L2L.Runtime.configureWith load (Some 2) None with
+    match L2L.Runtime.configure (Some 2) None with
     | Ok s -> s
     | Error e ->
         eprintfn "L2L.fsx: %s" e

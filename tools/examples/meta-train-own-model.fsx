@@ -3,7 +3,7 @@
 // layer and a 16-10 output (3,322 parameters), minibatches of 64. `Task.ofModule` makes it a task: θ
 // is its parameters flattened, θ_0 its own initialisation; meta-training, validation and evaluation
 // are the library's, first order through the closed-form meta-gradient.
-//   tools/l2l --help >/dev/null      # builds the Release binaries this script references (once)
+//   tools/pack                      # writes the L2L.Functional package this script references (once)
 //   dotnet fsi tools/examples/meta-train-own-model.fsx [meta-iterations, default 300]
 #load "L2L.fsx"
 

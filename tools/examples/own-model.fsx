@@ -2,7 +2,7 @@
 // optimizer is used (zero_grad, backward, step), against torch.optim.Adam (lr 0.03, its tuned value on
 // this network): nn.Sequential 784-20-10 sigmoid, 200 steps of minibatches of 128 MNIST images, the
 // same θ_0 and the same minibatches for both.
-//   tools/l2l --help >/dev/null      # builds the Release binaries this script references (once)
+//   tools/pack                      # writes the L2L.Functional package this script references (once)
 //   dotnet fsi tools/examples/own-model.fsx
 #load "L2L.fsx"
 

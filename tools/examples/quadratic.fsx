@@ -1,6 +1,6 @@
 // Meta-trains a small LSTM optimizer on 10-d quadratics with the pure core and evaluates it
 // against Adam on fresh functions (common random numbers).
-//   tools/l2l --help >/dev/null      # builds the Release binaries this script references (once)
+//   tools/pack                      # writes the L2L.Functional package this script references (once)
 //   dotnet fsi tools/examples/quadratic.fsx [meta-iterations]
 #load "L2L.fsx"
 
