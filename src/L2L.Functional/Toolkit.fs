@@ -11,6 +11,8 @@ type Toolkit =
     /// Sets the process up as the command line does (libtorch's threads, the native tunables, the
     /// L2L_* environment variables) and returns the settings. threads: 0 for the machine's cores;
     /// dataDirectory: null for L2L_DATA_DIR or the user's cache. A bad setting is an ArgumentException.
+    /// Where nothing was built (F# Interactive, notebooks), call it before the first tensor: it loads
+    /// TorchSharp's native library with its GLIBCXX_3.4.32 requirement marked weak where this system needs it.
     static member Configure([<Optional; DefaultParameterValue(0)>] threads: int, [<Optional; DefaultParameterValue(null: string)>] dataDirectory: string) : RuntimeSettings =
         Runtime.configureOrFail (if threads > 0 then Some threads else None) (Option.ofObj dataDirectory)
 

@@ -71,4 +71,30 @@ let tests =
             let cached = Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
             Expect.isTrue (File.Exists cached) (sprintf "TorchSharp in the package cache (%s)" cached)
             Expect.equal (verneedFlags cached "GLIBCXX_3.4.32") (Some 0) "the cached library keeps its original flags"
+
+        testCase "VersionNeed.MarkWeak: a marked copy, the source untouched, idempotent; other files left alone" <| fun () ->
+            let home = Environment.GetEnvironmentVariable "NUGET_PACKAGES"
+            let root =
+                if String.IsNullOrEmpty home then Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+                else home
+            let cached = Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+            let before = File.ReadAllBytes cached
+            let dir = Path.Combine(Path.GetTempPath(), "l2l-native-" + Guid.NewGuid().ToString("N"))
+            let copy = Path.Combine(dir, "sub", "libLibTorchSharp.so")
+            Expect.equal (L2L.Native.VersionNeed.MarkWeak(cached, copy, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.Marked "marked"
+            Expect.equal (verneedFlags copy "GLIBCXX_3.4.32" |> Option.map (fun f -> f &&& 2)) (Some 2) "the copy is weak"
+            Expect.equal (File.ReadAllBytes cached) before "the source is unchanged"
+            let marked = File.ReadAllBytes copy
+            Expect.equal (marked |> Array.mapi (fun i b -> if b <> before[i] then 1 else 0) |> Array.sum) 1 "one byte differs"
+            Expect.equal (L2L.Native.VersionNeed.MarkWeak(copy, copy, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.AlreadyWeak "again: already weak"
+            Expect.equal (File.ReadAllBytes copy) marked "nothing written the second time"
+            Expect.equal (L2L.Native.VersionNeed.MarkWeak(cached, copy + ".x", "GLIBCXX_9.9.99")) L2L.Native.WeakMark.NoRequirement "no such requirement"
+            Expect.isFalse (File.Exists(copy + ".x")) "nothing written"
+            let text = Path.Combine(dir, "text.so")
+            File.WriteAllText(text, "not an ELF file")
+            Expect.equal (L2L.Native.VersionNeed.MarkWeak(text, text, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.NotElf "not ELF"
+            Directory.Delete(dir, true)
+
+        testCase "Runtime.loadTorchSharpNative does nothing in a build whose copy is already fixed" <| fun () ->
+            Expect.equal (L2L.Runtime.loadTorchSharpNative ()) (Ok()) "Ok, with libtorch already loaded from the output"
     ]
