@@ -110,7 +110,11 @@ let runTrace (settings: RuntimeSettings) (a: ParseResults<TraceArgs>) =
                 let values (t: torch.Tensor) = t.to_type(torch.ScalarType.Float64).contiguous().data<float>().ToArray()
                 gradients.Add(values grad)
                 updates.Add(values g)
+                // the new state outlives this step's scope; the previous one is freed
+                let previous = state
                 state <- LstmState.ofTensors phi.Config.Layers (LstmState.tensors s |> List.map (fun t -> t.MoveToOuterDisposeScope()))
+                for t in LstmState.tensors previous do
+                    t.Dispose()
             gradients, updates, group
         finally
             for _, _, phi in groups do

@@ -233,7 +233,7 @@ module OptimizerFile =
                     [ for i, g in Seq.indexed (gs.EnumerateArray()) ->
                           let at = sprintf "groups[%d]." i
                           match tryProp g "name", tryProp g "coordinates" with
-                          | Some n, Some k when n.ValueKind = JsonValueKind.String && k.ValueKind = JsonValueKind.Number && k.GetInt32() > 0 ->
+                          | Some n, Some k when n.ValueKind = JsonValueKind.String && k.ValueKind = JsonValueKind.Number && (match k.TryGetInt32() with | true, v -> v > 0 | _ -> false) ->
                               phiOf g at device dtype |> Result.map (fun phi -> n.GetString(), k.GetInt32(), phi)
                           | _ -> Error(at + "needs a 'name' string and a positive 'coordinates' count") ]
                 match parsed |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
@@ -332,10 +332,11 @@ module OptimizerFile =
           yield "out.bias" ]
 
     let private trainingNodes (text: string) : (string * Nodes.JsonNode) list =
-        match Nodes.JsonNode.Parse(text) with
+        match (try Nodes.JsonNode.Parse(text) with _ -> null) with
         | :? Nodes.JsonObject as root ->
             match root["training"] with
-            | :? Nodes.JsonObject as t -> [ for kv in List.ofSeq t -> kv.Key, (if isNull kv.Value then null else kv.Value.DeepClone()) ]
+            | :? Nodes.JsonObject as t ->
+                (try [ for kv in List.ofSeq t -> kv.Key, (if isNull kv.Value then null else kv.Value.DeepClone()) ] with _ -> [])
             | _ -> []
         | _ -> []
 
@@ -347,6 +348,7 @@ module OptimizerFile =
         | Error e -> Error e
         | Ok groups ->
             try
+              try
                 let single = match groups with [ _ ] -> true | _ -> false
                 let tensors =
                     [ for name, _, phi in groups do
@@ -378,13 +380,14 @@ module OptimizerFile =
                           yield "groups", gs.ToJsonString()
                       if not (isNull training) then yield "training", training.ToJsonString() ]
                 Ok(Safetensors.write tensors metadata)
+              with
+              | :? ArgumentException
+              | :? InvalidOperationException
+              | :? JsonException as e -> Error(sprintf "the file cannot be converted: %s" ((e.Message.Split('\n')[0]).Trim()))
             finally
                 disposeGroups groups
 
-    /// A learned optimizer file's text from safetensors bytes written by `toSafetensors` or by
-    /// PyTorch with the same keys and metadata (`config`, or `groups` with a config each); a layer's
-    /// bias is bias_ih + bias_hh. Every problem is a message naming the key or the field.
-    let ofSafetensors (bytes: byte[]) : Result<string, string> =
+    let private ofSafetensorsUnchecked (bytes: byte[]) : Result<string, string> =
         match Safetensors.read bytes with
         | Error e -> Error e
         | Ok(tensors, metadata) ->
@@ -411,9 +414,9 @@ module OptimizerFile =
                                       match e.ValueKind with
                                       | JsonValueKind.Object ->
                                           match e.TryGetProperty "name", e.TryGetProperty "coordinates", e.TryGetProperty "config" with
-                                          | (true, n), (true, k), (true, c) when n.ValueKind = JsonValueKind.String && k.ValueKind = JsonValueKind.Number ->
+                                          | (true, n), (true, k), (true, c) when n.ValueKind = JsonValueKind.String && k.ValueKind = JsonValueKind.Number && (match k.TryGetInt32() with | true, v -> v > 0 | _ -> false) ->
                                               Ok(n.GetString(), k.GetInt32(), c)
-                                          | _ -> fail "metadata groups[%d] needs 'name', 'coordinates' and 'config'" i
+                                          | _ -> fail "metadata groups[%d] needs a 'name' string, a positive 'coordinates' count and a 'config'" i
                                       | _ -> fail "metadata groups[%d] is not an object" i ]
                             match parsed |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
                             | Some e -> Error e
@@ -423,7 +426,8 @@ module OptimizerFile =
             match groupsMeta with
             | Error e -> Error e
             | Ok groupsMeta ->
-            let single = match groupsMeta with [ _ ] -> true | _ -> false
+            // keys without a group prefix exactly when the metadata has a single "config"
+            let single = not (metadata.ContainsKey "groups")
             let known = Collections.Generic.HashSet<string>()
             use ms = new MemoryStream()
             let problem =
@@ -440,6 +444,8 @@ module OptimizerFile =
                         match config.ValueKind, (if config.ValueKind = JsonValueKind.Object then config.TryGetProperty "layers" else (false, JsonElement())) with
                         | JsonValueKind.Object, (true, l) when l.ValueKind = JsonValueKind.Number && l.GetDouble() >= 1.0 && l.GetDouble() <= 1000.0 -> int (l.GetDouble())
                         | _ -> 0
+                    if layers = 0 && problem.IsNone then
+                        problem <- Some(sprintf "metadata %sconfig.layers must be an integer from 1 to 1000" (if prefix = "" then "" else "groups." + prefix))
                     let ours =
                         [ for k in 0 .. layers - 1 do
                               yield sprintf "w_ih.%d" k, [ sprintf "cells.%d.weight_ih" k ]
@@ -508,3 +514,15 @@ module OptimizerFile =
                 | Ok groups ->
                     try Ok(toJsonGroups groups (trainingNodes text))
                     finally disposeGroups groups
+
+    /// A learned optimizer file's text from safetensors bytes written by `toSafetensors` or by
+    /// PyTorch with the same keys and metadata (`config`, or `groups` with a config each); a layer's
+    /// bias is bias_ih + bias_hh. Every problem is a message naming the key or the field.
+    let ofSafetensors (bytes: byte[]) : Result<string, string> =
+        try
+            ofSafetensorsUnchecked bytes
+        with
+        | :? ArgumentException
+        | :? InvalidOperationException
+        | :? FormatException
+        | :? JsonException as e -> Error(sprintf "the file cannot be read: %s" ((e.Message.Split('\n')[0]).Trim()))

@@ -87,7 +87,8 @@ module Safetensors =
         if bytes.Length < 8 then fail "shorter than the 8-byte header length"
         else
         let n = BinaryPrimitives.ReadUInt64LittleEndian(ReadOnlySpan(bytes, 0, 8))
-        if n > uint64 MaxHeader || n > uint64 (bytes.Length - 8) then fail "the header length %d exceeds the file" n
+        if n > uint64 MaxHeader then fail "the header length %d exceeds the format's limit (%d bytes)" n MaxHeader
+        elif n > uint64 (bytes.Length - 8) then fail "the header length %d exceeds the file" n
         else
         let dataStart = 8 + int n
         let dataLength = int64 bytes.Length - int64 dataStart
@@ -130,7 +131,10 @@ module Safetensors =
                     else
                     let shape = shape |> Array.map Option.get
                     let b, e = offsets[0].Value, offsets[1].Value
-                    let count = shape |> Array.fold (fun acc d -> if acc > int64 Int32.MaxValue then acc else acc * d) 1L
+                    // the element count, saturated above Int32.MaxValue (no overflow); 0 if any dimension is 0
+                    let count =
+                        if shape |> Array.contains 0L then 0L
+                        else shape |> Array.fold (fun acc d -> if acc > int64 Int32.MaxValue / d then int64 Int32.MaxValue + 1L else acc * d) 1L
                     if count > int64 Int32.MaxValue then fail "%s: shape [%s] is too large" name (shape |> Array.map string |> String.concat ",")
                     elif b > e || e > dataLength then fail "%s: data_offsets [%d, %d] lie outside the %d bytes of data" name b e dataLength
                     elif e - b <> count * int64 width then fail "%s: %d bytes for shape [%s] of %s" name (e - b) (shape |> Array.map string |> String.concat ",") dtype
@@ -147,4 +151,8 @@ module Safetensors =
             | Error e, _ -> Error e
             | _, Some e -> Error e
             | Ok m, None -> Ok(tensors |> List.choose Result.toOption |> Map.ofList, m)
-        with :? JsonException as e -> fail "the header is not valid JSON (%s)" ((e.Message.Split('\n')[0]).Trim())
+        with
+        | :? JsonException as e -> fail "the header is not valid JSON (%s)" ((e.Message.Split('\n')[0]).Trim())
+        | :? InvalidOperationException
+        | :? FormatException
+        | :? ArgumentException as e -> fail "the header cannot be read (%s)" ((e.Message.Split('\n')[0]).Trim())

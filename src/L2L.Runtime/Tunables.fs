@@ -100,46 +100,76 @@ module Runtime =
                       nativeDir torchSharpDir
                       nativeDir (Path.Combine(torchSharpDir, "..", "..")) ]
                 |> List.map (fun d -> Path.Combine(d, "libLibTorchSharp.so"))
-            match candidates |> List.tryFind File.Exists with
-            | None -> Ok()
-            | Some lib ->
-                let bytes = File.ReadAllBytes lib
-                match L2L.Native.VersionNeed.Inspect(bytes, version) with
-                | L2L.Native.WeakMark.Marked, _ when L2L.Native.VersionNeed.SystemLacks version ->
-                    let libDir = Path.GetDirectoryName lib
-                    let packageLibtorch () =
-                        // <packages>/torchsharp/<version>/lib/<tfm>/TorchSharp.dll beside <packages>/libtorch-*/<version>/
-                        let packages = Path.GetFullPath(Path.Combine(torchSharpDir, "..", "..", "..", ".."))
-                        if Directory.Exists packages then
-                            Directory.GetDirectories(packages, "libtorch-*")
-                            |> Array.sort
-                            |> Array.collect (fun p -> Directory.GetDirectories p |> Array.sortDescending)
-                            |> Array.map (fun v -> Path.Combine(nativeDir v, "libtorch.so"))
-                            |> Array.tryFind File.Exists
+            let first (e: exn) = (e.Message.Split('\n')[0]).Trim()
+            try
+                match candidates |> List.tryFind File.Exists with
+                | None -> Ok()
+                | Some lib ->
+                    let bytes = File.ReadAllBytes lib
+                    let libtorch () =
+                        let beside = Path.Combine(Path.GetDirectoryName lib, "libtorch.so")
+                        if File.Exists beside then
+                            Some beside
                         else
-                            None
-                    let libtorch =
-                        let beside = Path.Combine(libDir, "libtorch.so")
-                        if File.Exists beside then Some beside else packageLibtorch ()
-                    match libtorch with
-                    | None -> Error(sprintf "%s needs %s, which this system's libstdc++ lacks, and no libtorch.so was found to load before a fixed copy (reference a libtorch package)" lib version)
-                    | Some libtorch ->
-                        let hash =
-                            Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).Substring(0, 16).ToLowerInvariant()
-                        let cacheRoot =
-                            match variable "XDG_CACHE_HOME" with
-                            | Some d -> d
-                            | None -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
-                        let fixedCopy = Path.Combine(cacheRoot, "l2l-functional", "native", hash, "libLibTorchSharp.so")
-                        try
-                            if not (File.Exists fixedCopy) then
-                                L2L.Native.VersionNeed.MarkWeak(lib, fixedCopy, version) |> ignore
-                            NativeLibrary.Load libtorch |> ignore
-                            NativeLibrary.Load fixedCopy |> ignore
-                            Ok()
-                        with e ->
-                            Error(sprintf "loading TorchSharp's native library with %s marked weak (%s) failed: %s" version fixedCopy ((e.Message.Split('\n')[0]).Trim()))
-                | _ -> Ok()
+                            // <packages>/torchsharp/<version>/lib/<tfm>/TorchSharp.dll beside
+                            // <packages>/libtorch-*/<version>/: the version TorchSharp was built for first
+                            // (then newer before older), the CPU build first (TorchSharp's default backend)
+                            let packages = Path.GetFullPath(Path.Combine(torchSharpDir, "..", "..", "..", ".."))
+                            let wanted =
+                                typeof<RuntimeSettings>.Assembly.GetCustomAttributes(typeof<Reflection.AssemblyMetadataAttribute>, false)
+                                |> Seq.cast<Reflection.AssemblyMetadataAttribute>
+                                |> Seq.tryPick (fun a -> if a.Key = "L2L.LibTorchVersion" then Some a.Value else None)
+                            let versionOf (dir: string) =
+                                match Version.TryParse((Path.GetFileName dir).Split('-')[0]) with
+                                | true, v -> v
+                                | _ -> Version(0, 0)
+                            let rank (dir: string) =
+                                (if Some(Path.GetFileName dir) = wanted then 0 else 1),
+                                (if Path.GetFileName(Path.GetDirectoryName dir).StartsWith "libtorch-cpu-" then 0 else 1)
+                            if Directory.Exists packages then
+                                Directory.GetDirectories(packages, "libtorch-*")
+                                |> Array.collect Directory.GetDirectories
+                                |> Array.sortWith (fun a b ->
+                                    match compare (rank a) (rank b) with
+                                    | 0 -> compare (versionOf b) (versionOf a)
+                                    | c -> c)
+                                |> Array.map (fun v -> Path.Combine(nativeDir v, "libtorch.so"))
+                                |> Array.tryFind File.Exists
+                            else
+                                None
+                    match L2L.Native.VersionNeed.Inspect(bytes, version) with
+                    | L2L.Native.WeakMark.Marked, _ when L2L.Native.VersionNeed.SystemLacks version ->
+                        match libtorch () with
+                        | None -> Error(sprintf "%s needs %s, which this system's libstdc++ lacks, and no libtorch.so was found to load before a fixed copy (reference a libtorch package)" lib version)
+                        | Some libtorch ->
+                            let hash =
+                                Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).Substring(0, 16).ToLowerInvariant()
+                            let cacheRoot =
+                                match variable "XDG_CACHE_HOME" with
+                                | Some d -> d
+                                | None -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
+                            let fixedCopy = Path.Combine(cacheRoot, "l2l-functional", "native", hash, "libLibTorchSharp.so")
+                            try
+                                if not (File.Exists fixedCopy) then
+                                    L2L.Native.VersionNeed.MarkWeak(lib, fixedCopy, version) |> ignore
+                                NativeLibrary.Load libtorch |> ignore
+                                NativeLibrary.Load fixedCopy |> ignore
+                                Ok()
+                            with e ->
+                                Error(sprintf "loading TorchSharp's native library with %s marked weak (%s) failed: %s" version fixedCopy (first e))
+                    | L2L.Native.WeakMark.AlreadyWeak, _ when L2L.Native.VersionNeed.SystemLacks version ->
+                        // a fixed copy (a build's output): load it by its path, so that TorchSharp does not
+                        // copy the original out of the package cache beside itself and load that instead
+                        match libtorch () with
+                        | None -> Ok()
+                        | Some libtorch ->
+                            try
+                                NativeLibrary.Load libtorch |> ignore
+                                NativeLibrary.Load lib |> ignore
+                                Ok()
+                            with e -> Error(sprintf "loading TorchSharp's native library (%s) failed: %s" lib (first e))
+                    | _ -> Ok()
+            with e -> Error(sprintf "TorchSharp's native library could not be examined: %s" (first e))
 
     let private count (name: string) (least: int) : Result<int option, string> =
         match variable name with

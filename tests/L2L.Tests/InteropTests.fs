@@ -231,6 +231,59 @@ let tests =
             let f16 = Encoding.UTF8.GetString(good).Replace("\"dtype\":\"F32\"", "\"dtype\":\"F16\"")
             importError (Encoding.UTF8.GetBytes f16) "dtype F16 is not supported"
 
+        testCase "hostile headers and fields are messages, never exceptions" <| fun () ->
+            let good = export (Pretrained.optimizerText "quadratic")
+            let raw (header: string) (data: int) =
+                let h = Encoding.UTF8.GetBytes header
+                Array.concat [ BitConverter.GetBytes(uint64 h.Length); h; Array.zeroCreate data ]
+            // an element count that would overflow int64 if multiplied naively
+            match Safetensors.read (raw "{\"t\":{\"dtype\":\"F32\",\"shape\":[4,4611686018427387904],\"data_offsets\":[0,0]}}" 0) with
+            | Ok _ -> failtest "accepted an overflowing shape"
+            | Error e -> Expect.stringContains e "too large" "too large"
+            // a zero dimension: zero elements, whatever the others
+            match Safetensors.read (raw "{\"t\":{\"dtype\":\"F32\",\"shape\":[3000000000,0],\"data_offsets\":[0,0]}}" 0) with
+            | Ok(ts, _) -> Expect.equal ts["t"].Values.Length 0 "no values"
+            | Error e -> failtestf "refused an empty tensor: %s" e
+            // invalid UTF-8 in a name
+            let h = Array.concat [ Encoding.ASCII.GetBytes "{\""; [| 0xC3uy; 0x28uy |]; Encoding.ASCII.GetBytes "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}" ]
+            importError (Array.concat [ BitConverter.GetBytes(uint64 h.Length); h; Array.zeroCreate 4 ]) "header"
+            // a fractional or huge coordinate count in the groups
+            let grouped = export (Pretrained.optimizerText "mnist-conv")
+            let setCoordinates (v: string) = rewrite grouped id (Map.map (fun k m -> if k = "groups" then m.Replace("\"coordinates\":348", "\"coordinates\":" + v) else m))
+            importError (setCoordinates "2.5") "positive 'coordinates' count"
+            importError (setCoordinates "1e12") "positive 'coordinates' count"
+            // layers beyond any sane network
+            importError (rewrite good id (Map.map (fun k m -> if k = "config" then m.Replace("\"layers\":2", "\"layers\":5000") else m))) "config.layers must be an integer from 1 to 1000"
+            // duplicate keys in the training record of an optimizer file: export says so
+            let text = Pretrained.optimizerText "quadratic"
+            let dup = text.Substring(0, text.Length - 1) + ",\"training\":{\"a\":1,\"a\":2}}"
+            match OptimizerFile.ofJsonGroups dup torch.CPU f32 with
+            | Ok gs -> for _, _, phi in gs do (for t in Phi.tensors phi do t.Dispose())
+            | Error _ -> ()
+            match OptimizerFile.toSafetensors dup with
+            | Ok _ -> ()
+            | Error e -> Expect.isFalse (String.IsNullOrWhiteSpace e) "a message"
+            // and the optimizer file's own reader: a fractional group size is a message too
+            let conv = Pretrained.optimizerText "mnist-conv"
+            match OptimizerFile.ofJsonGroups (conv.Replace("\"coordinates\":348", "\"coordinates\":2.5")) torch.CPU f32 with
+            | Ok _ -> failtest "accepted a fractional coordinate count"
+            | Error e -> Expect.stringContains e "coordinates" "names the field"
+
+        testCase "one group listed under 'groups': keys carry its prefix" <| fun () ->
+            let grouped = export (Pretrained.optimizerText "mnist-conv")
+            let one =
+                rewrite grouped (Map.filter (fun k _ -> k.StartsWith "conv."))
+                    (Map.map (fun k m ->
+                        if k = "groups" then
+                            let a = JsonNode.Parse(m).AsArray()
+                            a.RemoveAt(1)
+                            a.ToJsonString()
+                        else m))
+            match OptimizerFile.ofJsonGroups (import one) torch.CPU f32 with
+            | Error e -> failtest e
+            | Ok [ _, _, phi ] -> for t in Phi.tensors phi do t.Dispose()
+            | Ok gs -> failtestf "%d groups" gs.Length
+
         testCase "a module's weights saved by PyBridge without our metadata: the import says what is missing" <| fun () ->
             scoped (fun () ->
                 let root, _, _ = torchModules LstmConfig.paper

@@ -90,6 +90,16 @@ let tests =
             Expect.equal (File.ReadAllBytes copy) marked "nothing written the second time"
             Expect.equal (L2L.Native.VersionNeed.MarkWeak(cached, copy + ".x", "GLIBCXX_9.9.99")) L2L.Native.WeakMark.NoRequirement "no such requirement"
             Expect.isFalse (File.Exists(copy + ".x")) "nothing written"
+            // cut short: its section headers lie outside the file
+            let cut = Path.Combine(dir, "cut.so")
+            File.WriteAllBytes(cut, marked |> Array.take 4096)
+            Expect.equal (L2L.Native.VersionNeed.MarkWeak(cut, cut, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.Malformed "truncated: malformed, no exception"
+            let rnd = Random(3)
+            for _ in 1..200 do
+                let b = Array.copy marked
+                for _ in 1..8 do
+                    b[rnd.Next(b.Length)] <- byte (rnd.Next 256)
+                L2L.Native.VersionNeed.Inspect(b, "GLIBCXX_3.4.32") |> ignore // damaged bytes: a result, never an exception
             let text = Path.Combine(dir, "text.so")
             File.WriteAllText(text, "not an ELF file")
             Expect.equal (L2L.Native.VersionNeed.MarkWeak(text, text, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.NotElf "not ELF"

@@ -25,7 +25,9 @@ namespace L2L.Native
         /// <summary>The file has no requirement on that version.</summary>
         NoRequirement,
         /// <summary>The file is not a 64-bit little-endian ELF file.</summary>
-        NotElf
+        NotElf,
+        /// <summary>An ELF file whose section headers or version records lie outside it.</summary>
+        Malformed
     }
 
     /// <summary>Version requirements (.gnu.version_r) of 64-bit little-endian ELF shared libraries.</summary>
@@ -75,23 +77,31 @@ namespace L2L.Native
             if (b.Length < 64 || b[0] != 0x7f || b[1] != (byte)'E' || b[2] != (byte)'L' || b[3] != (byte)'F' || b[4] != 2 || b[5] != 1)
                 return WeakMark.NotElf;
             var marker = Encoding.ASCII.GetBytes(versionName + "\0");
+            // every read is bounds-checked: a truncated or damaged file is Malformed, never an exception
+            bool Fits(long at, long size) => at >= 0 && size >= 0 && at <= b.Length - size;
             long shoff = BitConverter.ToInt64(b, 0x28);
             int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
+            if (shnum == 0) return WeakMark.NoRequirement;
+            if (shentsize < 64 || !Fits(shoff, (long)shnum * shentsize)) return WeakMark.Malformed;
             for (int s = 0; s < shnum; s++)
             {
                 long sh = shoff + (long)s * shentsize;
                 uint type = BitConverter.ToUInt32(b, (int)sh + 4);
                 if (type != 0x6ffffffe) continue;                        // SHT_GNU_verneed
                 long off = BitConverter.ToInt64(b, (int)sh + 0x18);
-                int link = (int)BitConverter.ToUInt32(b, (int)sh + 0x28);
-                long strOff = BitConverter.ToInt64(b, (int)(shoff + (long)link * shentsize) + 0x18);
+                long link = BitConverter.ToUInt32(b, (int)sh + 0x28);
+                if (link >= shnum) return WeakMark.Malformed;
+                long strOff = BitConverter.ToInt64(b, (int)(shoff + link * shentsize) + 0x18);
+                if (!Fits(strOff, 0)) return WeakMark.Malformed;
                 long vn = off;
-                while (true)
+                for (int guard = 0; ; guard++)
                 {
+                    if (guard > 4096 || !Fits(vn, 16)) return WeakMark.Malformed;
                     int cnt = BitConverter.ToUInt16(b, (int)vn + 2);
                     long aux = vn + BitConverter.ToUInt32(b, (int)vn + 8);
                     for (int a = 0; a < cnt; a++)
                     {
+                        if (!Fits(aux, 16)) return WeakMark.Malformed;
                         long name = strOff + BitConverter.ToUInt32(b, (int)aux + 8);
                         if (At(b, name, marker))
                         {
@@ -115,10 +125,13 @@ namespace L2L.Native
         /// <summary>
         /// Writes `source` to `destination` with the requirement on the version marked weak, through a
         /// temporary file and a rename (so a hard link into a package cache is never written through);
-        /// `source` and `destination` may be the same file. Writes nothing unless it marks.
+        /// `source` and `destination` may be the same file. The result keeps the source's last-write
+        /// time, so an incremental build that compares size and time does not copy the original over it
+        /// again. Writes nothing unless it marks.
         /// </summary>
         public static WeakMark MarkWeak(string source, string destination, string versionName)
         {
+            var stamp = File.GetLastWriteTimeUtc(source);
             var b = File.ReadAllBytes(source);
             var found = Inspect(b, versionName, out int flagsAt);
             if (found != WeakMark.Marked) return found;
@@ -131,6 +144,7 @@ namespace L2L.Native
                 File.WriteAllBytes(tmp, b);
                 if (File.Exists(destination)) File.Replace(tmp, destination, null);
                 else File.Move(tmp, destination);
+                File.SetLastWriteTimeUtc(destination, stamp);
             }
             finally
             {
@@ -159,7 +173,8 @@ public class L2LMarkVersionNeedWeak : Microsoft.Build.Utilities.Task
 
     public override bool Execute()
     {
-        if (!RuntimeInformation.IsOSPlatform(OSPlatform.Linux) || Files.Length == 0) return true;
+        if (Files.Length == 0) return true;
+        if (!Always && !RuntimeInformation.IsOSPlatform(OSPlatform.Linux)) return true;
         if (!Always)
         {
             var lib = L2L.Native.VersionNeed.SystemLibrary();
@@ -182,6 +197,9 @@ public class L2LMarkVersionNeedWeak : Microsoft.Build.Utilities.Task
             {
                 case L2L.Native.WeakMark.NotElf:
                     Log.LogWarning("{0} is not a 64-bit little-endian ELF file; left unchanged.", path);
+                    break;
+                case L2L.Native.WeakMark.Malformed:
+                    Log.LogWarning("{0} is a damaged ELF file (its version records lie outside it); left unchanged.", path);
                     break;
                 case L2L.Native.WeakMark.Marked:
                     Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High, "Marked the " + VersionName + " requirement of " + path + " weak.");
