@@ -174,6 +174,7 @@ type BenchArgs =
     | Reps of n: int
     | Out of file: string
     | Peer of script: string option
+    | Isa of choice: string
     | Data_Dir of dir: string
     | Threads of n: int
     | [<Hidden>] Child
@@ -185,6 +186,7 @@ type BenchArgs =
             | Reps _ -> "timed repetitions after the warm-up; the median is reported (default 5)."
             | Out _ -> "JSON results file; default bench.json."
             | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
+            | Isa _ -> "native (what the machine has; default) or avx2: the measured processes on AVX2 only (.NET: DOTNET_EnableAVX512=0; libtorch: ATEN_CPU_CAPABILITY=avx2, MKL_ENABLE_INSTRUCTIONS=AVX2; the peer: OPENBLAS_CORETYPE=Haswell and the same), each checked to take effect where it can be read back."
             | Peer _ -> "also run the reference PyTorch script (default ../shared/peer/l2l_peer.py) on the same settings, alternating, and print the ratios."
             | Data_Dir _ -> "MNIST data directory."
             | Child -> "measure in this process and print one JSON line (used by bench itself)."

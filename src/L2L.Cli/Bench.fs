@@ -210,6 +210,67 @@ let moduleStepProfile (backend: Backend) (phi: Phi) : JsonObject =
     o["ratio"] <- JsonValue.Create(moduleMs / flatMs)
     o
 
+/// The environment variables that choose instruction sets (.NET, libtorch's ATen and MKL, OpenBLAS).
+let isaVariables =
+    [ "DOTNET_EnableAVX512"; "DOTNET_EnableAVX512F"; "DOTNET_PreferredVectorBitWidth"; "ATEN_CPU_CAPABILITY"
+      "MKL_ENABLE_INSTRUCTIONS"; "OPENBLAS_CORETYPE" ]
+
+[<Runtime.InteropServices.UnmanagedFunctionPointer(Runtime.InteropServices.CallingConvention.Cdecl)>]
+type private StringReturning = delegate of nativeint -> nativeint
+
+/// libtorch's ATen CPU capability (at::get_cpu_capability(): "AVX512", "AVX2", "DEFAULT"), read from
+/// libtorch_cpu; "unknown" where it cannot be.
+let atenCapability () =
+    try
+        let lib = Runtime.InteropServices.NativeLibrary.Load("torch_cpu", typeof<torch.Tensor>.Assembly, Nullable())
+        let fn = Runtime.InteropServices.NativeLibrary.GetExport(lib, "_ZN2at18get_cpu_capabilityB5cxx11Ev")
+        // a std::string returned through a hidden pointer: { char* data; size_t length; char local[16] }
+        let buf = Runtime.InteropServices.Marshal.AllocHGlobal 64
+        try
+            Runtime.InteropServices.Marshal.GetDelegateForFunctionPointer<StringReturning>(fn).Invoke(buf) |> ignore
+            let data = Runtime.InteropServices.Marshal.ReadIntPtr buf
+            let length = Runtime.InteropServices.Marshal.ReadInt64(buf, 8)
+            if length > 0L && length < 16L then Runtime.InteropServices.Marshal.PtrToStringAnsi(data, int length) else "unknown"
+        finally
+            Runtime.InteropServices.Marshal.FreeHGlobal buf
+    with _ -> "unknown"
+
+/// The instruction sets this process runs: the fused kernels' register width, what .NET enables,
+/// the CPU's own AVX-512 flag, libtorch's ATen capability and the variables that chose them.
+let isa () =
+    let o = JsonObject()
+    let width = L2L.Kernels.CoordinatewiseLstm.Width
+    o["kernel_bits"] <- JsonValue.Create(width * 32)
+    o["dotnet_vector512"] <- JsonValue.Create(Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+    o["dotnet_avx512f"] <- JsonValue.Create(Runtime.Intrinsics.X86.Avx512F.IsSupported)
+    o["dotnet_avx2"] <- JsonValue.Create(Runtime.Intrinsics.X86.Avx2.IsSupported)
+    o["dotnet_fma"] <- JsonValue.Create(Runtime.Intrinsics.X86.Fma.IsSupported)
+    let cpuAvx512 =
+        try File.ReadAllLines "/proc/cpuinfo" |> Array.exists (fun l -> l.StartsWith "flags" && l.Contains " avx512f")
+        with _ -> false
+    o["cpu_avx512f"] <- JsonValue.Create(cpuAvx512)
+    o["aten_capability"] <- JsonValue.Create(atenCapability ())
+    let env = JsonObject()
+    for v in isaVariables do
+        match Environment.GetEnvironmentVariable v with
+        | null -> ()
+        | value -> env[v] <- JsonValue.Create(value)
+    o["environment"] <- env
+    o
+
+/// One line naming the instruction sets of a measurement.
+let describeIsa (o: JsonNode) =
+    let bits = o["kernel_bits"].GetValue<int>()
+    sprintf "fused kernels %d-bit (%s), libtorch ATen %s%s" bits
+        (match bits with
+         | 512 -> "AVX-512"
+         | 256 -> (if o["dotnet_fma"].GetValue<bool>() then "AVX2 + FMA" else "AVX2")
+         | _ -> "scalar")
+        (o["aten_capability"].GetValue<string>())
+        (match o["environment"]["MKL_ENABLE_INSTRUCTIONS"] with
+         | null -> ""
+         | v -> ", MKL_ENABLE_INSTRUCTIONS=" + v.GetValue<string>())
+
 /// Measures one task in this process.
 let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
     let cfg, evalCount = settings runtime.Backend task
@@ -300,6 +361,7 @@ let measure (runtime: RuntimeSettings) (task: string) (reps: int) : JsonObject =
     o["eval_minor_faults_per_step"] <- JsonValue.Create(evalFaults)
     o["eval_optimizee_ms_per_step"] <- JsonValue.Create(optimizeeEval * 1e3)
     o["kernel"] <- kernel
+    o["isa"] <- isa ()
     o["meta_train_profile"] <- metaTrain
     moduleStep |> Option.iter (fun m -> o["module_step"] <- m)
     o
@@ -326,10 +388,12 @@ let defaultPeer () =
     up (DirectoryInfo AppContext.BaseDirectory)
     |> Option.map (fun root -> Path.GetFullPath(Path.Combine(root, "..", "shared", "peer", "l2l_peer.py")))
 
-let private runProcess (file: string) (args: string list) =
+let private runProcess (env: (string * string) list) (file: string) (args: string list) =
     let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
     for a in args do
         psi.ArgumentList.Add a
+    for k, v in env do
+        psi.Environment[k] <- v
     use p = Process.Start psi
     let err = p.StandardError.ReadToEndAsync()
     let text = p.StandardOutput.ReadToEnd()
@@ -338,21 +402,65 @@ let private runProcess (file: string) (args: string list) =
     text.Split('\n') |> Array.findBack (fun l -> l.StartsWith "{") |> JsonNode.Parse
 
 /// Our measurement of one task, in a child process (so its peak RSS is that task's alone).
-let private ours (runtime: RuntimeSettings) (task: string) (reps: int) =
+/// The instruction sets a run is confined to: none (what the machine has), or AVX2 for .NET,
+/// libtorch (ATen, MKL) and, for the peer, OpenBLAS and ATen.
+type IsaChoice =
+    | Native
+    | Avx2
+
+let private oursEnv (choice: IsaChoice) =
+    match choice with
+    | Native -> []
+    | Avx2 -> [ "DOTNET_EnableAVX512", "0"; "ATEN_CPU_CAPABILITY", "avx2"; "MKL_ENABLE_INSTRUCTIONS", "AVX2" ]
+
+let private peerEnv (choice: IsaChoice) =
+    match choice with
+    | Native -> []
+    | Avx2 -> [ "OPENBLAS_CORETYPE", "Haswell"; "ATEN_CPU_CAPABILITY", "avx2"; "MKL_ENABLE_INSTRUCTIONS", "AVX2" ]
+
+/// What the peer's Python runs on: PyTorch's CPU capability and OpenBLAS's core (under the same
+/// variables as the peer's runs).
+let private peerIsa (choice: IsaChoice) =
+    let probe =
+        "import json, ctypes, torch\n"
+        + "cap = [l.split(':')[1].strip() for l in torch.__config__.show().split('\\n') if 'CPU capability usage' in l]\n"
+        + "core = 'unknown'\n"
+        + "for lib in ['libopenblas.so.0', 'libblas.so.3']:\n"
+        + "    try:\n"
+        + "        f = ctypes.CDLL(lib).openblas_get_corename; f.restype = ctypes.c_char_p; core = f().decode(); break\n"
+        + "    except Exception: pass\n"
+        + "print(json.dumps({'torch': torch.__version__, 'torch_capability': cap[0] if cap else 'unknown', 'openblas_core': core}))\n"
+    let o = runProcess (peerEnv choice) "/usr/bin/python3" [ "-c"; probe ]
+    let env = JsonObject()
+    for k, v in peerEnv choice do
+        env[k] <- JsonValue.Create(v)
+    o["environment"] <- env
+    o
+
+let private ours (choice: IsaChoice) (runtime: RuntimeSettings) (task: string) (reps: int) =
     let self = Environment.ProcessPath
     let dll = Reflection.Assembly.GetEntryAssembly().Location
     let threads = string (Backend.kernelThreads runtime.Backend)
-    runProcess self [ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; threads; "--data-dir"; runtime.DataDirectory ]
+    let m = runProcess (oursEnv choice) self [ dll; "bench"; "--task"; task; "--reps"; string reps; "--child"; "--threads"; threads; "--data-dir"; runtime.DataDirectory ]
+    if choice = Avx2 then
+        // each setting must have taken effect, or the run measures something else
+        let i = m["isa"]
+        if i["kernel_bits"].GetValue<int>() <> 256 then
+            failwithf "DOTNET_EnableAVX512=0 did not take effect: the fused kernels ran %d-bit" (i["kernel_bits"].GetValue<int>())
+        match i["aten_capability"].GetValue<string>() with
+        | "AVX2" | "unknown" -> ()
+        | other -> failwithf "ATEN_CPU_CAPABILITY=avx2 did not take effect: libtorch runs %s" other
+    m
 
 /// The peer's measurement of the same settings: a short run of its script (5 meta-epochs, no baselines,
 /// no validation, the LSTM evaluated for 100 steps on the same problem sizes).
-let private peer (runtime: RuntimeSettings) (script: string) (task: string) =
+let private peer (choice: IsaChoice) (runtime: RuntimeSettings) (script: string) (task: string) =
     let common = [ "--meta-epochs"; "5"; "--baselines"; "--val-every"; "0"; "--eval-steps"; "100"; "--threads"; string (Backend.kernelThreads runtime.Backend) ]
     let args =
         match task with
         | "quadratic" -> [ script; "quadratic" ] @ common @ [ "--tune-funcs"; "10"; "--eval-funcs"; "1000" ]
         | _ -> [ script; "mnist" ] @ common @ [ "--tune-runs"; "1"; "--eval-runs"; "1"; "--data-dir"; runtime.DataDirectory ]
-    let j = runProcess "/usr/bin/python3" args
+    let j = runProcess (peerEnv choice) "/usr/bin/python3" args
     let o = JsonObject()
     o["meta_train_steps_per_s"] <- JsonValue.Create(j["meta_train_steps_per_s"].GetValue<float>())
     o["eval_steps_per_s"] <- JsonValue.Create(j["eval_steps_per_s_lstm"].GetValue<float>())
@@ -379,7 +487,7 @@ let private medianOf (runs: JsonNode list) =
 
 /// Measures each task (and with `peer`, the reference script on the same settings, alternating run by
 /// run), prints a table with the ratios ours / peer, and writes the JSON.
-let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
+let run (runtime: RuntimeSettings) (choice: IsaChoice) (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
     peerScript |> Option.iter (fun p -> if not (File.Exists p) then failwithf "the peer script %s does not exist" p)
     if peerScript.IsSome && not (File.Exists "/usr/bin/python3") then failwith "--peer needs /usr/bin/python3 with torch (see ../shared/peer/README.md)"
     let results = JsonObject()
@@ -387,14 +495,17 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
     for task in tasks do
         let entry = JsonObject()
         match peerScript with
-        | None -> entry["ours"] <- announce task "ours" 1 1 (ours runtime task reps)
+        | None ->
+            let m = announce task "ours" 1 1 (ours choice runtime task reps)
+            entry["ours"] <- m
+            entry["isa"] <- JsonNode.Parse(m["isa"].ToJsonString())
         | Some script ->
             // alternating: ours, peer, ours, peer, ... each run measured whole; medians over the runs
             if task = "mnist" then dataFor runtime Defaults.mnistTask Cpu |> ignore // the IDX files the peer reads too
             let pairs =
                 [ for k in 1..reps ->
-                      let us = announce task "ours" k reps (ours runtime task 3)
-                      us, announce task "peer" k reps (peer runtime script task :> JsonNode) ]
+                      let us = announce task "ours" k reps (ours choice runtime task 3)
+                      us, announce task "peer" k reps (peer choice runtime script task :> JsonNode) ]
             let o = medianOf (pairs |> List.map fst)
             let p = medianOf (pairs |> List.map snd)
             let ratio = JsonObject()
@@ -415,6 +526,7 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
                     |> Array.ofList)
             // the profile of our first run: m_φ against the GEMM rate, memory by stage
             let first = fst pairs.Head
+            entry["isa"] <- JsonNode.Parse((first["isa"]).ToJsonString())
             entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
             entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
             entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
@@ -424,9 +536,23 @@ let run (runtime: RuntimeSettings) (tasks: string list) (reps: int) (peerScript:
         results[task] <- entry
     progress.Value.Finish()
     let doc = JsonObject()
-    doc["machine"] <- machine runtime
+    let m = machine runtime
+    // the instruction sets of the measured processes (ours: the first task's child; the peer: a probe)
+    let firstIsa = results[tasks.Head]["isa"]
+    m["isa"] <- JsonNode.Parse(firstIsa.ToJsonString())
+    m["isa_choice"] <- JsonValue.Create(match choice with Native -> "native" | Avx2 -> "avx2")
+    let peerInfo =
+        match peerScript with
+        | Some _ -> Some(peerIsa choice)
+        | None -> None
+    peerInfo |> Option.iter (fun p -> m["peer_isa"] <- p)
+    doc["machine"] <- m
     doc["tasks"] <- results
     AtomicFile.writeText out (doc.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
+    printfn "instruction sets: ours %s%s" (describeIsa m["isa"])
+        (match peerInfo with
+         | Some p -> sprintf "; peer PyTorch %s (CPU capability %s), OpenBLAS %s" (p["torch"].GetValue<string>()) (p["torch_capability"].GetValue<string>()) (p["openblas_core"].GetValue<string>())
+         | None -> "")
     printfn "%-10s %-6s %22s %18s %14s" "task" "" "meta-train steps/s" "eval steps/s" "peak RSS MiB"
     for task in tasks do
         for who in [ "ours"; "peer"; "ratio" ] do
@@ -466,5 +592,10 @@ let runBench (runtime: RuntimeSettings) (a: Argu.ParseResults<L2L.Cli.Args.Bench
                 | Some p -> Some p
                 | None -> L2L.Cli.Commands.fail "--peer: give the path of l2l_peer.py"
             else None
-        run runtime tasks reps peer (a.GetResult(L2L.Cli.Args.BenchArgs.Out, "bench.json"))
+        let choice =
+            match a.GetResult(L2L.Cli.Args.BenchArgs.Isa, "native") with
+            | "native" -> Native
+            | "avx2" -> Avx2
+            | other -> L2L.Cli.Commands.fail "unknown instruction-set choice '%s' (native or avx2)" other
+        run runtime choice tasks reps peer (a.GetResult(L2L.Cli.Args.BenchArgs.Out, "bench.json"))
     0

@@ -190,4 +190,14 @@ let tests =
                 let v = doc.RootElement.GetProperty(key).GetDouble()
                 Expect.isTrue (Double.IsFinite v && v > 0.0) (sprintf "%s = %g" key v)
             Expect.equal (doc.RootElement.GetProperty("meta_train_coordinates").GetInt32()) 1280 "128 functions × 10"
+
+        testCase "bench names the instruction sets it ran: the kernels' width, libtorch's capability" <| fun () ->
+            let o = L2L.Cli.Bench.isa ()
+            Expect.equal (o["kernel_bits"].GetValue<int>()) (L2L.Kernels.CoordinatewiseLstm.Width * 32) "the kernels' register width"
+            Expect.contains [ "AVX512"; "AVX2"; "DEFAULT" ] (o["aten_capability"].GetValue<string>()) "libtorch's ATen capability, read from libtorch"
+            Expect.equal (o["dotnet_vector512"].GetValue<bool>()) System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ".NET's 512-bit path"
+            Expect.stringContains (L2L.Cli.Bench.describeIsa o) (sprintf "%d-bit" (L2L.Kernels.CoordinatewiseLstm.Width * 32)) "the table's header line"
+
+        testCase "bench --isa: an unknown choice is a usage error" <| fun () ->
+            expectUsageError [ "bench"; "--isa"; "sse2"; "--task"; "quadratic" ] "unknown instruction-set choice 'sse2'"
     ]
