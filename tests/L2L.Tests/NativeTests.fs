@@ -43,6 +43,14 @@ let systemHas (version: string) =
         let needle = Text.Encoding.ASCII.GetBytes(version + "\000")
         bytes.AsSpan().IndexOf(ReadOnlySpan needle) >= 0)
 
+/// TorchSharp's own libLibTorchSharp.so in the NuGet packages folder (never modified).
+let cachedLibTorchSharp () =
+    let home = Environment.GetEnvironmentVariable "NUGET_PACKAGES"
+    let root =
+        if String.IsNullOrEmpty home then Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
+        else home
+    Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+
 [<Tests>]
 let tests =
     testList "native" [
@@ -64,20 +72,12 @@ let tests =
             | None -> failtest "no system libstdc++.so.6 found"
 
         testCase "the NuGet cache's copy is never modified" <| fun () ->
-            let home = Environment.GetEnvironmentVariable "NUGET_PACKAGES"
-            let root =
-                if String.IsNullOrEmpty home then Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
-                else home
-            let cached = Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+            let cached = cachedLibTorchSharp ()
             Expect.isTrue (File.Exists cached) (sprintf "TorchSharp in the package cache (%s)" cached)
             Expect.equal (verneedFlags cached "GLIBCXX_3.4.32") (Some 0) "the cached library keeps its original flags"
 
         testCase "VersionNeed.MarkWeak: a marked copy, the source untouched, idempotent; other files left alone" <| fun () ->
-            let home = Environment.GetEnvironmentVariable "NUGET_PACKAGES"
-            let root =
-                if String.IsNullOrEmpty home then Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".nuget", "packages")
-                else home
-            let cached = Path.Combine(root, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so")
+            let cached = cachedLibTorchSharp ()
             let before = File.ReadAllBytes cached
             let dir = Path.Combine(Path.GetTempPath(), "l2l-native-" + Guid.NewGuid().ToString("N"))
             let copy = Path.Combine(dir, "sub", "libLibTorchSharp.so")
