@@ -78,6 +78,23 @@ module Runtime =
                 with _ -> ()
             tuneAllocator ()
 
+    /// The version folders of libtorch packages in a NuGet packages folder, best first: the version
+    /// `wanted` (TorchSharp's), then the CPU build before others, then newer before older.
+    let libtorchVersions (packages: string) (wanted: string option) : string[] =
+        let versionOf (dir: string) =
+            match Version.TryParse((Path.GetFileName dir).Split('-')[0]) with
+            | true, v -> v
+            | _ -> Version(0, 0)
+        let rank (dir: string) =
+            (if Some(Path.GetFileName dir) = wanted then 0 else 1),
+            (if Path.GetFileName(Path.GetDirectoryName dir).StartsWith "libtorch-cpu-" then 0 else 1)
+        Directory.GetDirectories(packages, "libtorch-*")
+        |> Array.collect Directory.GetDirectories
+        |> Array.sortWith (fun a b ->
+            match compare (rank a) (rank b) with
+            | 0 -> compare (versionOf b) (versionOf a)
+            | c -> c)
+
     /// TorchSharp's native library where no build put a fixed copy next to the program (F#
     /// Interactive, notebooks): if its requirement on GLIBCXX_3.4.32 is strong and this system's
     /// libstdc++ lacks that version (Debian 12), a copy with the requirement marked weak is kept in
@@ -119,20 +136,8 @@ module Runtime =
                                 typeof<RuntimeSettings>.Assembly.GetCustomAttributes(typeof<Reflection.AssemblyMetadataAttribute>, false)
                                 |> Seq.cast<Reflection.AssemblyMetadataAttribute>
                                 |> Seq.tryPick (fun a -> if a.Key = "L2L.LibTorchVersion" then Some a.Value else None)
-                            let versionOf (dir: string) =
-                                match Version.TryParse((Path.GetFileName dir).Split('-')[0]) with
-                                | true, v -> v
-                                | _ -> Version(0, 0)
-                            let rank (dir: string) =
-                                (if Some(Path.GetFileName dir) = wanted then 0 else 1),
-                                (if Path.GetFileName(Path.GetDirectoryName dir).StartsWith "libtorch-cpu-" then 0 else 1)
                             if Directory.Exists packages then
-                                Directory.GetDirectories(packages, "libtorch-*")
-                                |> Array.collect Directory.GetDirectories
-                                |> Array.sortWith (fun a b ->
-                                    match compare (rank a) (rank b) with
-                                    | 0 -> compare (versionOf b) (versionOf a)
-                                    | c -> c)
+                                libtorchVersions packages wanted
                                 |> Array.map (fun v -> Path.Combine(nativeDir v, "libtorch.so"))
                                 |> Array.tryFind File.Exists
                             else

@@ -105,6 +105,18 @@ let tests =
             Expect.equal (L2L.Native.VersionNeed.MarkWeak(text, text, "GLIBCXX_3.4.32")) L2L.Native.WeakMark.NotElf "not ELF"
             Directory.Delete(dir, true)
 
+        testCase "the run-time loader's libtorch: TorchSharp's version first, the CPU build first, then newer before older" <| fun () ->
+            let root = Path.Combine(Path.GetTempPath(), "l2l-packages-" + Guid.NewGuid().ToString("N"))
+            for d in [ "libtorch-cpu-linux-x64/2.5.1"; "libtorch-cpu-linux-x64/2.10.0"; "libtorch-cpu-linux-x64/2.9.0"
+                       "libtorch-cuda-12.8-linux-x64/2.10.0"; "torchsharp/0.107.0" ] do
+                Directory.CreateDirectory(Path.Combine(root, d)) |> ignore
+            let names (dirs: string[]) = dirs |> Array.map (fun d -> Path.GetFileName(Path.GetDirectoryName d) + "/" + Path.GetFileName d) |> List.ofArray
+            Expect.equal (names (L2L.Runtime.libtorchVersions root (Some "2.10.0")))
+                [ "libtorch-cpu-linux-x64/2.10.0"; "libtorch-cuda-12.8-linux-x64/2.10.0"; "libtorch-cpu-linux-x64/2.9.0"; "libtorch-cpu-linux-x64/2.5.1" ]
+                "2.10.0 before 2.9.0 (not string order), the CPU build first"
+            Expect.equal (names (L2L.Runtime.libtorchVersions root None)).Head "libtorch-cpu-linux-x64/2.10.0" "without a wanted version: the newest CPU build"
+            Directory.Delete(root, true)
+
         testCase "Runtime.loadTorchSharpNative does nothing in a build whose copy is already fixed" <| fun () ->
             Expect.equal (L2L.Runtime.loadTorchSharpNative ()) (Ok()) "Ok, with libtorch already loaded from the output"
     ]
