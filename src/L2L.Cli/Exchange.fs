@@ -39,9 +39,7 @@ let runExport (a: ParseResults<ExportArgs>) =
         match OptimizerFile.ofJsonGroups text torch.CPU torch.ScalarType.Float32 with
         | Error e -> bad spec e
         | Ok groups ->
-            for _, _, phi in groups do
-                for t in Phi.tensors phi do
-                    t.Dispose()
+            OptimizerFile.disposeGroups groups
             AtomicFile.writeText out text |> ignore
             say (sprintf "wrote %s (optimizer file)" out)
     | other -> fail "unknown format '%s' (known: safetensors, json)" other
@@ -117,9 +115,7 @@ let runTrace (settings: RuntimeSettings) (a: ParseResults<TraceArgs>) =
                     t.Dispose()
             gradients, updates, group
         finally
-            for _, _, phi in groups do
-                for t in Phi.tensors phi do
-                    t.Dispose()
+            OptimizerFile.disposeGroups groups
     let shape = [| int64 steps; int64 n |]
     let bytes =
         Safetensors.write

@@ -43,7 +43,7 @@ let main argv =
         let first = e.Message.Split('\n') |> Array.find (fun l -> l.Trim() <> "")
         eprintfn "l2l: %s (see 'l2l %s--help')" (Text.RegularExpressions.Regex.Replace(first.Trim(), "^ERROR:\\s*", ""))
             (match argv |> Array.tryHead with
-             | Some c when List.contains c [ "train"; "evaluate"; "reproduce"; "paper"; "bench"; "submit"; "status"; "cancel"; "export"; "import"; "trace" ] -> c + " "
+             | Some c when parser.GetArgumentCases() |> List.exists (fun case -> case.Name.Value = c) -> c + " "
              | _ -> "")
         2
     | UsageError msg ->

@@ -113,8 +113,8 @@ module OptimizerFile =
         | true, v -> Some v
         | _ -> None
 
-    /// Frees the tensors of loaded groups that will not be returned.
-    let private disposeGroups (groups: (string * int * Phi) list) =
+    /// Frees the tensors of loaded groups (those that will not be returned, or whose use is over).
+    let disposeGroups (groups: (string * int * Phi) list) =
         for _, _, phi in groups do
             Phi.tensors phi |> List.iter (fun t -> t.Dispose())
 
@@ -321,15 +321,17 @@ module OptimizerFile =
         + "the update is out_scale * out(h of the last layer); the first cell's input is the preprocessed gradient: logsign p gives 2 features per coordinate, "
         + "(log(|g|)/p, sign(g)) where |g| >= exp(-p), else (-1, exp(p) g); none gives the gradient itself; the state starts at zero. A grouped optimizer prefixes each key with its group's name and a dot."
 
-    /// The safetensors keys of a φ's saved tensors (Phi.names order), with PyTorch's shapes; a layer's
-    /// bias becomes bias_ih, and bias_hh is written as zeros.
-    let private torchKeys (c: LstmConfig) : string list =
-        [ for k in 0 .. c.Layers - 1 do
-              yield sprintf "cells.%d.weight_ih" k
-              yield sprintf "cells.%d.weight_hh" k
-              yield sprintf "cells.%d.bias_ih" k
-          yield "out.weight"
-          yield "out.bias" ]
+    /// PyTorch's keys for one of φ's saved tensors (a name of `Phi.names`): w_ih.k → cells.k.weight_ih,
+    /// w_hh.k → cells.k.weight_hh, b.k → cells.k.bias_ih and cells.k.bias_hh (m_φ's one bias is their
+    /// sum; export writes bias_hh as zeros), w_out → out.weight, b_out → out.bias.
+    let private torchKeys (name: string) : string list =
+        match name.Split('.') with
+        | [| "w_ih"; k |] -> [ sprintf "cells.%s.weight_ih" k ]
+        | [| "w_hh"; k |] -> [ sprintf "cells.%s.weight_hh" k ]
+        | [| "b"; k |] -> [ sprintf "cells.%s.bias_ih" k; sprintf "cells.%s.bias_hh" k ]
+        | [| "w_out" |] -> [ "out.weight" ]
+        | [| "b_out" |] -> [ "out.bias" ]
+        | _ -> invalidArg "name" (sprintf "'%s' is not one of φ's tensors" name)
 
     let private trainingNodes (text: string) : (string * Nodes.JsonNode) list =
         match (try Nodes.JsonNode.Parse(text) with _ -> null) with
@@ -354,14 +356,17 @@ module OptimizerFile =
                     [ for name, _, phi in groups do
                           let prefix = if single then "" else name + "."
                           let c = phi.Config
-                          for key, shape, t in List.zip3 (torchKeys c) (Phi.savedShapes c) (Phi.tensors phi) do
+                          for name, shape, t in List.zip3 (Phi.names c) (Phi.savedShapes c) (Phi.tensors phi) do
                               let values =
                                   Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () ->
                                       t.detach().to_type(torch.ScalarType.Float32).cpu().contiguous().data<float32>().ToArray())
                                   |> Array.map float
-                              yield prefix + key, "F32", shape, values
-                              if key.EndsWith ".bias_ih" then
-                                  yield prefix + key.Replace(".bias_ih", ".bias_hh"), "F32", shape, Array.zeroCreate values.Length ]
+                              match torchKeys name with
+                              | key :: zeros ->
+                                  yield prefix + key, "F32", shape, values
+                                  for z in zeros do
+                                      yield prefix + z, "F32", shape, Array.zeroCreate values.Length
+                              | [] -> () ]
                 let training = Nodes.JsonNode.Parse(text).["training"]
                 let metadata =
                     [ yield "format", Format
@@ -446,13 +451,10 @@ module OptimizerFile =
                         | _ -> 0
                     if layers = 0 && problem.IsNone then
                         problem <- Some(sprintf "metadata %sconfig.layers must be an integer from 1 to 1000" (if prefix = "" then "" else "groups." + prefix))
+                    // the names of φ's tensors depend only on the layer count
                     let ours =
-                        [ for k in 0 .. layers - 1 do
-                              yield sprintf "w_ih.%d" k, [ sprintf "cells.%d.weight_ih" k ]
-                              yield sprintf "w_hh.%d" k, [ sprintf "cells.%d.weight_hh" k ]
-                              yield sprintf "b.%d" k, [ sprintf "cells.%d.bias_ih" k; sprintf "cells.%d.bias_hh" k ]
-                          yield "w_out", [ "out.weight" ]
-                          yield "b_out", [ "out.bias" ] ]
+                        if layers = 0 then []
+                        else [ for name in Phi.names { LstmConfig.paper with Layers = layers } -> name, torchKeys name ]
                     for name, keys in ours do
                         match keys |> List.map (fun k -> prefix + k) |> List.map (fun k -> k, Map.tryFind k tensors) with
                         | found when found |> List.forall (snd >> Option.isSome) ->

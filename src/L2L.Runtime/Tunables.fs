@@ -78,6 +78,10 @@ module Runtime =
                 with _ -> ()
             tuneAllocator ()
 
+    /// The user's cache of this toolkit: ~/.cache/l2l-functional (MNIST, fixed native libraries).
+    let private userCache () =
+        Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache", "l2l-functional")
+
     /// The version folders of libtorch packages in a NuGet packages folder, best first: the version
     /// `wanted` (TorchSharp's), then the CPU build before others, then newer before older.
     let libtorchVersions (packages: string) (wanted: string option) : string[] =
@@ -149,11 +153,7 @@ module Runtime =
                         | Some libtorch ->
                             let hash =
                                 Convert.ToHexString(Security.Cryptography.SHA256.HashData bytes).Substring(0, 16).ToLowerInvariant()
-                            let cacheRoot =
-                                match variable "XDG_CACHE_HOME" with
-                                | Some d -> d
-                                | None -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache")
-                            let fixedCopy = Path.Combine(cacheRoot, "l2l-functional", "native", hash, "libLibTorchSharp.so")
+                            let fixedCopy = Path.Combine(userCache (), "native", hash, "libLibTorchSharp.so")
                             try
                                 if not (File.Exists fixedCopy) then
                                     L2L.Native.VersionNeed.MarkWeak(lib, fixedCopy, version) |> ignore
@@ -184,6 +184,9 @@ module Runtime =
             | true, v when v >= least -> Ok(Some v)
             | _ -> Error(sprintf "%s must be an integer ≥ %d, not '%s'" name least t)
 
+    /// loadTorchSharpNative's outcome, for the process: it reads two libraries' bytes, once.
+    let private nativeLoaded = lazy (loadTorchSharpNative ())
+
     /// The MNIST directory: an explicit one, else $L2L_DATA_DIR, else ~/.cache/l2l-functional/mnist.
     let dataDirectory (explicitDir: string option) =
         match explicitDir with
@@ -191,7 +194,7 @@ module Runtime =
         | _ ->
             match variable "L2L_DATA_DIR" with
             | Some d -> d
-            | None -> Path.Combine(Environment.GetFolderPath Environment.SpecialFolder.UserProfile, ".cache", "l2l-functional", "mnist")
+            | None -> Path.Combine(userCache (), "mnist")
 
     /// The process's set-up for `threads` threads (None: one per core) and an explicit MNIST
     /// directory: native tunables first (before libtorch loads), then the environment's choices,
@@ -207,7 +210,7 @@ module Runtime =
     let configureWith (beforeTorch: unit -> unit) (threads: int option) (dataDir: string option) : Result<RuntimeSettings, string> =
         prepareNative ()
         beforeTorch ()
-        let loaded = loadTorchSharpNative ()
+        let loaded = nativeLoaded.Force()
         let threads =
             match threads with
             | Some n when n < 1 -> Error(sprintf "threads must be ≥ 1 (got %d)" n)
