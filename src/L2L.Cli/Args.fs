@@ -12,6 +12,11 @@ type TrainArgs =
     | Steps of horizon: int
     | Meta_Lr of lr: float
     | Out_Scale of scale: float
+    | Architecture of name: string
+    | Averaged of cells: int
+    | Reads of heads: int
+    | Writes of heads: int
+    | Memory_Steps of steps: int
     | Hidden of units: int
     | Layers of n: int
     | Preprocessing of kind: string
@@ -43,8 +48,13 @@ type TrainArgs =
             | Steps _ -> "horizon T: optimizee steps per trajectory; default 100."
             | Meta_Lr _ -> "Adam learning rate on φ; default 0.003."
             | Out_Scale _ -> "multiplier of the LSTM's output; default 0.1."
-            | Hidden _ -> "hidden units per LSTM layer; default 20."
-            | Layers _ -> "LSTM layers; default 2."
+            | Architecture _ -> "m_φ's cell: lstm (the paper's), gru (PyTorch's GRUCell), lstm-gac (the LSTM with global averaging cells) or ntm-bfgs (an LSTM+GAC controller with an external memory); default lstm."
+            | Averaged _ -> "lstm-gac, ntm-bfgs: global averaging cells per layer; default a quarter of --hidden, at least 2."
+            | Reads _ -> "ntm-bfgs: read heads; default 1."
+            | Writes _ -> "ntm-bfgs: write heads; default 3."
+            | Memory_Steps _ -> "ntm-bfgs: the steps whose writes the memory keeps (the oldest dropped beyond them); default 100."
+            | Hidden _ -> "hidden units per layer of m_φ; default 20."
+            | Layers _ -> "layers of m_φ; default 2."
             | Preprocessing _ -> "gradient preprocessing: logsign or none; default logsign."
             | P _ -> "p of the logsign preprocessing; default 10."
             | Dim _ -> "quadratic dimension; default 10."

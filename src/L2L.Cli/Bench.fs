@@ -76,7 +76,7 @@ let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
     let forwardFlop = 2.0 * macs * float n
     use gen = new torch.Generator(17UL)
     let grad = torch.randn([| int64 n |], generator = gen).mul(sc 1e-3)
-    let state = LstmState.zeros phi (int64 n)
+    let state = LstmState.zeros phi 1 (int64 n)
     let phiLeaves = Phi.map (fun t -> t.detach().requires_grad_(true)) phi
     let forward =
         secondsPerCall (fun () ->
@@ -173,7 +173,7 @@ let moduleStepProfile (backend: Backend) (phi: Phi) : JsonObject =
     let flat = Learned.optimizer backend phi
     let grad = torch.cat([| for p in ps -> p.grad.reshape(-1L) |], 0L).DetachFromDisposeScope()
     let mutable theta = torch.cat([| for p in ps -> p.detach().reshape(-1L) |], 0L).DetachFromDisposeScope()
-    let mutable state = flat.Init theta
+    let mutable state = flat.Init 1 theta
     let flatSteps (n: int) =
         Spare.within (fun () ->
             for _ in 1..n do

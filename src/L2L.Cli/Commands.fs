@@ -114,8 +114,8 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
     let mutable window = ResizeArray<float>()
     let mutable stepSeconds = 0.0
     let mutable skipped = 0
-    say (sprintf "meta-training m_φ (%d×%d LSTM, %s, out ×%g) on %s: %d meta-iterations = %d trajectories of %d steps, unroll %d, meta-lr %g, seed %d"
-            cfg.Lstm.Layers cfg.Lstm.Hidden (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
+    say (sprintf "meta-training m_φ (%d×%d %s, %s, out ×%g) on %s: %d meta-iterations = %d trajectories of %d steps, unroll %d, meta-lr %g, seed %d"
+            cfg.Lstm.Layers cfg.Lstm.Hidden (Architecture.name cfg.Lstm.Architecture) (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
             (TaskSpec.name cfg.Task) cfg.MetaIterations (cfg.MetaIterations * cfg.Unroll.Unroll / cfg.Horizon)
             cfg.Horizon cfg.Unroll.Unroll cfg.MetaLr cfg.Seed)
     let state0 = MetaTrain.init cfg
@@ -217,13 +217,28 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         | Some "logsign" -> LogSign(a.GetResult(TrainArgs.P, 10.0))
         | Some "none" -> Identity
         | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
+    let architecture =
+        match a.TryGetResult TrainArgs.Architecture with
+        | None -> d.Lstm.Architecture
+        | Some name ->
+            match Architecture.parse name with
+            | Ok arch -> arch
+            | Error e -> fail "%s" e
     { d with
         Lstm =
             { d.Lstm with
+                Architecture = architecture
                 Layers = a.GetResult(TrainArgs.Layers, d.Lstm.Layers)
                 Hidden = a.GetResult(TrainArgs.Hidden, d.Lstm.Hidden)
                 Preprocessing = pre
                 OutScale = a.GetResult(TrainArgs.Out_Scale, d.Lstm.OutScale) }
+            |> LstmConfig.withArchitecture architecture
+            |> fun c ->
+                { c with
+                    Averaged = a.GetResult(TrainArgs.Averaged, c.Averaged)
+                    Reads = a.GetResult(TrainArgs.Reads, c.Reads)
+                    Writes = a.GetResult(TrainArgs.Writes, c.Writes)
+                    MemorySteps = a.GetResult(TrainArgs.Memory_Steps, c.MemorySteps) }
         Horizon = a.GetResult(TrainArgs.Steps, d.Horizon)
         Unroll =
             { d.Unroll with

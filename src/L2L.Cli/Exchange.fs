@@ -97,7 +97,7 @@ let runTrace (settings: RuntimeSettings) (a: ParseResults<TraceArgs>) =
             use gen = new torch.Generator(seed)
             let gradients = ResizeArray<float[]>()
             let updates = ResizeArray<float[]>()
-            let mutable state = LstmState.zeros phi (int64 n)
+            let mutable state = LstmState.zeros phi 1 (int64 n)
             for _ in 1 .. steps do
                 use scope = torch.NewDisposeScope()
                 let z = torch.randn([| int64 n |], dtype = torch.ScalarType.Float64, generator = gen)
@@ -110,7 +110,7 @@ let runTrace (settings: RuntimeSettings) (a: ParseResults<TraceArgs>) =
                 updates.Add(values g)
                 // the new state outlives this step's scope; the previous one is freed
                 let previous = state
-                state <- LstmState.ofTensors phi.Config.Layers (LstmState.tensors s |> List.map (fun t -> t.MoveToOuterDisposeScope()))
+                state <- LstmState.ofTensors phi.Config 1 (LstmState.tensors s |> List.map (fun t -> t.MoveToOuterDisposeScope()))
                 for t in LstmState.tensors previous do
                     t.Dispose()
             gradients, updates, group

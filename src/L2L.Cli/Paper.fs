@@ -12,7 +12,7 @@ open TorchSharp
 open L2L
 open L2L.Cli.Commands
 
-let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep"; "mnist-conv" ]
+let experiments = [ "quadratics"; "mnist"; "mnist-generalization"; "mnist-sweep"; "mnist-conv"; "variants" ]
 
 /// The meta-training settings of each trained optimizer.
 let quadraticConfig = Defaults.quadratic
@@ -109,6 +109,95 @@ let mnistEval (task: TaskSpec) =
     let d = Defaults.evaluation task
     { d with TuneRuns = (match task with Conv _ -> 1 | _ -> d.TuneRuns) }
 
+/// The appendix's architectures (`paper variants`): each meta-trained with the same budget per task,
+/// then evaluated against the same tuned baselines with the same problems. Quadratics: the paper's
+/// budget (5000 meta-iterations; the lstm row is the paper's φ, trained with exactly these settings);
+/// MNIST: 1000 meta-iterations, a third of the `mnist` experiment's, as the architectures without the
+/// closed form take 1.3–3.5× the LSTM's time per meta-iteration there.
+let variantTasks =
+    [ "quadratics", "quadratic", quadraticConfig, "Quadratics (10-d), 1000 fresh functions", Defaults.evaluation quadraticConfig.Task
+      "mnist", "mnist", { mnistConfig with MetaIterations = 1000 }, "MNIST, MLP 784-20-10 sigmoid, 10 fresh runs", mnistEval mnistTask ]
+
+/// The optimizer file a variant is kept in (the lstm on quadratics: the paper's own).
+let variantName (a: Architecture) (short: string) (cfg: MetaConfig) =
+    if a = Architecture.Lstm && cfg = quadraticConfig then "quadratic" else sprintf "variant-%s-%s" (Architecture.name a) short
+
+let private lossAt (s: Summary) (t: int) = s.LossAt |> List.tryFind (fun (u, _) -> u = t) |> Option.map snd
+let private ciAt (s: Summary) (t: int) = s.Ci95At |> List.tryFind (fun (u, _) -> u = t) |> Option.map snd
+
+/// Runs `paper variants`: paper/results/variants/<task>/ (results.json with every architecture's m_φ
+/// under its name beside the baselines, curves) and paper/results/variants/results.json (a row per
+/// architecture and task).
+let private variants (runtime: RuntimeSettings) (root: string) (optimizer: string -> MetaConfig -> Phi list * float) =
+    let dir = Path.Combine(root, "results", "variants")
+    let rows = JsonArray()
+    for sub, short, baseCfg, title, settings in variantTasks do
+        let settings = { settings with Backend = runtime.Backend }
+        let evals =
+            [ for a in Architecture.all ->
+                  let cfg = { baseCfg with Lstm = LstmConfig.withArchitecture a baseCfg.Lstm }
+                  let name = variantName a short cfg
+                  say (sprintf "\n--- %s on %s (%s)" (Architecture.name a) sub name)
+                  let phis, seconds = optimizer name cfg
+                  let sw = Stopwatch.StartNew()
+                  let r = evaluate settings (dataOf runtime settings.Task) phis
+                  a, name, cfg, seconds, sw.Elapsed.TotalSeconds, r ]
+        // the baselines are the same in every evaluation (the same tuning and evaluation seeds): the
+        // first one's are kept, each architecture's m_φ under its own name
+        let _, _, _, _, _, first = evals.Head
+        let learned (r: EvaluationResults) = r.Optimizers |> List.find (fun s -> s.Name = "lstm")
+        let baselines = first.Optimizers |> List.filter (fun s -> s.Name <> "lstm")
+        for _, _, _, _, _, r in evals.Tail do
+            let others = r.Optimizers |> List.filter (fun s -> s.Name <> "lstm")
+            if others |> List.map (fun s -> s.Name, s.LossAt) <> (baselines |> List.map (fun s -> s.Name, s.LossAt)) then
+                failwith "the baselines differ between the architectures' evaluations (they share every seed)"
+        let merged =
+            { first with
+                Optimizers = [ for a, _, _, _, _, r in evals -> { learned r with Name = Architecture.name a } ] @ baselines }
+        let taskDir = Path.Combine(dir, sub)
+        Directory.CreateDirectory taskDir |> ignore
+        let info = JsonArray()
+        for a, name, cfg, seconds, evalSeconds, r in evals do
+            let o = JsonObject()
+            o["architecture"] <- JsonValue.Create(Architecture.name a)
+            o["optimizer"] <- JsonValue.Create(sprintf "optimizers/%s.json" name)
+            o["meta_iterations"] <- JsonValue.Create(cfg.MetaIterations)
+            o["meta_training_seconds"] <- JsonValue.Create(seconds)
+            o["evaluation_seconds"] <- JsonValue.Create(evalSeconds)
+            o["parameters"] <- JsonValue.Create(Phi.savedShapes cfg.Lstm |> List.sumBy (Array.fold (*) 1L))
+            info.Add(o)
+            // the row of the summary table
+            let s = learned r
+            let steps = r.Steps
+            let best t = baselines |> List.minBy (fun b -> lossAt b t |> Option.defaultValue infinity)
+            let row = JsonObject()
+            row["task"] <- JsonValue.Create(sub)
+            row["architecture"] <- JsonValue.Create(Architecture.name a)
+            row["meta_iterations"] <- JsonValue.Create(cfg.MetaIterations)
+            row["meta_training_seconds"] <- JsonValue.Create(seconds)
+            row["evaluation_steps_per_second"] <- JsonValue.Create(s.StepsPerSecond)
+            row["steps"] <- JsonValue.Create(steps)
+            for t in List.distinct [ 100; steps ] do
+                let b = best t
+                row[sprintf "loss_%d" t] <- JsonValue.Create(lossAt s t |> Option.defaultValue nan)
+                row[sprintf "ci95_%d" t] <- JsonValue.Create(ciAt s t |> Option.defaultValue nan)
+                row[sprintf "best_baseline_%d" t] <- JsonValue.Create(b.Name)
+                row[sprintf "best_baseline_loss_%d" t] <- JsonValue.Create(lossAt b t |> Option.defaultValue nan)
+                row[sprintf "best_baseline_ci95_%d" t] <- JsonValue.Create(ciAt b t |> Option.defaultValue nan)
+            rows.Add(row)
+        let _, _, _, _, evalSeconds, _ = evals.Head
+        ResultsFile.save (Path.Combine(taskDir, "results.json")) merged
+            [ "architectures", info :> JsonNode
+              "description", JsonValue.Create(TaskSpec.describe settings.Task) :> JsonNode
+              "evaluation_seconds", JsonValue.Create(evalSeconds) :> JsonNode ]
+        AtomicFile.writeText (Path.Combine(taskDir, "curves.csv")) (ResultsFile.curvesCsv merged) |> ignore
+        Plots.curves (Path.Combine(taskDir, "curves")) (title + ": the four architectures") merged
+        printfn "→ %s" taskDir
+    let o = JsonObject()
+    o["rows"] <- rows
+    AtomicFile.writeText (Path.Combine(dir, "results.json")) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
+    printfn "→ %s" dir
+
 /// The tables of paper/README.md (between its markers), rebuilt from paper/results.
 let tables (root: string) : string =
     let sb = Text.StringBuilder()
@@ -159,6 +248,24 @@ let tables (root: string) : string =
             let l = c["lstm_loss_100"].GetValue<float>()
             let b = c["best_baseline_loss_100"].GetValue<float>()
             sb.AppendLine(sprintf "| %d | %d | %.4f | %s | %.4f | %s |" (c["depth"].GetValue<int>()) (c["width"].GetValue<int>()) l (c["best_baseline"].GetValue<string>()) b (if l < b then "yes" else "no")) |> ignore
+        sb.AppendLine() |> ignore
+    table "The appendix's architectures on the quadratics (`paper variants`)" "variants/quadratics"
+    table "The appendix's architectures on MNIST, 1000 meta-iterations each (`paper variants`)" "variants/mnist"
+    match read (Path.Combine(results, "variants", "results.json")) with
+    | None -> ()
+    | Some r ->
+        sb.AppendLine("#### The architectures against the best tuned baseline").AppendLine() |> ignore
+        sb.AppendLine("| task | architecture | meta-iterations | meta-training | evaluation, steps/s | loss @100 | best baseline @100 | ratio @100 | loss @last | best baseline @last | ratio @last |")
+          .AppendLine("|---|---|---|---|---|---|---|---|---|---|---|") |> ignore
+        for row in r["rows"].AsArray() do
+            let f (k: string) = row[k].GetValue<float>()
+            let last = row["steps"].GetValue<int>()
+            let cell (t: int) =
+                let l, b = f (sprintf "loss_%d" t), f (sprintf "best_baseline_loss_%d" t)
+                sprintf "%.4f ± %.4f | %s %.4f | %s" l (f (sprintf "ci95_%d" t)) (row[sprintf "best_baseline_%d" t].GetValue<string>()) b
+                    (if l < b then sprintf "**%.2f**" (l / b) else sprintf "%.2f" (l / b))
+            sb.AppendLine(sprintf "| %s | %s | %d | %.0f s | %.0f | %s | %s |" (row["task"].GetValue<string>()) (row["architecture"].GetValue<string>())
+                              (row["meta_iterations"].GetValue<int>()) (f "meta_training_seconds") (f "evaluation_steps_per_second") (cell 100) (cell last)) |> ignore
         sb.AppendLine() |> ignore
     sb.ToString()
 
@@ -262,6 +369,7 @@ let run (runtime: RuntimeSettings) (root: string) (name: string) (retrain: strin
         evaluateInto (Path.Combine(results, "mnist-conv")) "MNIST conv net, two LSTMs (conv, fully connected), 10 fresh runs" (mnistEval convTask) phis
             (trainingInfo "mnist-conv" convConfig secs)
         |> ignore
+    | "variants" -> variants runtime root optimizer
     | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)
 
 /// With --retrain, each optimizer is trained once per command: the experiments after the first that

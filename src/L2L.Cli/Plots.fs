@@ -35,7 +35,8 @@ let private panel (plt: Plot) (title: string) (optimizers: Summary list) =
             band.LineWidth <- 0.0f
             let line = plt.Add.ScatterLine(pick xs, pick ys)
             line.Color <- color
-            line.LineWidth <- (if o.Name = "lstm" then 2.5f else 1.5f)
+            let learned = Architecture.all |> List.exists (fun a -> Architecture.name a = o.Name)
+            line.LineWidth <- (if learned then 2.5f else 1.5f)
             line.LegendText <- (if o.Name = "lstm" then "LSTM" else o.Name))
     let ticks = TickGenerators.NumericAutomatic()
     ticks.MinorTickGenerator <- TickGenerators.LogMinorTickGenerator()

@@ -145,6 +145,13 @@ module CheckpointSettings =
             w.WriteEndArray()
         w.WriteEndObject()
         w.WriteStartObject("lstm")
+        // the paper's LSTM: the header as before the choice of architecture existed
+        if s.Lstm.Architecture <> Architecture.Lstm then
+            w.WriteString("architecture", Architecture.name s.Lstm.Architecture)
+            w.WriteNumber("averaged", s.Lstm.Averaged)
+            w.WriteNumber("reads", s.Lstm.Reads)
+            w.WriteNumber("writes", s.Lstm.Writes)
+            w.WriteNumber("memory_steps", s.Lstm.MemorySteps)
         w.WriteNumber("layers", s.Lstm.Layers)
         w.WriteNumber("hidden", s.Lstm.Hidden)
         match s.Lstm.Preprocessing with
@@ -191,14 +198,28 @@ module CheckpointSettings =
             | "mnist-conv" -> Conv { Channels = ints "channels"; Dense = Field.int32 t "dense"; Batch = Field.int32 t "batch" }
             | other -> raise (InvalidDataException(sprintf "unknown task '%s'" other))
         let l = (Field.get e "lstm")
+        // fields later than the first checkpoints: absent means 0
+        let orZero (o: JsonElement) (name: string) = match o.TryGetProperty name with | true, _ -> Field.int32 o name | _ -> 0
         let p = (Field.get l "logsign_p")
         { Task = task
           Lstm =
-            { Layers = Field.int32 l "layers"
+            // checkpoints written before m_φ had a choice of architecture hold the LSTM's
+            { Architecture =
+                match l.TryGetProperty "architecture" with
+                | true, _ ->
+                    match Architecture.parse (Field.string l "architecture") with
+                    | Ok a -> a
+                    | Error e -> raise (InvalidDataException(sprintf "header field 'architecture': %s" e))
+                | _ -> Architecture.Lstm
+              Layers = Field.int32 l "layers"
               Hidden = Field.int32 l "hidden"
               Preprocessing = (if p.ValueKind = JsonValueKind.Null then Identity else LogSign(Field.double l "logsign_p"))
               OutScale = Field.double l "out_scale"
-              ForgetBias = Field.double l "forget_bias" }
+              ForgetBias = Field.double l "forget_bias"
+              Averaged = orZero l "averaged"
+              Reads = orZero l "reads"
+              Writes = orZero l "writes"
+              MemorySteps = orZero l "memory_steps" }
           Horizon = Field.int32 e "horizon"
           Unroll =
             { Unroll = Field.int32 e "unroll"
@@ -410,7 +431,7 @@ module Checkpoint =
                         let adam = MetaTrain.metaOptimizer cfg.MetaLr
                         let metaOpt =
                             List.map3
-                                (fun name (p: Tensor) st -> { OptState.mapNamed ("adam." + name) get (adam.Init p) with Step = st })
+                                (fun name (p: Tensor) st -> { OptState.mapNamed ("adam." + name) get (adam.Init 1 p) with Step = st })
                                 names (Phis.tensors template) steps
                         let trajectory =
                             let t = (Field.get h "trajectory")
@@ -425,7 +446,7 @@ module Checkpoint =
                                       Step = Field.int32 t "step"
                                       Theta = (get "traj.theta" problem.Theta0).requires_grad_(true)
                                       Grad = get "traj.grad" problem.Theta0
-                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Theta0) with Step = Field.int32 t "opt_step" }
+                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Functions problem.Theta0) with Step = Field.int32 t "opt_step" }
                                       Loss = numOr t "loss" }
                         { Phis = phi
                           MetaOpt = metaOpt

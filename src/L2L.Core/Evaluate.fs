@@ -51,7 +51,7 @@ module Evaluate =
         let mutable metrics = Map.empty
         let mutable seconds = 0.0
         let mutable theta = Scope.run (fun (t: Tensor) -> [ t ]) (fun () -> problem.Theta0.detach().clone())
-        let mutable state = opt.Init theta
+        let mutable state = opt.Init problem.Functions theta
         let mutable diverged = false
         let measure (t: int) (th: Tensor) =
             // reporting, not timed

@@ -92,6 +92,17 @@ let private handOver (ctx: torch.autograd.AutogradContext) (grads: List<Tensor>)
         t.DetachFromDisposeScope() |> ignore
     returned.Value <- results
 
+/// A backward call of the cells' autograd functions: `compute threads saved grads` gives the inputs'
+/// gradients (in the order of the forward's inputs, the thread count's excepted), handed over.
+let private backwardCall (ctx: torch.autograd.AutogradContext) (grads: List<Tensor>) (compute: int -> List<Tensor> -> List<Tensor> -> Tensor list) =
+    use _ = torch.no_grad()
+    // the previous call's results have been copied by the autograd engine by now
+    releaseReturned ()
+    let threads = ctx.get_data "threads" :?> int
+    let results = Scope.run (fun (ts: Tensor list) -> ts) (fun () -> compute threads (ctx.get_saved_variables()) grads)
+    handOver ctx grads results
+    List<Tensor>(results @ [ null ])
+
 /// The cell as an autograd function: inputs x [in; n], h, c [H; n], wih [4H; in], whh [4H; H],
 /// b [4H; 1], then the boxed thread count; outputs h', c' [H; n].
 type CellFunction() =
@@ -112,17 +123,52 @@ type CellFunction() =
         List<Tensor>([ hOut; cOut ])
 
     override _.backward(ctx, grads) =
-        use _ = torch.no_grad()
-        // the previous call's results have been copied by the autograd engine by now
-        releaseReturned ()
-        let threads = ctx.get_data "threads" :?> int
-        let results =
-            Scope.run (fun (ts: Tensor list) -> ts) (fun () ->
-                let saved = ctx.get_saved_variables()
-                let dx, dh, dc, dwih, dwhh, db = layerBackward threads saved[0] saved[1] saved[2] saved[3] saved[4] saved[5] grads[0] grads[1] true
-                [ dx; dh; dc; dwih; dwhh; db ])
-        handOver ctx grads results
-        List<Tensor>(results @ [ null ])
+        backwardCall ctx grads (fun threads saved grads ->
+            let dx, dh, dc, dwih, dwhh, db = layerBackward threads saved[0] saved[1] saved[2] saved[3] saved[4] saved[5] grads[0] grads[1] true
+            [ dx; dh; dc; dwih; dwhh; db ])
+
+let private gruLayer (x: Tensor) (h: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor) (bhn: Tensor) =
+    GruLayer(h.shape[1], int x.shape[0], int h.shape[0], ptr x, ptr h, ptr wih, ptr whh, ptr b, ptr bhn)
+
+/// The GRU cell as an autograd function: inputs x [in; n], h [H; n], wih [3H; in], whh [3H; H],
+/// b [3H; 1], bhn [H; 1], then the boxed thread count; output h' [H; n].
+type GruCellFunction() =
+    inherit torch.autograd.MultiTensorFunction<GruCellFunction>()
+
+    override _.Name = "CoordinatewiseGruCell"
+
+    override _.forward(ctx, vars) =
+        let t (i: int) = vars[i] :?> Tensor
+        let x, h, wih, whh, b, bhn = t 0, t 1, t 2, t 3, t 4, t 5
+        let threads = vars[6] :?> int
+        let hOut = torch.empty_like(h)
+        let l = gruLayer x h wih whh b bhn
+        CoordinatewiseGru.Forward(&l, ptr hOut, threads)
+        ctx.save_for_backward(List<Tensor>([ x; h; wih; whh; b; bhn ]))
+        ctx.save_data("threads", threads)
+        List<Tensor>([ hOut ])
+
+    override _.backward(ctx, grads) =
+        backwardCall ctx grads (fun threads saved grads ->
+            let x, h, wih, whh, b, bhn = saved[0], saved[1], saved[2], saved[3], saved[4], saved[5]
+            let dhOut = grads[0].contiguous()
+            let dx, dh = torch.empty_like(x), torch.empty_like(h)
+            let dwih, dwhh, db, dbhn = torch.empty_like(wih), torch.empty_like(whh), torch.empty_like(b), torch.empty_like(bhn)
+            let l = gruLayer x h wih whh b bhn
+            CoordinatewiseGru.Backward(&l, ptr dhOut, ptr dx, ptr dh, ptr dwih, ptr dwhh, ptr db, ptr dbhn, threads)
+            [ dx; dh; dwih; dwhh; db; dbhn ])
+
+/// h' = the GRU cell at (x, h) with weights (wih, whh, b, bhn), differentiable in all of them;
+/// without autograd (evaluation) one forward pass.
+let gruCell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (bhn: Tensor) (x: Tensor) (h: Tensor) : Tensor =
+    let x, h, wih, whh, b, bhn = x.contiguous(), h.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous(), bhn.contiguous()
+    if torch.is_grad_enabled () && [ x; h; wih; whh; b; bhn ] |> List.exists (fun t -> t.requires_grad) then
+        (GruCellFunction.apply(x, h, wih, whh, b, bhn, box threads))[0]
+    else
+        let hOut = torch.empty_like(h)
+        let l = gruLayer x h wih whh b bhn
+        CoordinatewiseGru.Forward(&l, ptr hOut, threads)
+        hOut
 
 /// h', c' = the cell at (x, h, c) with weights (wih, whh, b), differentiable in all of them.
 let cell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =

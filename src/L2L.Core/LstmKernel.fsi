@@ -39,6 +39,32 @@ val cell:
     whh: Tensor ->
     b: Tensor -> x: Tensor -> h: Tensor -> c: Tensor -> Tensor * Tensor
 
+/// The GRU cell as an autograd function: inputs x [in; n], h [H; n], wih [3H; in], whh [3H; H],
+/// b [3H; 1], bhn [H; 1], then the boxed thread count; output h' [H; n].
+type GruCellFunction =
+    inherit TorchSharp.torch.autograd.MultiTensorFunction<GruCellFunction>
+
+    new: unit -> GruCellFunction
+
+    override
+      backward: ctx: TorchSharp.torch.autograd.AutogradContext *
+                grads: System.Collections.Generic.List<TorchSharp.torch.Tensor> ->
+                  System.Collections.Generic.List<TorchSharp.torch.Tensor>
+
+    override
+      forward: ctx: TorchSharp.torch.autograd.AutogradContext * vars: obj array ->
+                 System.Collections.Generic.List<TorchSharp.torch.Tensor>
+
+    override Name: string
+
+/// h' = the GRU cell at (x, h) with weights (wih, whh, b, bhn), differentiable in all of them;
+/// without autograd (evaluation) one forward pass.
+val gruCell:
+  threads: int ->
+    wih: Tensor ->
+    whh: Tensor ->
+    b: Tensor -> bhn: Tensor -> x: Tensor -> h: Tensor -> Tensor
+
 /// The adjoint of m_φ's whole step (`stepPass`) into given tensors, without autograd: from dL/dg [n]
 /// and dL/dh'_l, dL/dc'_l [H; n], and what the forward pass read and wrote (x, h_l, c_l, h'_l),
 /// writes dL/dh_l, dL/dc_l into dh, dc and returns dL/dφ in `Phi.tensors` order (wih_l, whh_l, b_l

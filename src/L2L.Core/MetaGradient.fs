@@ -19,6 +19,7 @@ module FirstOrder =
     let applies (cfg: UnrollConfig) (phis: Phi list) (tr: Trajectory) =
         not cfg.SecondOrder
         && List.length phis = 1
+        && phis.Head.Config.Architecture = Architecture.Lstm
         && tr.Problem.LossGrad.IsSome
         && (match tr.Opt.Memory with Recurrent _ -> true | _ -> false)
         && LstmKernel.supports (tr.Theta :: tr.Grad :: Phi.tensors phis.Head @ OptState.tensors tr.Opt)
@@ -68,7 +69,7 @@ module FirstOrder =
                 v.DetachFromDisposeScope() |> ignore
                 v
             let stateOf (t: Tensor) =
-                { H = [ for l in 0 .. k - 1 -> views t l ]; C = [ for l in 0 .. k - 1 -> views t (k + l) ] }
+                { H = [ for l in 0 .. k - 1 -> views t l ]; C = [ for l in 0 .. k - 1 -> views t (k + l) ]; Memory = []; Functions = 1 }
             let states = make [| int64 (u - 1); 2L * int64 k; int64 h; n |]
             let feats = make [| int64 u; features; n |]
             let grads = make [| 2L; 2L * int64 k; int64 h; n |]
@@ -111,7 +112,7 @@ module FirstOrder =
             let w = MetaLoss.weight cfg.Weights j u
             let out =
                 if j < u then ws.States[j - 1]
-                else LstmState.zeros phi n
+                else LstmState.zeros phi states[0].Functions n
             let theta', grad', dt, f =
                 Scope.run (fun (th: Tensor, gr: Tensor, dt: Tensor, _) -> [ th; gr; dt ] |> List.filter (isNull >> not)) (fun () ->
                     let g = LstmKernel.stepInto threads layers phi.WOut phi.BOut phi.Config.OutScale p states[j - 1].H states[j - 1].C grad ws.Features[j - 1] out.H out.C

@@ -10,8 +10,8 @@ namespace L2L
     /// them together to float32 rounding).
     module FirstOrder =
 
-        /// Whether `metaGradient` computes this truncation: first order, one φ on the fused kernel, and
-        /// a problem with a hand-derived ∇.
+        /// Whether `metaGradient` computes this truncation: first order, one φ of the paper's LSTM on
+        /// the fused kernel, and a problem with a hand-derived ∇.
         val applies:
           cfg: UnrollConfig -> phis: Phi list -> tr: Trajectory -> bool
 

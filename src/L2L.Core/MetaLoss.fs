@@ -66,7 +66,7 @@ module MetaLoss =
           Step = 0
           Theta = theta
           Grad = grad
-          Opt = opt.Init theta
+          Opt = opt.Init problem.Functions theta
           Loss = loss.ToDouble() / float problem.Functions }
 
     /// One truncation: `cfg.Unroll` steps of θ_{t+1} = θ_t + g_t from the carried trajectory.

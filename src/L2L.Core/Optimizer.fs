@@ -43,6 +43,7 @@ module OptState =
         | Recurrent l ->
             [ for k, h in List.indexed l.H -> sprintf "%s.lstm.h.%d" prefix k, h ]
             @ [ for k, c in List.indexed l.C -> sprintf "%s.lstm.c.%d" prefix k, c ]
+            @ [ for k, m in List.indexed l.Memory -> sprintf "%s.lstm.mem.%d" prefix k, m ]
         | Groups gs -> gs |> List.mapi (fun i g -> named (sprintf "%s.group.%d" prefix i) g) |> List.concat
 
     /// The same state with each tensor replaced by f (name, tensor): a detach, a copy, a tensor read
@@ -56,8 +57,10 @@ module OptState =
             | Moments(m, v) -> Moments(f (prefix + ".m") m, f (prefix + ".v") v)
             | Recurrent l ->
                 Recurrent
-                    { H = l.H |> List.mapi (fun k h -> f (sprintf "%s.lstm.h.%d" prefix k) h)
-                      C = l.C |> List.mapi (fun k c -> f (sprintf "%s.lstm.c.%d" prefix k) c) }
+                    { l with
+                        H = l.H |> List.mapi (fun k h -> f (sprintf "%s.lstm.h.%d" prefix k) h)
+                        C = l.C |> List.mapi (fun k c -> f (sprintf "%s.lstm.c.%d" prefix k) c)
+                        Memory = l.Memory |> List.mapi (fun k m -> f (sprintf "%s.lstm.mem.%d" prefix k) m) }
             | Groups gs -> Groups(gs |> List.mapi (fun i g -> mapNamed (sprintf "%s.group.%d" prefix i) f g))
         { s with Memory = memory }
 
@@ -76,8 +79,9 @@ type Optimizer =
     { Name: string
       /// The hyper-parameters that define it (for reports and results files).
       Hyper: (string * float) list
-      /// The state for a given θ_0 (its shape, dtype and device).
-      Init: Tensor -> OptState
+      /// The state for θ_0 (its shape, dtype and device) holding this many functions' coordinates in
+      /// equal contiguous blocks (1 for one model; B for a meta-batch of B functions).
+      Init: int -> Tensor -> OptState
       /// grad: [n] -> g: [n]
       Update: OptState -> Tensor -> struct (Tensor * OptState) }
 
@@ -99,14 +103,14 @@ module Baselines =
     let sgd (lr: float) : Optimizer =
         { Name = "sgd"
           Hyper = [ "lr", lr ]
-          Init = fun _ -> { Step = 0; Memory = Stateless }
+          Init = fun _ _ -> { Step = 0; Memory = Stateless }
           Update = fun s grad -> struct (grad.mul(sc -lr), { s with Step = s.Step + 1 }) }
 
     /// Heavy ball: v ← μv + ∇; g = −lr·v
     let momentum (lr: float) (mu: float) : Optimizer =
         { Name = "momentum"
           Hyper = [ "lr", lr; "mu", mu ]
-          Init = fun theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
+          Init = fun _ theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
                 let v = (moment s).mul(sc mu).add(grad)
@@ -116,7 +120,7 @@ module Baselines =
     let nag (lr: float) (mu: float) : Optimizer =
         { Name = "nag"
           Hyper = [ "lr", lr; "mu", mu ]
-          Init = fun theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
+          Init = fun _ theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
                 let v = (moment s).mul(sc mu).add(grad)
@@ -126,7 +130,7 @@ module Baselines =
     let rmsprop (lr: float) (alpha: float) (eps: float) : Optimizer =
         { Name = "rmsprop"
           Hyper = [ "lr", lr; "alpha", alpha; "eps", eps ]
-          Init = fun theta -> { Step = 0; Memory = MeanSquare(zerosLike theta) }
+          Init = fun _ theta -> { Step = 0; Memory = MeanSquare(zerosLike theta) }
           Update =
             fun s grad ->
                 let r = (moment s).mul(sc alpha).addcmul(grad, grad, sc (1.0 - alpha))
@@ -136,7 +140,7 @@ module Baselines =
     let adam (lr: float) (beta1: float) (beta2: float) (eps: float) : Optimizer =
         { Name = "adam"
           Hyper = [ "lr", lr; "beta1", beta1; "beta2", beta2; "eps", eps ]
-          Init = fun theta -> { Step = 0; Memory = Moments(zerosLike theta, zerosLike theta) }
+          Init = fun _ theta -> { Step = 0; Memory = Moments(zerosLike theta, zerosLike theta) }
           Update =
             fun s grad ->
                 let t = s.Step + 1
@@ -175,7 +179,7 @@ module Learned =
               match phi.Config.Preprocessing with
               | LogSign p -> "p", p
               | Identity -> "p", 0.0 ]
-          Init = fun theta -> { Step = 0; Memory = Recurrent(LstmState.zeros phi (theta.numel())) }
+          Init = fun functions theta -> { Step = 0; Memory = Recurrent(LstmState.zeros phi functions (theta.numel())) }
           Update =
             fun s grad ->
                 let g, state = Lstm.step backend phi (OptState.recurrent s) grad
@@ -202,11 +206,13 @@ module Learned =
             { Name = "lstm"
               Hyper = (List.head parts).Hyper @ [ "groups", float phis.Length ]
               Init =
-                fun theta ->
+                fun functions theta ->
+                    if functions <> 1 then
+                        invalidArg "functions" (sprintf "learned optimizers on coordinate groups take one function at a time, not %d" functions)
                     if theta.numel() <> total then
                         invalidArg "theta" (sprintf "θ has %d coordinates, the groups (%s) %d" (theta.numel())
                                                 (groups |> List.map (fun (n, k) -> sprintf "%s %d" n k) |> String.concat ", ") total)
-                    { Step = 0; Memory = Groups(List.map2 (fun (o: Optimizer) th -> o.Init th) parts (slice theta)) }
+                    { Step = 0; Memory = Groups(List.map2 (fun (o: Optimizer) th -> o.Init 1 th) parts (slice theta)) }
               Update =
                 fun s grad ->
                     let results = List.map3 (fun (o: Optimizer) st g -> o.Update st g) parts (split s) (slice grad)

@@ -57,8 +57,9 @@ namespace L2L
           /// The hyper-parameters that define it (for reports and results files).
           Hyper: (string * float) list
 
-          /// The state for a given θ_0 (its shape, dtype and device).
-          Init: (Tensor -> OptState)
+          /// The state for θ_0 (its shape, dtype and device) holding this many functions' coordinates in
+          /// equal contiguous blocks (1 for one model; B for a meta-batch of B functions).
+          Init: (int -> Tensor -> OptState)
 
           /// grad: [n] -> g: [n]
           Update: (OptState -> Tensor -> struct (Tensor * OptState))

@@ -26,7 +26,19 @@ type LearnedOptions(name: string, phi: Phi) as this =
     /// The group's φ (the optimizer keeps its own copy, on its parameters' device and dtype).
     member val Phi = phi with get, internal set
 
+    // A marker where older files begin with the (positive) layer count: the architecture follows.
+    static member private ArchitectureMarker = -1
+
+    /// The paper's LSTM is written as before the choice of architecture existed (its files load in
+    /// older builds); the others after a marker.
     static member internal WriteConfig(w: BinaryWriter, c: LstmConfig) =
+        if c.Architecture <> Architecture.Lstm then
+            w.Write(LearnedOptions.ArchitectureMarker)
+            w.Write(Architecture.name c.Architecture)
+            w.Write(c.Averaged)
+            w.Write(c.Reads)
+            w.Write(c.Writes)
+            w.Write(c.MemorySteps)
         w.Write(c.Layers)
         w.Write(c.Hidden)
         w.Write(match c.Preprocessing with LogSign p -> p | Preprocessing.Identity -> Double.NaN)
@@ -34,14 +46,28 @@ type LearnedOptions(name: string, phi: Phi) as this =
         w.Write(c.ForgetBias)
 
     static member internal ReadConfig(r: BinaryReader) : LstmConfig =
-        let layers = r.ReadInt32()
+        let first = r.ReadInt32()
+        let architecture, counts, layers =
+            if first = LearnedOptions.ArchitectureMarker then
+                let name = r.ReadString()
+                match Architecture.parse name with
+                | Ok a ->
+                    let counts = Array.init 4 (fun _ -> r.ReadInt32())
+                    a, counts, r.ReadInt32()
+                | Error e -> raise (InvalidDataException e)
+            else Architecture.Lstm, Array.zeroCreate 4, first
         let hidden = r.ReadInt32()
         let p = r.ReadDouble()
-        { Layers = layers
+        { Architecture = architecture
+          Layers = layers
           Hidden = hidden
           Preprocessing = (if Double.IsNaN p then Preprocessing.Identity else LogSign p)
           OutScale = r.ReadDouble()
-          ForgetBias = r.ReadDouble() }
+          ForgetBias = r.ReadDouble()
+          Averaged = counts[0]
+          Reads = counts[1]
+          Writes = counts[2]
+          MemorySteps = counts[3] }
 
     override o.SaveStateDict(w: BinaryWriter) =
         base.SaveStateDict(w)
@@ -57,8 +83,12 @@ type LearnedOptions(name: string, phi: Phi) as this =
         let name = r.ReadString()
         let config = LearnedOptions.ReadConfig r
         if config <> o.Phi.Config then
-            raise (InvalidDataException(sprintf "group '%s': the saved φ is a %d-layer, %d-unit m_φ; this optimizer's is %d-layer, %d-unit"
-                                            name config.Layers config.Hidden o.Phi.Config.Layers o.Phi.Config.Hidden))
+            let describe (c: LstmConfig) =
+                sprintf "%d-layer, %d-unit %s%s" c.Layers c.Hidden (Architecture.name c.Architecture)
+                    (if c.Architecture = Architecture.Lstm || c.Architecture = Architecture.Gru then ""
+                     else sprintf " (averaged %d, reads %d, writes %d, memory steps %d)" c.Averaged c.Reads c.Writes c.MemorySteps)
+            raise (InvalidDataException(sprintf "group '%s': the saved φ is a %s m_φ; this optimizer's is %s"
+                                            name (describe config) (describe o.Phi.Config)))
         o.Name <- name
         use _ = torch.no_grad()
         for t in Phi.tensors o.Phi do
@@ -100,7 +130,7 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
     let mutable state =
         Tensors.build OptState.tensors (fun () ->
             use theta = torch.zeros([| total |], dtype = dtype, device = device)
-            (optimizer ()).Init theta)
+            (optimizer ()).Init 1 theta)
     do
         for t in OptState.tensors state do
             t.DetachFromDisposeScope() |> ignore
@@ -116,8 +146,11 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
     member _.Recurrent = OptState.recurrent state
 
     /// One step: ∇ of every parameter flattened into the group's order, m_φ's update g, θ += lr·g.
-    /// A parameter without a gradient is left as it is, and so is its state. Runs with the
-    /// optimizer's buffer pool open (the replaced state goes back to it).
+    /// A parameter without a gradient is left as it is; for the coordinatewise architectures (lstm,
+    /// gru) so is its state. With global averaging or a memory (lstm-gac, ntm-bfgs) the group is one
+    /// function whose coordinates are coupled: such a parameter's coordinates take a step with ∇ = 0
+    /// in m_φ (their state moves, and enters the group's means and memory), its values stay. Runs
+    /// with the optimizer's buffer pool open (the replaced state goes back to it).
     member _.Step() =
         use scope = torch.NewDisposeScope()
         let grads = parameters |> Array.map (fun p -> p.grad)
@@ -133,7 +166,7 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
                 if not (isNull grads[i]) then
                     let d = g.narrow(0L, offsets[i], sizes[i]).view(p.shape)
                     if lr = 1.0 then p.add_(d) |> ignore else p.add_(d, alpha = lr) |> ignore
-            if grads |> Array.exists isNull then
+            if grads |> Array.exists isNull && not (Architecture.averages options.Phi.Config.Architecture) then
                 let before = OptState.tensors old
                 for i, grad in Array.indexed grads do
                     if isNull grad then
@@ -160,16 +193,24 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
 
     let columns (t: Tensor) = t.narrow(1L, group.Offset index, group.Size index)
 
+    /// The state's tensors in the saved order: per layer h, then c where the cell keeps one; then
+    /// ntm-bfgs's read results and memory.
+    static member internal PerLayer(s: LstmState) : Tensor list =
+        [ for k in 0 .. s.H.Length - 1 do
+              yield s.H[k]
+              if not s.C.IsEmpty then yield s.C[k]
+          yield! s.Memory ]
+
     /// The optimizer steps taken by this parameter's group.
     member _.Step = group.State.Step
 
-    /// m_φ's state of this parameter's coordinates: per layer h and c, each [H; numel] (copies).
+    /// m_φ's state of this parameter's coordinates: per layer h (and c for the LSTMs), each [H; numel] (copies).
     member _.Recurrent : LstmState =
         let s = group.Recurrent
         let copy (t: Tensor) =
             use c = columns t
             c.clone()
-        { H = s.H |> List.map copy; C = s.C |> List.map copy }
+        LstmState.map copy s
 
     override _.Initialize(_: OptimizerOptions) = ()
 
@@ -177,8 +218,7 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
         let s = group.Recurrent
         w.Write(int64 group.State.Step)
         w.Write(s.H.Length)
-        for h, c in List.zip s.H s.C do
-            for t in [ h; c ] do
+        for t in LearnedParameterState.PerLayer s do
                 use v = columns t
                 use k = v.contiguous()
                 use host = k.cpu()
@@ -191,8 +231,7 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
         if layers <> s.H.Length then
             raise (InvalidDataException(sprintf "a parameter's saved state has %d layers, this optimizer's m_φ %d" layers s.H.Length))
         use _ = torch.no_grad()
-        for h, c in List.zip s.H s.C do
-            for target in [ h; c ] do
+        for target in LearnedParameterState.PerLayer s do
                 use saved = TensorExtensionMethods.Load(r, false)
                 let into = columns target
                 if saved.shape <> into.shape then
@@ -206,7 +245,7 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
             let theirs = o.Recurrent
             let s = group.Recurrent
             use _ = torch.no_grad()
-            for target, src in List.zip (s.H @ s.C) (theirs.H @ theirs.C) do
+            for target, src in List.zip (LstmState.tensors s) (LstmState.tensors theirs) do
                 if src.shape <> (columns target).shape then
                     invalidArg "source" (sprintf "a parameter's state has shape %A, expected %A" src.shape (columns target).shape)
                 (columns target).copy_(src) |> ignore
@@ -219,8 +258,8 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
         | :? LearnedParameterState as o ->
             let theirs = o.Recurrent
             let ours = s.Recurrent
-            let same = List.forall2 (fun (x: Tensor) (y: Tensor) -> x.allclose(y)) (ours.H @ ours.C) (theirs.H @ theirs.C)
-            for t in ours.H @ ours.C @ theirs.H @ theirs.C do
+            let same = List.forall2 (fun (x: Tensor) (y: Tensor) -> x.allclose(y)) (LstmState.tensors ours) (LstmState.tensors theirs)
+            for t in LstmState.tensors ours @ LstmState.tensors theirs do
                 t.Dispose()
             same && o.Step = s.Step
         | _ -> false

@@ -52,7 +52,7 @@ public static unsafe class CoordinatewiseLstm
         (int)Math.Max(1, Math.Min(Math.Min(Math.Max(1, threads), blocks), n / Math.Max(1, MinChunk)));
 
     /// <summary>Floats per partial-sum slot (the widest register).</summary>
-    private const int Lanes = 16;
+    internal const int Lanes = 16;
 
     /// <summary>Forward: hOut, cOut [hidden; n] = the cell at (x, h, c).</summary>
     public static void Forward(in LstmLayer layer, float* hOut, float* cOut, int threads)
@@ -109,7 +109,7 @@ public static unsafe class CoordinatewiseLstm
 
     /// <summary>sums[e] += the Lanes partial sums at p + e·Lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void AddPartials(double[] sums, float* p)
+    internal static void AddPartials(double[] sums, float* p)
     {
         for (int e = 0; e < sums.Length; e++)
             sums[e] += Vector512.Sum(Vector512.Load(p + (long)e * Lanes));
@@ -256,7 +256,7 @@ public static unsafe class CoordinatewiseLstm
     /// Calls chunk(start, end) over [0, n) split into at most `threads` chunks of whole register
     /// pairs (one chunk, on the calling thread, below MinChunk coordinates per thread).
     /// </summary>
-    private static void ForChunks(long n, int width, int threads, Action<long, long> chunk)
+    internal static void ForChunks(long n, int width, int threads, Action<long, long> chunk)
     {
         if (n == 0) return;
         long pair = 2L * width;
@@ -326,14 +326,14 @@ public static unsafe class CoordinatewiseLstm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static V Sigmoid<V>(V z) where V : struct, IVec<V>
+    internal static V Sigmoid<V>(V z) where V : struct, IVec<V>
     {
         var one = V.Broadcast(1f);
         return V.Div(one, V.Add(one, V.Exp(V.Sub(V.Broadcast(0f), z))));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static V Tanh<V>(V z) where V : struct, IVec<V>
+    internal static V Tanh<V>(V z) where V : struct, IVec<V>
     {
         // 1 − 2/(1 + e^{2z}): exact limits ±1 when e^{2z} saturates
         var one = V.Broadcast(1f);
@@ -403,28 +403,11 @@ public static unsafe class CoordinatewiseLstm
     /// </summary>
     private static class BackwardTiles
     {
-        public const int T = 256;
+        public const int T = TileOps.T;
 
         // scratch layout (floats): in [K][T] | c [H][T] | dh' [H][T] | dc' [H][T] | dz [4H][T] | dc [H][T] | dIn [K][T] | partials [(4H·K + 4H)·Lanes]
         public static long PartialsOffset(int ni, int hd) => (long)T * (2L * (ni + hd) + 8L * hd);
         public static long ScratchFloats(int ni, int hd) => PartialsOffset(ni, hd) + (4L * hd * (ni + hd) + 4L * hd) * Lanes;
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Gather(float* src, long n, int rows, long start, int len, float* dst)
-        {
-            for (int r = 0; r < rows; r++)
-            {
-                new ReadOnlySpan<float>(src + r * n + start, len).CopyTo(new Span<float>(dst + (long)r * T, len));
-                new Span<float>(dst + (long)r * T + len, T - len).Clear();
-            }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void Scatter(float* src, int rows, long n, long start, int len, float* dst)
-        {
-            for (int r = 0; r < rows; r++)
-                new ReadOnlySpan<float>(src + (long)r * T, len).CopyTo(new Span<float>(dst + r * n + start, len));
-        }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static void Run<V>(in Args a, float* scratch, long start, long end) where V : struct, IVec<V>
@@ -447,16 +430,16 @@ public static unsafe class CoordinatewiseLstm
             {
                 int len = (int)Math.Min(T, end - t0);
                 int padded = (len + 2 * w - 1) / (2 * w) * (2 * w);
-                Gather(l.X, n, ni, t0, len, inT);
-                Gather(l.H, n, hd, t0, len, inT + (long)ni * T);
-                Gather(l.C, n, hd, t0, len, cT);
-                Gather(a.DhOut, n, hd, t0, len, dhT);
-                Gather(a.DcOut, n, hd, t0, len, dcOutT);
+                TileOps.Gather(l.X, n, ni, t0, len, inT);
+                TileOps.Gather(l.H, n, hd, t0, len, inT + (long)ni * T);
+                TileOps.Gather(l.C, n, hd, t0, len, cT);
+                TileOps.Gather(a.DhOut, n, hd, t0, len, dhT);
+                TileOps.Gather(a.DcOut, n, hd, t0, len, dcOutT);
 
                 // 1. gate gradients and the incoming cell state's gradient
                 for (int j = 0; j < padded; j += 2 * w)
                     GateGrads<V>(tile, j, cT, dhT, dcOutT, dzT, dcT);
-                Scatter(dcT, hd, n, t0, len, a.Dc);
+                TileOps.Scatter(dcT, hd, n, t0, len, a.Dc);
 
                 // 2. input gradients d[x; h] = Wᵀ·dz
                 for (int j = 0; j < padded; j += 2 * w)
@@ -464,18 +447,12 @@ public static unsafe class CoordinatewiseLstm
                     InputGrad<V>(l.Wih, ni, rows, dzT + j, dInT + j, w);
                     InputGrad<V>(l.Whh, hd, rows, dzT + j, dInT + (long)ni * T + j, w);
                 }
-                if (a.Dx != null) Scatter(dInT, ni, n, t0, len, a.Dx);
-                Scatter(dInT + (long)ni * T, hd, n, t0, len, a.Dh);
+                if (a.Dx != null) TileOps.Scatter(dInT, ni, n, t0, len, a.Dx);
+                TileOps.Scatter(dInT + (long)ni * T, hd, n, t0, len, a.Dh);
 
                 // 3. weight gradients (padding columns are zero in dz and add nothing)
-                WeightGrad<V>(dzT, inT, rows, kk, padded, part);
-                for (int r = 0; r < rows; r++)
-                {
-                    V acc = V.Load(partB + (long)r * Lanes);
-                    float* d = dzT + (long)r * T;
-                    for (int j = 0; j < padded; j += w) acc = V.Add(acc, V.Load(d + j));
-                    V.Store(acc, partB + (long)r * Lanes);
-                }
+                TileOps.WeightGrad<V>(dzT, inT, rows, kk, padded, part);
+                TileOps.RowSums<V>(dzT, rows, padded, partB);
             }
         }
 
@@ -546,67 +523,124 @@ public static unsafe class CoordinatewiseLstm
                 V.Store(a0, o); V.Store(a1, o + w);
             }
         }
-
-        /// <summary>part[r][k] += Σ_j dz[r, j]·in[k, j] (lane-wise partial sums), by 4×4 register tiles.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void WeightGrad<V>(float* dz, float* inT, int rows, int kk, int padded, float* part) where V : struct, IVec<V>
-        {
-            int w = V.Count;
-            for (int r = 0; r < rows; r += 4)
-            {
-                float* d0 = dz + (long)r * T, d1 = d0 + T, d2 = d1 + T, d3 = d2 + T;
-                int k = 0;
-                for (; k + 4 <= kk; k += 4)
-                {
-                    float* x0 = inT + (long)k * T, x1 = x0 + T, x2 = x1 + T, x3 = x2 + T;
-                    V z = V.Broadcast(0f);
-                    V a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
-                    V a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
-                    for (int j = 0; j < padded; j += w)
-                    {
-                        V v0 = V.Load(x0 + j), v1 = V.Load(x1 + j), v2 = V.Load(x2 + j), v3 = V.Load(x3 + j);
-                        V g = V.Load(d0 + j);
-                        a00 = V.Fma(g, v0, a00); a01 = V.Fma(g, v1, a01); a02 = V.Fma(g, v2, a02); a03 = V.Fma(g, v3, a03);
-                        g = V.Load(d1 + j);
-                        a10 = V.Fma(g, v0, a10); a11 = V.Fma(g, v1, a11); a12 = V.Fma(g, v2, a12); a13 = V.Fma(g, v3, a13);
-                        g = V.Load(d2 + j);
-                        a20 = V.Fma(g, v0, a20); a21 = V.Fma(g, v1, a21); a22 = V.Fma(g, v2, a22); a23 = V.Fma(g, v3, a23);
-                        g = V.Load(d3 + j);
-                        a30 = V.Fma(g, v0, a30); a31 = V.Fma(g, v1, a31); a32 = V.Fma(g, v2, a32); a33 = V.Fma(g, v3, a33);
-                    }
-                    Add(part, r, k, kk, a00, a01, a02, a03);
-                    Add(part, r + 1, k, kk, a10, a11, a12, a13);
-                    Add(part, r + 2, k, kk, a20, a21, a22, a23);
-                    Add(part, r + 3, k, kk, a30, a31, a32, a33);
-                }
-                for (; k < kk; k++)
-                {
-                    float* x0 = inT + (long)k * T;
-                    V z = V.Broadcast(0f);
-                    V a0 = z, a1 = z, a2 = z, a3 = z;
-                    for (int j = 0; j < padded; j += w)
-                    {
-                        V v = V.Load(x0 + j);
-                        a0 = V.Fma(V.Load(d0 + j), v, a0); a1 = V.Fma(V.Load(d1 + j), v, a1);
-                        a2 = V.Fma(V.Load(d2 + j), v, a2); a3 = V.Fma(V.Load(d3 + j), v, a3);
-                    }
-                    AddOne(part, r, k, kk, a0); AddOne(part, r + 1, k, kk, a1); AddOne(part, r + 2, k, kk, a2); AddOne(part, r + 3, k, kk, a3);
-                }
-            }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void AddOne<V>(float* part, int r, int k, int kk, V a) where V : struct, IVec<V>
-        {
-            float* p = part + ((long)r * kk + k) * Lanes;
-            V.Store(V.Add(V.Load(p), a), p);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Add<V>(float* part, int r, int k, int kk, V a0, V a1, V a2, V a3) where V : struct, IVec<V>
-        {
-            AddOne(part, r, k, kk, a0); AddOne(part, r, k + 1, kk, a1); AddOne(part, r, k + 2, kk, a2); AddOne(part, r, k + 3, kk, a3);
-        }
     }
 }
 
+/// <summary>
+/// What the tiled backward passes of the cells share: tiles of T coordinates gathered into zero-padded
+/// rows of stride T, and the weight gradients dz·inᵀ over a tile accumulated into lane-wise partial sums.
+/// </summary>
+internal static unsafe class TileOps
+{
+    public const int T = 256;
+    private const int Lanes = CoordinatewiseLstm.Lanes;
+
+    /// <summary>rows of src (stride n) from column start, len wide, into dst (stride T), zero-padded.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Gather(float* src, long n, int rows, long start, int len, float* dst)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            new ReadOnlySpan<float>(src + r * n + start, len).CopyTo(new Span<float>(dst + (long)r * T, len));
+            new Span<float>(dst + (long)r * T + len, T - len).Clear();
+        }
+    }
+
+    /// <summary>The first len columns of rows of src (stride T) into dst (stride n) from column start.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Scatter(float* src, int rows, long n, long start, int len, float* dst)
+    {
+        for (int r = 0; r < rows; r++)
+            new ReadOnlySpan<float>(src + (long)r * T, len).CopyTo(new Span<float>(dst + r * n + start, len));
+    }
+
+    /// <summary>
+    /// part[r][k] += Σ_j dz[r, j]·in[k, j] (lane-wise partial sums; rows of stride T), by 4×4
+    /// register tiles, then the rows and columns left over.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void WeightGrad<V>(float* dz, float* inT, int rows, int kk, int padded, float* part) where V : struct, IVec<V>
+    {
+        int w = V.Count;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+        {
+            float* d0 = dz + (long)r * T, d1 = d0 + T, d2 = d1 + T, d3 = d2 + T;
+            int k = 0;
+            for (; k + 4 <= kk; k += 4)
+            {
+                float* x0 = inT + (long)k * T, x1 = x0 + T, x2 = x1 + T, x3 = x2 + T;
+                V z = V.Broadcast(0f);
+                V a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+                V a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+                for (int j = 0; j < padded; j += w)
+                {
+                    V v0 = V.Load(x0 + j), v1 = V.Load(x1 + j), v2 = V.Load(x2 + j), v3 = V.Load(x3 + j);
+                    V g = V.Load(d0 + j);
+                    a00 = V.Fma(g, v0, a00); a01 = V.Fma(g, v1, a01); a02 = V.Fma(g, v2, a02); a03 = V.Fma(g, v3, a03);
+                    g = V.Load(d1 + j);
+                    a10 = V.Fma(g, v0, a10); a11 = V.Fma(g, v1, a11); a12 = V.Fma(g, v2, a12); a13 = V.Fma(g, v3, a13);
+                    g = V.Load(d2 + j);
+                    a20 = V.Fma(g, v0, a20); a21 = V.Fma(g, v1, a21); a22 = V.Fma(g, v2, a22); a23 = V.Fma(g, v3, a23);
+                    g = V.Load(d3 + j);
+                    a30 = V.Fma(g, v0, a30); a31 = V.Fma(g, v1, a31); a32 = V.Fma(g, v2, a32); a33 = V.Fma(g, v3, a33);
+                }
+                Add(part, r, k, kk, a00, a01, a02, a03);
+                Add(part, r + 1, k, kk, a10, a11, a12, a13);
+                Add(part, r + 2, k, kk, a20, a21, a22, a23);
+                Add(part, r + 3, k, kk, a30, a31, a32, a33);
+            }
+            for (; k < kk; k++)
+            {
+                float* x0 = inT + (long)k * T;
+                V z = V.Broadcast(0f);
+                V a0 = z, a1 = z, a2 = z, a3 = z;
+                for (int j = 0; j < padded; j += w)
+                {
+                    V v = V.Load(x0 + j);
+                    a0 = V.Fma(V.Load(d0 + j), v, a0); a1 = V.Fma(V.Load(d1 + j), v, a1);
+                    a2 = V.Fma(V.Load(d2 + j), v, a2); a3 = V.Fma(V.Load(d3 + j), v, a3);
+                }
+                AddOne(part, r, k, kk, a0); AddOne(part, r + 1, k, kk, a1); AddOne(part, r + 2, k, kk, a2); AddOne(part, r + 3, k, kk, a3);
+            }
+        }
+        for (; r < rows; r++)
+        {
+            float* d = dz + (long)r * T;
+            for (int k = 0; k < kk; k++)
+            {
+                float* x = inT + (long)k * T;
+                V acc = V.Broadcast(0f);
+                for (int j = 0; j < padded; j += w) acc = V.Fma(V.Load(d + j), V.Load(x + j), acc);
+                AddOne(part, r, k, kk, acc);
+            }
+        }
+    }
+
+    /// <summary>part[r] += Σ_j dz[r, j] (lane-wise; rows of stride T).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void RowSums<V>(float* dz, int rows, int padded, float* part) where V : struct, IVec<V>
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            float* p = part + (long)r * Lanes;
+            V acc = V.Load(p);
+            float* d = dz + (long)r * T;
+            for (int j = 0; j < padded; j += V.Count) acc = V.Add(acc, V.Load(d + j));
+            V.Store(acc, p);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddOne<V>(float* part, int r, int k, int kk, V a) where V : struct, IVec<V>
+    {
+        float* p = part + ((long)r * kk + k) * Lanes;
+        V.Store(V.Add(V.Load(p), a), p);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Add<V>(float* part, int r, int k, int kk, V a0, V a1, V a2, V a3) where V : struct, IVec<V>
+    {
+        AddOne(part, r, k, kk, a0); AddOne(part, r, k + 1, kk, a1); AddOne(part, r, k + 2, kk, a2); AddOne(part, r, k + 3, kk, a3);
+    }
+}

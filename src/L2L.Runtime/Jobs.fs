@@ -3,7 +3,8 @@
 /// A complete spec (every other field has a default):
 ///   {"id":"q1","task":{"name":"quadratic","dim":10},"metaIterations":60,"seed":11,"checkpointEvery":5}
 /// Optional fields: horizon, unroll, batchFunctions, metaLr, validateEvery, validationFunctions,
-/// secondOrder, optimizer {layers, hidden, preprocessing, p, outScale, forgetBias},
+/// secondOrder, optimizer {architecture (lstm, gru, lstm-gac, ntm-bfgs), averaged, reads, writes,
+/// memorySteps, layers, hidden, preprocessing, p, outScale, forgetBias},
 /// faults {lrFactor, maxConsecutive}, evaluation (false, or {steps, runs, seed, tuneBaselines,
 /// tuneRuns, tuneSeed, tuneSteps}).
 namespace L2L
@@ -188,7 +189,19 @@ module JobSpec =
                 match prop root "optimizer" with
                 | None -> d.Lstm
                 | Some o when o.ValueKind = JsonValueKind.Object ->
-                    unknown o (set [ "layers"; "hidden"; "preprocessing"; "p"; "outScale"; "forgetBias" ]) "optimizer."
+                    unknown o (set [ "architecture"; "averaged"; "reads"; "writes"; "memorySteps"; "layers"; "hidden"; "preprocessing"; "p"; "outScale"; "forgetBias" ]) "optimizer."
+                    let arch =
+                        match prop o "architecture" with
+                        | None -> d.Lstm.Architecture
+                        | Some v when v.ValueKind = JsonValueKind.String ->
+                            match Architecture.parse (v.GetString()) with
+                            | Ok a -> a
+                            | Error e ->
+                                errors.Add("optimizer.architecture: " + e)
+                                d.Lstm.Architecture
+                        | Some v ->
+                            errors.Add(sprintf "optimizer.architecture '%s' is not a string" (v.ToString()))
+                            d.Lstm.Architecture
                     let pre =
                         match prop o "preprocessing" with
                         | None -> LogSign(floatField o "optimizer." "p" 10.0)
@@ -197,11 +210,24 @@ module JobSpec =
                         | Some v ->
                             errors.Add(sprintf "optimizer.preprocessing '%s' is not logsign or none" (v.ToString()))
                             d.Lstm.Preprocessing
-                    { Layers = intField o "optimizer." "layers" d.Lstm.Layers
+                    { Architecture = arch
+                      Layers = intField o "optimizer." "layers" d.Lstm.Layers
                       Hidden = intField o "optimizer." "hidden" d.Lstm.Hidden
                       Preprocessing = pre
                       OutScale = floatField o "optimizer." "outScale" d.Lstm.OutScale
-                      ForgetBias = floatField o "optimizer." "forgetBias" d.Lstm.ForgetBias }
+                      ForgetBias = floatField o "optimizer." "forgetBias" d.Lstm.ForgetBias
+                      Averaged = 0
+                      Reads = 0
+                      Writes = 0
+                      MemorySteps = 0 }
+                    |> LstmConfig.withArchitecture arch
+                    |> fun c ->
+                        // the architecture's defaults where a field is absent
+                        { c with
+                            Averaged = intField o "optimizer." "averaged" c.Averaged
+                            Reads = intField o "optimizer." "reads" c.Reads
+                            Writes = intField o "optimizer." "writes" c.Writes
+                            MemorySteps = intField o "optimizer." "memorySteps" c.MemorySteps }
                 | Some _ ->
                     errors.Add "optimizer must be an object"
                     d.Lstm

@@ -8,6 +8,11 @@
 ///     "params": { "w_ih.0": { "shape": [80, 2], "data": [ ... ] }, ..., "b_out": { ... } },
 ///     "training": { ...free-form numbers and strings describing how φ was trained... } }
 ///
+/// "architecture" is lstm (the default, written as no field), gru (GRUCell's layout: w_ih [3H,in], w_hh [3H,H],
+/// b [3H], b_hn [H]), lstm-gac (the LSTM's tensors, and "averaged": the averaging cells per layer) or
+/// ntm-bfgs (an LSTM+GAC controller: "averaged", "reads", "writes", "memory_steps"; w_ih takes the read
+/// results after the gradient's features, and w_heads [R+2W,H], b_heads [R+2W] give the heads).
+///
 /// Values are float32 written in shortest round-trip form, so save → load is exact. The files of
 /// the reference PyTorch implementation (`--save-lstm`, no "format" field) load too.
 namespace L2L
@@ -25,11 +30,26 @@ module OptimizerFile =
     [<Literal>]
     let Version = 1
 
-    let private layout =
-        "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; w_out [1,H]; b_out [1]; row-major"
+    let private layout (a: Architecture) =
+        match a with
+        | Architecture.Lstm ->
+            "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; w_out [1,H]; b_out [1]; row-major"
+        | Architecture.LstmGac ->
+            "PyTorch LSTMCell: w_ih [4H,in], w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; the first 'averaged' cells of each layer pass on the mean of h over a function's coordinates; w_out [1,H]; b_out [1]; row-major"
+        | Architecture.Gru ->
+            "PyTorch GRUCell: w_ih [3H,in], w_hh [3H,H], b [3H] (b_ih + b_hh for r and z, b_ih for n), b_hn [H] (b_hh of n), gates r,z,n; w_out [1,H]; b_out [1]; row-major"
+        | Architecture.NtmBfgs ->
+            "PyTorch LSTMCell controller: w_ih [4H,features+reads] (the last read results after the gradient's features), w_hh [4H,H], b [4H] (b_ih + b_hh), gates i,f,g,o; the first 'averaged' cells of each layer pass on the mean of h over a function's coordinates; w_out [1,H]; b_out [1]; heads w_heads [reads+2*writes,H], b_heads [reads+2*writes] (read vectors, then write vectors a, then b); row-major"
 
-    /// config, layout and params of one φ, into the object being written.
+    /// config, layout and params of one φ, into the object being written. The paper's LSTM writes no
+    /// "architecture" (absent means lstm): its files stay as they were before the choice existed.
     let private writeConfigBody (w: Utf8JsonWriter) (c: LstmConfig) =
+        if c.Architecture <> Architecture.Lstm then w.WriteString("architecture", Architecture.name c.Architecture)
+        if Architecture.averages c.Architecture then w.WriteNumber("averaged", c.Averaged)
+        if c.Architecture = Architecture.NtmBfgs then
+            w.WriteNumber("reads", c.Reads)
+            w.WriteNumber("writes", c.Writes)
+            w.WriteNumber("memory_steps", c.MemorySteps)
         w.WriteNumber("layers", c.Layers)
         w.WriteNumber("hidden", c.Hidden)
         match c.Preprocessing with
@@ -45,7 +65,7 @@ module OptimizerFile =
         let c = phi.Config
         writeConfigBody w c
         w.WriteEndObject()
-        w.WriteString("layout", layout)
+        w.WriteString("layout", layout c.Architecture)
         w.WriteStartObject("params")
         for name, shape, t in List.zip3 (Phi.names c) (Phi.savedShapes c) (Phi.tensors phi) do
             w.WriteStartObject(name)
@@ -140,6 +160,12 @@ module OptimizerFile =
                 | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "none" -> Ok Identity
                 | Some v -> Error(at + sprintf "config.preprocessing '%s' is not 'logsign' or 'none'" (v.ToString()))
                 | None -> Error(at + "config.preprocessing is missing")
+            let arch =
+                match tryProp cfg "architecture" with
+                | None -> Ok Architecture.Lstm
+                | Some v when v.ValueKind = JsonValueKind.String ->
+                    Architecture.parse (v.GetString()) |> Result.mapError (fun e -> at + "config.architecture: " + e)
+                | Some v -> Error(at + sprintf "config.architecture '%s' is not a string" (v.ToString()))
             match num "layers" None, num "hidden" None, pre, num "out_scale" None, num "forget_bias" (Some 1.0) with
             | Error e, _, _, _, _
             | _, Error e, _, _, _
@@ -147,16 +173,28 @@ module OptimizerFile =
             | _, _, _, Error e, _
             | _, _, _, _, Error e -> Error e
             | Ok layers, Ok hidden, Ok pre, Ok outScale, Ok forget ->
-                if not (Double.IsFinite layers && Double.IsFinite hidden) || layers <> floor layers || hidden <> floor hidden
-                   || abs layers > 1e6 || abs hidden > 1e9 then
-                    fail "config.layers and config.hidden must be integers"
+            let counts = [ "averaged"; "reads"; "writes"; "memory_steps" ] |> List.map (fun k -> num k (Some 0.0))
+            match arch, counts |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
+            | Error e, _
+            | _, Some e -> Error e
+            | Ok arch, None ->
+                let counts = counts |> List.map (function Ok v -> v | Error _ -> nan)
+                let averaged, reads, writes, memorySteps = counts[0], counts[1], counts[2], counts[3]
+                let integral (v: float) = Double.IsFinite v && v = floor v && abs v <= 1e9
+                if not (integral layers && integral hidden && List.forall integral counts) then
+                    fail "config.layers, config.hidden, config.averaged, config.reads, config.writes and config.memory_steps must be integers"
                 else
                 let c =
-                    { Layers = int layers
+                    { Architecture = arch
+                      Layers = int layers
                       Hidden = int hidden
                       Preprocessing = pre
                       OutScale = outScale
-                      ForgetBias = forget }
+                      ForgetBias = forget
+                      Averaged = int averaged
+                      Reads = int reads
+                      Writes = int writes
+                      MemorySteps = int memorySteps }
                 match LstmConfig.validate c with
                 | Error errs -> fail "config: %s" (String.concat "; " errs)
                 | Ok c ->
@@ -186,15 +224,7 @@ module OptimizerFile =
                     match results |> List.tryPick (function Error e -> Some e | Ok _ -> None) with
                     | Some e -> Error e
                     | None ->
-                        let h = int64 c.Hidden
-                        let internalShapes =
-                            [ for k in 0 .. c.Layers - 1 do
-                                  let inputs = if k = 0 then int64 (Preprocess.features c.Preprocessing) else h
-                                  yield [| 4L * h; inputs |]
-                                  yield [| 4L * h; h |]
-                                  yield [| 4L * h; 1L |]
-                              yield [| 1L; h |]
-                              yield [| 1L; 1L |] ]
+                        let internalShapes = Phi.shapes c
                         let tensors =
                           Tensors.build id (fun () ->
                             List.map2
@@ -314,6 +344,10 @@ module OptimizerFile =
         )
         Encoding.UTF8.GetString(ms.ToArray())
 
+    /// Whether the safetensors form holds φ of this architecture: PyTorch's LSTMCell and Linear layout
+    /// fits the LSTMs (lstm-gac's averaging is configuration, recorded in the metadata).
+    let private inSafetensors (a: Architecture) = a = Architecture.Lstm || a = Architecture.LstmGac
+
     /// What the safetensors form says of its layout (metadata "layout").
     [<Literal>]
     let SafetensorsLayout =
@@ -348,6 +382,9 @@ module OptimizerFile =
     let toSafetensors (text: string) : Result<byte[], string> =
         match ofJsonGroups text torch.CPU torch.ScalarType.Float32 with
         | Error e -> Error e
+        | Ok groups when groups |> List.exists (fun (_, _, phi) -> not (inSafetensors phi.Config.Architecture)) ->
+            disposeGroups groups
+            Error "the safetensors form holds LSTM cells (architectures lstm and lstm-gac); a gru or ntm-bfgs optimizer stays in the JSON form"
         | Ok groups ->
             try
               try
@@ -451,6 +488,11 @@ module OptimizerFile =
                         | _ -> 0
                     if layers = 0 && problem.IsNone then
                         problem <- Some(sprintf "metadata %sconfig.layers must be an integer from 1 to 1000" (if prefix = "" then "" else "groups." + prefix))
+                    match config.ValueKind, (if config.ValueKind = JsonValueKind.Object then config.TryGetProperty "architecture" else (false, JsonElement())) with
+                    | JsonValueKind.Object, (true, a) when a.ValueKind = JsonValueKind.String && problem.IsNone
+                                                            && not (Architecture.parse (a.GetString()) |> Result.map inSafetensors |> Result.defaultValue true) ->
+                        problem <- Some(sprintf "the safetensors form holds LSTM cells (architectures lstm and lstm-gac), not %s" (a.GetString()))
+                    | _ -> ()
                     // the names of φ's tensors depend only on the layer count
                     let ours =
                         if layers = 0 then []

@@ -86,7 +86,7 @@ let private replay (c: LstmConfig) (cells: TorchSharp.Modules.LSTMCell list) (ou
 /// Ours: the core's m_φ step on the same gradients.
 let private ours (phi: Phi) (grads: torch.Tensor) =
     use _ = torch.no_grad()
-    let mutable state = LstmState.zeros phi grads.shape[1]
+    let mutable state = LstmState.zeros phi 1 grads.shape[1]
     [ for t in 0 .. int grads.shape[0] - 1 ->
           let g, s = Lstm.step backend phi state grads[int64 t]
           state <- s

@@ -29,7 +29,7 @@ let problemOf (cfg: LstmConfig) (n: int64) (seed: int64) =
     use gen = Seeds.generator seed 3UL 0L
     let hidden = int64 cfg.Hidden
     let rnd (scale: float) = torch.rand([| hidden; n |], generator = gen).sub(sc 0.5).mul(sc scale).requires_grad_(true)
-    let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ] }
+    let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ]; Memory = []; Functions = 1 }
     let magnitudes = torch.rand([| n |], generator = gen).mul(sc 12.0).sub(sc 10.0)
     let grad = torch.randn([| n |], generator = gen).mul(magnitudes.mul(sc (log 10.0)).exp())
     phi, state, grad
@@ -54,6 +54,20 @@ type KernelArbs =
         |> FsCheck.FSharp.Arb.fromGen
 
 let kernelConfig = { propConfig with maxTest = 30; arbitrary = [ typeof<KernelArbs> ] }
+
+/// A GRU φ, a random state (h only) and gradient of n coordinates (float32), requiring grad.
+let gruProblemOf (hidden: int) (layers: int) (n: int64) (seed: int64) =
+    let cfg = LstmConfig.withArchitecture Architecture.Gru { LstmConfig.paper with Hidden = hidden; Layers = layers }
+    let phi = phiOf cfg seed f32
+    use gen = Seeds.generator seed 3UL 0L
+    let state =
+        { H = [ for _ in 1 .. layers -> torch.rand([| int64 hidden; n |], generator = gen).sub(sc 0.5).mul(sc 1.6).requires_grad_(true) ]
+          C = []
+          Memory = []
+          Functions = 1 }
+    let magnitudes = torch.rand([| n |], generator = gen).mul(sc 12.0).sub(sc 10.0)
+    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.mul(sc (log 10.0)).exp())
+    phi, state, grad
 
 [<Tests>]
 let tests =
@@ -93,6 +107,39 @@ let tests =
                                 Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "%A width %d output %d (n=%d, H=%d, layers=%d)" pre w i n hidden layers))
                                 (gR :: LstmState.tensors sR) (gF :: LstmState.tensors sF)))
 
+        testPropertyWithConfig kernelConfig "the GRU: g_t, h and all gradients equal the reference cell's, every register width" <| fun (Sizes(n, hidden, layers)) (seed: int) ->
+            scoped (fun () ->
+                let phi, state, grad = gruProblemOf hidden layers (int64 n) (int64 seed)
+                let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
+                for w in widths do
+                    withWidth w (fun () ->
+                        let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
+                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                            Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) outR outF
+                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                            Expect.isLessThan (relDiff a b) 1e-4 (sprintf "width %d, gradient %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) gradsR gradsF))
+
+        testCase "the GRU's tails, and its evaluation pass: n around the register and tile sizes, two threads" <| fun () ->
+            scoped (fun () ->
+                for n in [ 1L; 15L; 16L; 17L; 33L; 255L; 256L; 257L; 513L; 5000L ] do
+                    let phi, state, grad = gruProblemOf 20 2 n 4L
+                    let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
+                    for w in widths do
+                        withWidth w (fun () ->
+                            let outF, gradsF = stepAndGradsOn { backend with Cell = Fused; KernelThreads = 2 } phi state grad
+                            List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d outputs" n w)) outR outF
+                            List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (relDiff a b) 1e-4 (sprintf "n=%d width %d gradients" n w)) gradsR gradsF
+                            use _ = torch.no_grad()
+                            let g, s = Lstm.step { backend with Cell = Fused; KernelThreads = 2 } phi (LstmState.detach state) grad
+                            List.iter2 (fun (a: Tensor) (b: Tensor) -> Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d, no autograd" n w))
+                                outR (g :: LstmState.tensors s)
+                            // the kernel itself, called directly: the dispatch above cannot have hidden it
+                            let l = phi.Layers.Head
+                            let x = Preprocess.apply phi.Config.Preprocessing grad
+                            let direct = LstmKernel.gruCell 2 l.Wih l.Whh l.B l.Bhn.Value x (state.H.Head.detach())
+                            let reference = LstmReference.gruCell l x (state.H.Head.detach())
+                            Expect.isLessThan (direct.sub(reference).abs().max().ToDouble()) 2e-6 (sprintf "n=%d width %d, LstmKernel.gruCell" n w)))
+
         testCase "tails: n around the register and tile sizes" <| fun () ->
             scoped (fun () ->
                 for n in [ 15L; 16L; 17L; 31L; 32L; 33L; 255L; 256L; 257L; 511L; 513L ] do
@@ -112,7 +159,7 @@ let tests =
                 let magnitude = torch.rand([| n |], generator = gen, dtype = f64).mul(sc 16.0).sub(sc 10.0).mul(sc (log 10.0)).exp()
                 let grad = magnitude.mul(torch.randn([| n |], generator = gen, dtype = f64).sign()).to_type(f32)
                 let phi = phiOf LstmConfig.paper 3L f32
-                let state = LstmState.zeros phi n
+                let state = LstmState.zeros phi 1 n
                 let features (w: int) =
                     withWidth w (fun () ->
                         let _, _, _, x = LstmKernel.stepSaving 2 (PhiKernel.layers phi) phi.WOut phi.BOut 0.1 (Some 10.0) state.H state.C grad

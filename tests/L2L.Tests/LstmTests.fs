@@ -12,7 +12,7 @@ let cfg = { LstmConfig.paper with Hidden = 6 }
 /// Runs k steps of m_φ on the gradient sequence `grads` (each [n]); returns every g_t.
 let runSteps (phi: Phi) (grads: float[] list) =
     let n = int64 grads.Head.Length
-    let mutable state = LstmState.zeros phi n
+    let mutable state = LstmState.zeros phi 1 n
     [ for g in grads ->
           let out, s = Lstm.step backend phi state (tensorOf g f64)
           state <- s
@@ -97,7 +97,7 @@ let tests =
                         let phi = phiOf LstmConfig.paper 1L f32
                         use gen = Seeds.generator 5L 9UL 0L
                         let g = torch.randn([| int64 n |], generator = gen)
-                        let out, s = Lstm.step backend phi (LstmState.zeros phi (int64 n)) g
+                        let out, s = Lstm.step backend phi (LstmState.zeros phi 1 (int64 n)) g
                         Expect.equal out.shape [| int64 n |] "g has one entry per coordinate"
                         Expect.equal s.H.Head.shape [| 20L; int64 n |] "one state column per coordinate"
                         Expect.isTrue (Tensors.isFinite out) "finite")

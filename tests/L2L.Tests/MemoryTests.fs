@@ -64,7 +64,7 @@ let tests =
                 let byHand =
                     Backend.inSteps backend (fun () ->
                         let mutable theta = p.Theta0.detach().clone()
-                        let mutable state = opt.Init theta
+                        let mutable state = opt.Init 1 theta
                         use _ = torch.no_grad()
                         for t in 0 .. 29 do
                             let _, grad = p.LossGrad.Value t theta

@@ -34,7 +34,7 @@ let tests =
                     let rng = Random(seed)
                     let steps = [ for k in 0..5 -> xs |> Array.map (fun x -> x * (0.5 + rng.NextDouble()) * (if k % 3 = 2 then -1.0 else 1.0)) ]
                     let theta0 = tensorOf (Array.zeroCreate xs.Length) f64
-                    let mutable state = opt.Init theta0
+                    let mutable state = opt.Init 1 theta0
                     let rule, s0 = textbook name lr
                     let mutable ref = Array.init xs.Length (fun _ -> Array.copy s0)
                     steps |> List.iteri (fun k g ->
@@ -71,7 +71,7 @@ let tests =
             scoped (fun () ->
                 let phi = phiOf tinyLstm 1L f64
                 let opt = Learned.optimizer backend phi
-                let s = opt.Init(torch.zeros(7L, dtype = f64))
+                let s = opt.Init 1 (torch.zeros(7L, dtype = f64))
                 Expect.equal (OptState.tensors s).Length (2 * tinyLstm.Layers) "h and c per layer"
                 for t in s |> OptState.tensors do
                     Expect.equal t.shape [| int64 tinyLstm.Hidden; 7L |] "[H; n]")
@@ -86,9 +86,9 @@ let tests =
                     let grouped = Learned.grouped backend [ "first", split; "second", n - split ] [ a; b ]
                     let alone (phi: Phi) = Learned.optimizer backend phi
                     let theta = torch.zeros(int64 n, dtype = f64)
-                    let mutable s = grouped.Init theta
-                    let mutable sa = (alone a).Init(theta.narrow(0L, 0L, int64 split))
-                    let mutable sb = (alone b).Init(theta.narrow(0L, int64 split, int64 (n - split)))
+                    let mutable s = grouped.Init 1 theta
+                    let mutable sa = (alone a).Init 1 (theta.narrow(0L, 0L, int64 split))
+                    let mutable sb = (alone b).Init 1 (theta.narrow(0L, int64 split, int64 (n - split)))
                     for k in 1..3 do
                         let grad = tensorOf (xs |> Array.map (fun x -> x * float k)) f64
                         let struct (g, s') = grouped.Update s grad
@@ -112,6 +112,6 @@ let tests =
                 let norm (ts: Tensor seq) = ts |> Seq.sumBy (fun t -> t.norm().ToDouble())
                 Expect.isGreaterThan (norm (Seq.take (Phi.tensors a).Length grads)) 0.0 "the first φ gets a meta-gradient"
                 Expect.isGreaterThan (norm (Seq.skip (Phi.tensors a).Length grads)) 0.0 "the second φ gets a meta-gradient"
-                Expect.throwsT<ArgumentException> (fun () -> grouped.Init(torch.zeros(8L, dtype = f64)) |> ignore) "8 coordinates for groups of 3 + 4"
+                Expect.throwsT<ArgumentException> (fun () -> grouped.Init 1 (torch.zeros(8L, dtype = f64)) |> ignore) "8 coordinates for groups of 3 + 4"
                 Expect.throwsT<ArgumentException> (fun () -> Learned.grouped backend [ "only", 7 ] [ a; b ] |> ignore) "one group, two φ")
     ])

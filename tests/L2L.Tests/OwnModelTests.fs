@@ -57,7 +57,7 @@ let tests =
                         [ for i, ps in List.indexed groups ->
                               let o = Learned.optimizer backend phis[i]
                               let theta = flat ps
-                              o, theta, o.Init theta ]
+                              o, theta, o.Init 1 theta ]
                     for k in 0 .. 11 do
                         setGrads groups k
                         let grads = [ for ps in groups -> torch.cat([| for p in ps -> p.grad.reshape(-1L) |], 0L) ]
@@ -91,33 +91,35 @@ let tests =
                 Expect.equal (stateOf frozen) stateBefore "and its state is not advanced"
                 Expect.notEqual (toArray (groups.[0].[0] :> Tensor)) other "the other parameters moved")
 
-        testCase "a state saved after k steps and loaded into a new optimizer continues bit-identically (file and state_dict)" <| fun () ->
-            scoped (fun () ->
-                let phis = [ phiOf tinyLstm 1L f32; phiOf tinyLstm 2L f32 ]
-                let a = parameters f32 5L
-                use optA = optimizerOf a phis
-                for k in 0 .. 4 do
-                    setGrads a k
-                    optA.step() |> ignore
-                let path = Path.Combine(Path.GetTempPath(), sprintf "l2l-opt-%s.bin" (Guid.NewGuid().ToString("N")))
-                optA.Save path
-                // resumed from the file: other φ at construction, replaced by the saved ones
-                let b = copies a
-                use optB = optimizerOf b [ phiOf tinyLstm 8L f32; phiOf tinyLstm 9L f32 ]
-                optB.Load path
-                // resumed from the live state dict
-                let c = copies a
-                use optC = optimizerOf c phis
-                optC.load_state_dict(optA.state_dict())
-                for k in 5 .. 12 do
-                    for g in [ a; b; c ] do
-                        setGrads g k
-                    optA.step() |> ignore
-                    optB.step() |> ignore
-                    optC.step() |> ignore
-                    Expect.equal (values b) (values a) (sprintf "step %d: resumed from the file" k)
-                    Expect.equal (values c) (values a) (sprintf "step %d: resumed from state_dict" k)
-                File.Delete path)
+        for arch in Architecture.all do
+            testCase (sprintf "a state saved after k steps and loaded into a new optimizer continues bit-identically (file and state_dict; %s)" (Architecture.name arch)) <| fun () ->
+                scoped (fun () ->
+                    let cfg = LstmConfig.withArchitecture arch tinyLstm
+                    let phis = [ phiOf cfg 1L f32; phiOf cfg 2L f32 ]
+                    let a = parameters f32 5L
+                    use optA = optimizerOf a phis
+                    for k in 0 .. 4 do
+                        setGrads a k
+                        optA.step() |> ignore
+                    let path = Path.Combine(Path.GetTempPath(), sprintf "l2l-opt-%s.bin" (Guid.NewGuid().ToString("N")))
+                    optA.Save path
+                    // resumed from the file: other φ at construction, replaced by the saved ones
+                    let b = copies a
+                    use optB = optimizerOf b [ phiOf cfg 8L f32; phiOf cfg 9L f32 ]
+                    optB.Load path
+                    // resumed from the live state dict
+                    let c = copies a
+                    use optC = optimizerOf c phis
+                    optC.load_state_dict(optA.state_dict())
+                    for k in 5 .. 12 do
+                        for g in [ a; b; c ] do
+                            setGrads g k
+                        optA.step() |> ignore
+                        optB.step() |> ignore
+                        optC.step() |> ignore
+                        Expect.equal (values b) (values a) (sprintf "step %d: resumed from the file" k)
+                        Expect.equal (values c) (values a) (sprintf "step %d: resumed from state_dict" k)
+                    File.Delete path)
 
         testCase "Load names what is wrong with a file that is not this optimizer's state" <| fun () ->
             scoped (fun () ->
