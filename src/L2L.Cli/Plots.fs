@@ -6,9 +6,11 @@ open System
 open ScottPlot
 open L2L
 
+// ten distinct colours: a figure with the four architectures and the five baselines repeats none
 let private palette =
     [| Color.FromHex "#d62728"; Color.FromHex "#1f77b4"; Color.FromHex "#2ca02c"; Color.FromHex "#9467bd"
-       Color.FromHex "#ff7f0e"; Color.FromHex "#8c564b"; Color.FromHex "#17becf" |]
+       Color.FromHex "#ff7f0e"; Color.FromHex "#8c564b"; Color.FromHex "#17becf"; Color.FromHex "#e377c2"
+       Color.FromHex "#7f7f7f"; Color.FromHex "#bcbd22" |]
 
 /// Writes `path`.png and `path`.svg of a plot, each atomically.
 let save (plt: Plot) (path: string) (width: int) (height: int) =
