@@ -55,6 +55,17 @@ type KernelArbs =
 
 let kernelConfig = { propConfig with maxTest = 30; arbitrary = [ typeof<KernelArbs> ] }
 
+/// The fused cells' outputs and gradients against the reference's, at every register width.
+let expectFusedAsReference (phi: Phi) (state: LstmState) (grad: Tensor) (label: string) =
+    let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
+    for w in widths do
+        withWidth w (fun () ->
+            let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
+            List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (%s)" w i label)) outR outF
+            List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
+                Expect.isLessThan (relDiff a b) 1e-4 (sprintf "width %d, gradient %d (%s)" w i label)) gradsR gradsF)
+
 /// A GRU φ, a random state (h only) and gradient of n coordinates (float32), requiring grad.
 let gruProblemOf (hidden: int) (layers: int) (n: int64) (seed: int64) =
     let cfg = LstmConfig.withArchitecture Architecture.Gru { LstmConfig.paper with Hidden = hidden; Layers = layers }
@@ -84,14 +95,7 @@ let tests =
             scoped (fun () ->
                 let cfg = { LstmConfig.paper with Hidden = hidden; Layers = layers }
                 let phi, state, grad = problemOf cfg (int64 n) (int64 seed)
-                let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
-                for w in widths do
-                    withWidth w (fun () ->
-                        let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
-                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
-                            Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) outR outF
-                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
-                            Expect.isLessThan (relDiff a b) 1e-4 (sprintf "width %d, gradient %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) gradsR gradsF))
+                expectFusedAsReference phi state grad (sprintf "n=%d, H=%d, layers=%d" n hidden layers))
 
         testPropertyWithConfig kernelConfig "without autograd the whole step is one kernel pass with the reference's g_t and state (log-sign and identity preprocessing)" <| fun (Sizes(n, hidden, layers)) (seed: int) ->
             scoped (fun () ->
@@ -110,14 +114,7 @@ let tests =
         testPropertyWithConfig kernelConfig "the GRU: g_t, h and all gradients equal the reference cell's, every register width" <| fun (Sizes(n, hidden, layers)) (seed: int) ->
             scoped (fun () ->
                 let phi, state, grad = gruProblemOf hidden layers (int64 n) (int64 seed)
-                let outR, gradsR = stepAndGradsOn { backend with Cell = Reference } phi state grad
-                for w in widths do
-                    withWidth w (fun () ->
-                        let outF, gradsF = stepAndGradsOn { backend with Cell = Fused } phi state grad
-                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
-                            Expect.isLessThan (a.sub(b).abs().max().ToDouble()) 2e-6 (sprintf "width %d, output %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) outR outF
-                        List.iteri2 (fun i (a: Tensor) (b: Tensor) ->
-                            Expect.isLessThan (relDiff a b) 1e-4 (sprintf "width %d, gradient %d (n=%d, H=%d, layers=%d)" w i n hidden layers)) gradsR gradsF))
+                expectFusedAsReference phi state grad (sprintf "n=%d, H=%d, layers=%d" n hidden layers))
 
         testCase "the GRU's tails, and its evaluation pass: n around the register and tile sizes, two threads" <| fun () ->
             scoped (fun () ->
