@@ -291,6 +291,10 @@ module Phi =
           Heads = heads })
 
 module internal PhiKernel =
+    /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
+    /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
+    let wholeStep (phi: Phi) = phi.Config.Architecture = Architecture.Lstm
+
     /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
     let layers (phi: Phi) = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
 

@@ -192,6 +192,10 @@ namespace L2L
 
     module internal PhiKernel =
 
+        /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
+        /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
+        val wholeStep: phi: Phi -> bool
+
         /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
         val layers: phi: Phi -> (Tensor * Tensor * Tensor) list
 

@@ -130,6 +130,13 @@ type CellFunction() =
 let private gruLayer (x: Tensor) (h: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor) (bhn: Tensor) =
     GruLayer(h.shape[1], int x.shape[0], int h.shape[0], ptr x, ptr h, ptr wih, ptr whh, ptr b, ptr bhn)
 
+/// The GRU cell's forward pass into a fresh h'.
+let private gruForward (threads: int) (x: Tensor) (h: Tensor) (wih: Tensor) (whh: Tensor) (b: Tensor) (bhn: Tensor) =
+    let hOut = torch.empty_like(h)
+    let l = gruLayer x h wih whh b bhn
+    CoordinatewiseGru.Forward(&l, ptr hOut, threads)
+    hOut
+
 /// The GRU cell as an autograd function: inputs x [in; n], h [H; n], wih [3H; in], whh [3H; H],
 /// b [3H; 1], bhn [H; 1], then the boxed thread count; output h' [H; n].
 type GruCellFunction() =
@@ -141,9 +148,7 @@ type GruCellFunction() =
         let t (i: int) = vars[i] :?> Tensor
         let x, h, wih, whh, b, bhn = t 0, t 1, t 2, t 3, t 4, t 5
         let threads = vars[6] :?> int
-        let hOut = torch.empty_like(h)
-        let l = gruLayer x h wih whh b bhn
-        CoordinatewiseGru.Forward(&l, ptr hOut, threads)
+        let hOut = gruForward threads x h wih whh b bhn
         ctx.save_for_backward(List<Tensor>([ x; h; wih; whh; b; bhn ]))
         ctx.save_data("threads", threads)
         List<Tensor>([ hOut ])
@@ -164,11 +169,7 @@ let gruCell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (bhn: Tensor)
     let x, h, wih, whh, b, bhn = x.contiguous(), h.contiguous(), wih.contiguous(), whh.contiguous(), b.contiguous(), bhn.contiguous()
     if torch.is_grad_enabled () && [ x; h; wih; whh; b; bhn ] |> List.exists (fun t -> t.requires_grad) then
         (GruCellFunction.apply(x, h, wih, whh, b, bhn, box threads))[0]
-    else
-        let hOut = torch.empty_like(h)
-        let l = gruLayer x h wih whh b bhn
-        CoordinatewiseGru.Forward(&l, ptr hOut, threads)
-        hOut
+    else gruForward threads x h wih whh b bhn
 
 /// h', c' = the cell at (x, h, c) with weights (wih, whh, b), differentiable in all of them.
 let cell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: Tensor) (c: Tensor) : Tensor * Tensor =

@@ -19,7 +19,7 @@ module FirstOrder =
     let applies (cfg: UnrollConfig) (phis: Phi list) (tr: Trajectory) =
         not cfg.SecondOrder
         && List.length phis = 1
-        && phis.Head.Config.Architecture = Architecture.Lstm
+        && PhiKernel.wholeStep phis.Head
         && tr.Problem.LossGrad.IsSome
         && (match tr.Opt.Memory with Recurrent _ -> true | _ -> false)
         && LstmKernel.supports (tr.Theta :: tr.Grad :: Phi.tensors phis.Head @ OptState.tensors tr.Opt)

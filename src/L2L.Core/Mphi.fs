@@ -32,7 +32,7 @@ module Lstm =
     let step (b: Backend) (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
         let whole =
             b.Cell = Fused
-            && phi.Config.Architecture = Architecture.Lstm
+            && PhiKernel.wholeStep phi
             && not (torch.is_grad_enabled () && grad.requires_grad)
             && LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)
         if whole then
