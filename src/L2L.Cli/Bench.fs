@@ -75,7 +75,7 @@ let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
     let macs = float ([ for k in 0 .. c.Layers - 1 -> 4 * h * ((if k = 0 then inputs else h) + h) ] |> List.sum) + float h
     let forwardFlop = 2.0 * macs * float n
     use gen = new torch.Generator(17UL)
-    let grad = torch.randn([| int64 n |], generator = gen).mul(sc 1e-3)
+    let grad = torch.randn([| int64 n |], generator = gen).Mul(1e-3)
     let state = LstmState.zeros phi 1 (int64 n)
     let phiLeaves = Phi.map (fun t -> t.detach().requires_grad_(true)) phi
     let forward =
@@ -87,7 +87,7 @@ let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
         secondsPerCall (fun () ->
             use _ = torch.NewDisposeScope()
             let g, s = Lstm.step backend phiLeaves state grad
-            let objective = g.sum().add(s.H |> List.reduce (fun a b -> a.add(b)) |> fun t -> t.sum())
+            let objective = g.sum().Add(s.H |> List.reduce (fun a b -> a.Add(b)) |> fun t -> t.sum())
             torch.autograd.grad([| objective |], List.toArray (Phi.tensors phiLeaves)) |> ignore)
     let backward = max (forwardBackward - forward) 1e-9
     // the GEMM rate on as many threads as the kernel has (libtorch's own count is 1 by default)
@@ -168,7 +168,7 @@ let moduleStepProfile (backend: Backend) (phi: Phi) : JsonObject =
     let ps = model.parameters() |> Array.ofSeq
     use gen = Seeds.generator 5L 31UL 0L
     for p in ps do
-        p.grad <- torch.randn(p.shape, generator = gen).mul(sc 1e-3).DetachFromDisposeScope()
+        p.grad <- torch.randn(p.shape, generator = gen).Mul(1e-3).DetachFromDisposeScope()
     use opt = new LearnedOptimizer(ps, phi, backend)
     let flat = Learned.optimizer backend phi
     let grad = torch.cat([| for p in ps -> p.grad.reshape(-1L) |], 0L).DetachFromDisposeScope()

@@ -101,7 +101,7 @@ let runTrace (settings: RuntimeSettings) (a: ParseResults<TraceArgs>) =
             for _ in 1 .. steps do
                 use scope = torch.NewDisposeScope()
                 let z = torch.randn([| int64 n |], dtype = torch.ScalarType.Float64, generator = gen)
-                let e = torch.rand([| int64 n |], dtype = torch.ScalarType.Float64, generator = gen) * 10.0 - 8.0
+                let e = torch.rand([| int64 n |], dtype = torch.ScalarType.Float64, generator = gen).Mul(10.0).Sub(8.0)
                 let magnitude: torch.Tensor = torch.pow(torch.tensor(10.0, dtype = torch.ScalarType.Float64), e)
                 let grad = (z * magnitude).to_type(dtype)
                 let g, s = Lstm.step settings.Backend phi state grad

@@ -264,7 +264,7 @@ module Phi =
         let g = int64 (Architecture.gates c.Architecture)
         let uniform (shape: int64[]) =
             let u = torch.rand(shape, dtype = torch.ScalarType.Float64, generator = gen)
-            u.mul(sc (2.0 * bound)).sub(sc bound).to_type(dtype).``to``(device)
+            u.Mul(2.0 * bound).Sub(bound).to_type(dtype).``to``(device)
         let leaf (t: Tensor) = t.requires_grad_(true)
         let layers =
             [ for k in 0 .. c.Layers - 1 ->
@@ -274,7 +274,7 @@ module Phi =
                   let b = uniform [| g * h; 1L |]
                   // the LSTM's forget gate is its second block, the GRU's update gate z too
                   let keep = b.narrow(0L, h, h)
-                  keep.add_(sc c.ForgetBias) |> ignore
+                  keep.AddInPlace(c.ForgetBias) |> ignore
                   let bhn = if c.Architecture = Architecture.Gru then Some(leaf (uniform [| h; 1L |])) else None
                   { Wih = leaf wih; Whh = leaf whh; B = leaf b; Bhn = bhn } ]
         let wOut = leaf (uniform [| 1L; h |])
@@ -378,7 +378,7 @@ module Memory =
         let per = n / f
         let k = a.shape[0]
         let reads = r.shape[0]
-        let dots = torch.einsum("kfj,qfj->kqf", b.view(k, f, per), r.view(reads, f, per)).div(sc (float per))
+        let dots = torch.einsum("kfj,qfj->kqf", b.view(k, f, per), r.view(reads, f, per)).Div(float per)
         torch.einsum("kfj,kqf->qfj", a.view(k, f, per), dots).reshape(reads, n)
 
     /// The memory after one step's writes: its oldest W rows dropped, the new a and b [W; n] appended.
@@ -400,7 +400,7 @@ module LstmReference =
         let f = parts[1].sigmoid()
         let g = parts[2].tanh()
         let o = parts[3].sigmoid()
-        let c' = f.mul(c).add(i.mul(g))
+        let c' = f.mul(c).Add(i.mul(g))
         let h' = o.mul(c'.tanh())
         h', c'
 
@@ -414,10 +414,10 @@ module LstmReference =
             | None -> invalidArg "w" "a GRU layer needs b_hn"
         let gi = torch.addmm(w.B, w.Wih, x, 1.0f, 1.0f).chunk(3L, 0L)
         let gh = torch.mm(w.Whh, h).chunk(3L, 0L)
-        let r = gi[0].add(gh[0]).sigmoid()
-        let z = gi[1].add(gh[1]).sigmoid()
-        let cand = gi[2].add(r.mul(gh[2].add(bhn))).tanh()
-        cand.add(z.mul(h.sub(cand)))
+        let r = gi[0].Add(gh[0]).sigmoid()
+        let z = gi[1].Add(gh[1]).sigmoid()
+        let cand = gi[2].Add(r.mul(gh[2].Add(bhn))).tanh()
+        cand.Add(z.mul(h.sub(cand)))
 
     /// m_φ applied to preprocessed features with given LSTM and GRU cells: (φ, h_t, x_t) -> (g_t,
     /// h_{t+1}). lstm-gac and ntm-bfgs average each layer's
@@ -468,7 +468,7 @@ module LstmReference =
                     top, hs, cs, [ reads'; a'; b' ]
                 | _ -> invalidArg "state" "ntm-bfgs needs its read results and memory, and φ its heads"
         // g: [1; n] = BOut + WOut·h_top, times the output scale
-        let g = torch.addmm(phi.BOut, phi.WOut, top, 1.0f, 1.0f).mul(sc c.OutScale).view(-1L)
+        let g = torch.addmm(phi.BOut, phi.WOut, top, 1.0f, 1.0f).Mul(c.OutScale).view(-1L)
         g, { state with H = hs; C = cs; Memory = memory }
 
     /// x: [in; n] -> g: [n]

@@ -231,7 +231,7 @@ let stepBackwardInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (w
     let k = List.length layers
     let n = x.shape[1]
     // g = s·(bout + wout·h'_top): its weights' gradients, and the top layer's dh' gains woutᵀ·s·dg
-    let dgs = dg.contiguous().view(1L, n).mul(sc outScale)
+    let dgs = dg.contiguous().view(1L, n).Mul(outScale)
     let dWOut = torch.mm(dgs, (List.last hOut).t())
     let dBOut = dgs.sum().view(1L, 1L)
     dhOut[k - 1].addmm_(wOut.t(), dgs, 1.0f, 1.0f) |> ignore
@@ -242,7 +242,7 @@ let stepBackwardInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (w
         let input = if l = 0 then x else hOut[l - 1]
         let dx = if l > 0 then scratch else null
         let dwih, dwhh, db = layerBackwardInto threads input hs[l] cs[l] wih whh b dhOut[l] dcOut[l] dx dh[l] dc[l]
-        if l > 0 then dhOut[l - 1].add_(scratch) |> ignore
+        if l > 0 then dhOut[l - 1].AddInPlace(scratch) |> ignore
         dWeights[3 * l] <- dwih
         dWeights[3 * l + 1] <- dwhh
         dWeights[3 * l + 2] <- db

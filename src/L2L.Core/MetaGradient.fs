@@ -120,7 +120,7 @@ module FirstOrder =
                     let losses, grad' = lossGrad (tr.Step + j) theta'
                     let f = losses.sum().ToDouble()
                     // dL/dθ_{s+j}
-                    let dt = if w = 0.0 then null elif cfg.LogLoss then grad'.mul(sc (w / f)) else grad'.mul(sc (w / b))
+                    let dt = if w = 0.0 then null elif cfg.LogLoss then grad'.Mul(w / f) else grad'.Mul(w / b)
                     theta', grad', dt, f)
             if j > 1 then
                 theta.Dispose()
@@ -143,11 +143,11 @@ module FirstOrder =
             let dOut = ws.Grads[(u - j + 1) % 2]
             let dg', dPhi' =
                 Scope.run (fun (a: Tensor, d: Tensor list) -> a :: d) (fun () ->
-                    let dg' = if isNull dTheta[j - 1] then dg.clone() else dg.add(dTheta[j - 1])
+                    let dg' = if isNull dTheta[j - 1] then dg.clone() else dg.Add(dTheta[j - 1])
                     let dW =
                         LstmKernel.stepBackwardInto threads layers phi.WOut phi.Config.OutScale ws.Features[j - 1] states[j - 1].H states[j - 1].C states[j].H
                             dg' dIn.H dIn.C dOut.H dOut.C ws.Scratch
-                    dg', List.map2 (fun (a: Tensor) (d: Tensor) -> a.add(d)) dPhi dW)
+                    dg', List.map2 (fun (a: Tensor) (d: Tensor) -> a.Add(d)) dPhi dW)
             for t in dg :: dPhi do
                 t.Dispose()
             if not (isNull dTheta[j - 1]) then dTheta[j - 1].Dispose()

@@ -85,8 +85,8 @@ module MetaLoss =
                 let w = weight cfg.Weights j cfg.Unroll
                 let acc' =
                     if w = 0.0 then acc
-                    elif cfg.LogLoss then acc.add(loss.div(sc b).log().mul(sc w))
-                    else acc.add(loss.mul(sc (w / b)))
+                    elif cfg.LogLoss then acc.Add(loss.Div(b).log().Mul(w))
+                    else acc.Add(loss.Mul(w / b))
                 go (j + 1) theta' grad' state' acc' loss
         let zero = torch.zeros([||], dtype = tr.Theta.dtype, device = tr.Theta.device)
         let metaLoss, theta, grad, state, last = go 1 tr.Theta tr.Grad tr.Opt zero zero

@@ -94,5 +94,5 @@ module Mnist =
     /// Images as `dtype` in [0, 1]: uint8 pixels are divided by 255 (in `dtype`, as the pixel
     /// values were always scaled); floating images are taken as already scaled.
     let scale (dtype: torch.ScalarType) (images: Tensor) : Tensor =
-        if images.dtype = torch.ScalarType.Byte then images.to_type(dtype).div(sc 255.0)
+        if images.dtype = torch.ScalarType.Byte then images.to_type(dtype).Div(255.0)
         else images.to_type(dtype)

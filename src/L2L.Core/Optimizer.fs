@@ -87,7 +87,7 @@ type Optimizer =
 
 module Update =
     /// θ_{t+1} = θ_t + g_t (paper eq. 1): the one place the optimizee's parameters move.
-    let apply (theta: Tensor) (g: Tensor) : Tensor = theta.add(g)
+    let apply (theta: Tensor) (g: Tensor) : Tensor = theta.Add(g)
 
 /// The hand-designed baselines, written out (the formulas of torch.optim / Torch7 defaults).
 module Baselines =
@@ -104,7 +104,7 @@ module Baselines =
         { Name = "sgd"
           Hyper = [ "lr", lr ]
           Init = fun _ _ -> { Step = 0; Memory = Stateless }
-          Update = fun s grad -> struct (grad.mul(sc -lr), { s with Step = s.Step + 1 }) }
+          Update = fun s grad -> struct (grad.Mul(-lr), { s with Step = s.Step + 1 }) }
 
     /// Heavy ball: v ← μv + ∇; g = −lr·v
     let momentum (lr: float) (mu: float) : Optimizer =
@@ -113,8 +113,8 @@ module Baselines =
           Init = fun _ theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
-                let v = (moment s).mul(sc mu).add(grad)
-                struct (v.mul(sc -lr), { Step = s.Step + 1; Memory = Velocity v }) }
+                let v = (moment s).Mul(mu).Add(grad)
+                struct (v.Mul(-lr), { Step = s.Step + 1; Memory = Velocity v }) }
 
     /// Nesterov (PyTorch form): v ← μv + ∇; g = −lr·(∇ + μv)
     let nag (lr: float) (mu: float) : Optimizer =
@@ -123,8 +123,8 @@ module Baselines =
           Init = fun _ theta -> { Step = 0; Memory = Velocity(zerosLike theta) }
           Update =
             fun s grad ->
-                let v = (moment s).mul(sc mu).add(grad)
-                struct (grad.add(v.mul(sc mu)).mul(sc -lr), { Step = s.Step + 1; Memory = Velocity v }) }
+                let v = (moment s).Mul(mu).Add(grad)
+                struct (grad.Add(v.Mul(mu)).Mul(-lr), { Step = s.Step + 1; Memory = Velocity v }) }
 
     /// RMSprop: r ← αr + (1−α)∇²; g = −lr·∇/(√r + ε)
     let rmsprop (lr: float) (alpha: float) (eps: float) : Optimizer =
@@ -133,8 +133,8 @@ module Baselines =
           Init = fun _ theta -> { Step = 0; Memory = MeanSquare(zerosLike theta) }
           Update =
             fun s grad ->
-                let r = (moment s).mul(sc alpha).addcmul(grad, grad, sc (1.0 - alpha))
-                struct (grad.mul(sc -lr).div(r.sqrt().add(sc eps)), { Step = s.Step + 1; Memory = MeanSquare r }) }
+                let r = (moment s).Mul(alpha).Addcmul(grad, grad, (1.0 - alpha))
+                struct (grad.Mul(-lr).div(r.sqrt().Add(eps)), { Step = s.Step + 1; Memory = MeanSquare r }) }
 
     /// Adam: m ← β1m + (1−β1)∇; v ← β2v + (1−β2)∇²; g = −lr·m̂/(√v̂ + ε), bias-corrected.
     let adam (lr: float) (beta1: float) (beta2: float) (eps: float) : Optimizer =
@@ -148,11 +148,11 @@ module Baselines =
                     match s.Memory with
                     | Moments(m, v) -> m, v
                     | other -> invalidArg "s" (sprintf "expected Adam's moments, got %s" (other.GetType().Name))
-                let m = m0.mul(sc beta1).add(grad.mul(sc (1.0 - beta1)))
-                let v = v0.mul(sc beta2).addcmul(grad, grad, sc (1.0 - beta2))
-                let mhat = m.div(sc (1.0 - pown beta1 t))
-                let vhat = v.div(sc (1.0 - pown beta2 t))
-                struct (mhat.mul(sc -lr).div(vhat.sqrt().add(sc eps)), { Step = t; Memory = Moments(m, v) }) }
+                let m = m0.Mul(beta1).Add(grad.Mul(1.0 - beta1))
+                let v = v0.Mul(beta2).Addcmul(grad, grad, (1.0 - beta2))
+                let mhat = m.Div(1.0 - pown beta1 t)
+                let vhat = v.Div(1.0 - pown beta2 t)
+                struct (mhat.Mul(-lr).div(vhat.sqrt().Add(eps)), { Step = t; Memory = Moments(m, v) }) }
 
     /// The tuned baselines of the paper plus momentum; every one but its learning rate at the
     /// Torch7/PyTorch defaults (NAG and momentum μ = 0.9).

@@ -27,9 +27,9 @@ module Preprocess =
         | Identity -> grad.unsqueeze(0L)
         | LogSign p ->
             let a = grad.abs()
-            let big = a.ge(sc (exp -p))
+            let big = a.Ge(exp -p)
             // clamp keeps log finite where the branch is not taken (|∇| = 0 gives −inf otherwise)
-            let logPart = a.clamp_min(sc 1e-38).log().div(sc p)
-            let x1 = torch.where(big, logPart, torch.full_like(grad, sc -1.0))
-            let x2 = torch.where(big, grad.sign(), grad.mul(sc (exp p)))
+            let logPart = a.ClampMin(1e-38).log().Div(p)
+            let x1 = torch.where(big, logPart, grad.FullLike(-1.0))
+            let x2 = torch.where(big, grad.sign(), grad.Mul(exp p))
             torch.stack([| x1; x2 |], 0L)

@@ -68,7 +68,7 @@ module Quadratic =
         let b = q.Y.shape[0]
         let d = q.Y.shape[1]
         let r = torch.bmm(q.W, theta.view(b, d, 1L)).squeeze(-1L).sub(q.Y)
-        r.mul(r).sum(1L), torch.bmm(q.W.transpose(1L, 2L), r.unsqueeze(-1L)).view(-1L).mul(sc 2.0)
+        r.mul(r).sum(1L), torch.bmm(q.W.transpose(1L, 2L), r.unsqueeze(-1L)).view(-1L).Mul(2.0)
 
     let problem (q: Quadratic) : Problem =
         { Functions = functions q
@@ -93,7 +93,7 @@ module Quadratic =
         let w = draw [| b; d; d |]
         let y = draw [| b; d |]
         let th = torch.randn([| b * d |], dtype = torch.ScalarType.Float64, generator = gen)
-        let theta0 = th.mul(sc Theta0Std).to_type(dtype).``to``(device)
+        let theta0 = th.Mul(Theta0Std).to_type(dtype).``to``(device)
         { W = w; Y = y; Theta0 = theta0 })
 
     /// B functions from the portable stream `seed`: per function, in order, W (row-major), y, θ_0/0.01.
@@ -173,11 +173,11 @@ module Classifier =
                     let lg = logits theta (Mnist.scale theta.dtype (x.narrow(0L, start, len)))
                     let labels = y.narrow(0L, start, len)
                     correct <- correct + lg.detach().argmax(1L).eq(labels).sum().ToInt64()
-                    total.add(torch.nn.functional.cross_entropy(lg, labels, reduction = torch.nn.Reduction.Sum)))
+                    total.Add(torch.nn.functional.cross_entropy(lg, labels, reduction = torch.nn.Reduction.Sum)))
             total.Dispose()
             total <- next
             start <- start + len
-        total.div(sc (float n)), correct
+        total.Div(float n), correct
 
     /// A minibatch's loss and gradient over gathered rows (θ, x [B; 784] in [0, 1], labels [B]) as
     /// one over a split's images and labels and the minibatch's row indices [B].
@@ -280,9 +280,9 @@ module Mlp =
             h <- if j = last then z else activate m z
         let logp = torch.nn.functional.log_softmax(h, 1L)
         let onehot = torch.nn.functional.one_hot(y, 10L).to_type(theta.dtype)
-        let loss = logp.mul(onehot).sum().div(sc (float x.shape[0])).neg()
+        let loss = logp.mul(onehot).sum().Div(float x.shape[0]).neg()
         // ∂loss/∂logits = (softmax − onehot) / B, then back through the layers
-        let mutable d = logp.exp().sub(onehot).div(sc (float x.shape[0]))
+        let mutable d = logp.exp().sub(onehot).Div(float x.shape[0])
         let pieces = Array.zeroCreate<Tensor> (2 * views.Length)
         for j in last .. -1 .. 0 do
             pieces[2 * j] <- torch.mm(inputs[j].t(), d).view(-1L)
@@ -292,8 +292,8 @@ module Mlp =
                 let a = inputs[j]
                 d <-
                     match m.Activation with
-                    | Sigmoid -> dh.mul(a).mul(a.neg().add(sc 1.0))
-                    | Relu -> dh.mul(a.gt(sc 0.0).to_type(a.dtype))
+                    | Sigmoid -> dh.mul(a).mul(a.neg().Add(1.0))
+                    | Relu -> dh.mul(a.Gt(0.0).to_type(a.dtype))
         loss, torch.cat(pieces, 0L)
 
     /// Whether `batchLossGrad` runs the fused kernel for these tensors: float32 θ on the CPU, uint8
@@ -398,7 +398,7 @@ module Conv =
     let private normalise (z: Tensor) (dims: int64[]) (g: Tensor) (beta: Tensor) (shape: int64[]) =
         let centred = z.sub(z.mean(dims, true))
         let var = centred.mul(centred).mean(dims, true)
-        centred.div(var.add(sc NormEps).sqrt()).mul(g.view(shape).add(sc 1.0)).add(beta.view(shape))
+        centred.div(var.Add(NormEps).sqrt()).mul(g.view(shape).Add(1.0)).Add(beta.view(shape))
 
     /// A 3×3 convolution with padding 1 as a product with the input's 3×3 patches (im2col: the
     /// padded input's nine shifted views, stacked). Measured here, libtorch's CPU conv2d backward

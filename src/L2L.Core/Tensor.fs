@@ -147,12 +147,57 @@ module Spare =
             finally
                 clear p
 
-/// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
-/// Scalar and Tensor overloads from F#).
+/// Tensor operations with a float operand, safe to call from any thread.
+///
+/// libtorch reads a TorchSharp `Scalar` through its native handle while an operation runs, and a
+/// Scalar frees that handle in its finalizer. A Scalar made for one call (an implicit conversion, or
+/// the `1` TorchSharp's own `add(t)` makes for alpha) is unreachable once its handle has
+/// been read, so a collection on another thread can finalize it while libtorch still reads it (seen
+/// as "Expected false to be true" from `Scalar::toFloat`, or a wrong alpha). Here every Scalar lives
+/// until the call has returned: it is disposed right after it, and tensor sums take a Scalar 1 held
+/// for the life of the process. Nothing in the library hands libtorch a Scalar any other way (a
+/// test reads the assemblies' code to check).
 [<AutoOpen>]
 module ScalarOps =
-    let inline sc (x: float) : Scalar = Scalar.op_Implicit x
-    let inline sci (x: int) : Scalar = Scalar.op_Implicit x
+    let private one = lazy (Scalar.op_Implicit 1)
+
+    let inline private withScalar (x: float) ([<InlineIfLambda>] f: Scalar -> Tensor) : Tensor =
+        let s = Scalar.op_Implicit x
+        try f s finally s.Dispose()
+
+    type torch.Tensor with
+        /// t + u
+        member t.Add(u: Tensor) : Tensor = t.add(u, one.Value)
+        /// t + x
+        member t.Add(x: float) : Tensor = withScalar x (fun s -> t.add(s, one.Value))
+        /// t − u
+        member t.Sub(u: Tensor) : Tensor = t.sub(u)
+        /// t − x
+        member t.Sub(x: float) : Tensor = withScalar x (fun s -> t.sub(s))
+        /// t · x
+        member t.Mul(x: float) : Tensor = withScalar x (fun s -> t.mul(s))
+        /// t / x
+        member t.Div(x: float) : Tensor = withScalar x (fun s -> t.div(s))
+        /// t ← t + u, in place
+        member t.AddInPlace(u: Tensor) : Tensor = t.add_(u, one.Value)
+        /// t ← t + alpha · u, in place
+        member t.AddInPlace(u: Tensor, alpha: float) : Tensor = withScalar alpha (fun s -> t.add_(u, s))
+        /// t ← t + x, in place
+        member t.AddInPlace(x: float) : Tensor = withScalar x (fun s -> t.add_(s, one.Value))
+        /// t ← t · x, in place
+        member t.MulInPlace(x: float) : Tensor = withScalar x (fun s -> t.mul_(s))
+        /// t ← x everywhere, in place
+        member t.FillInPlace(x: float) : Tensor = withScalar x (fun s -> t.fill_(s))
+        /// t + x · a · b
+        member t.Addcmul(a: Tensor, b: Tensor, x: float) : Tensor = withScalar x (fun s -> t.addcmul(a, b, s))
+        /// t ≥ x, elementwise
+        member t.Ge(x: float) : Tensor = withScalar x (fun s -> t.ge(s))
+        /// t > x, elementwise
+        member t.Gt(x: float) : Tensor = withScalar x (fun s -> t.gt(s))
+        /// max(t, x), elementwise
+        member t.ClampMin(x: float) : Tensor = withScalar x (fun s -> t.clamp_min(s))
+        /// A tensor shaped like t, every element x
+        member t.FullLike(x: float) : Tensor = withScalar x (fun s -> torch.full_like(t, s))
 
 module Seeds =
     /// SplitMix64 finaliser: decorrelates seeds derived from one another (seed, stream, index).

@@ -69,14 +69,66 @@ namespace L2L
         /// Disposes the buffers a pool holds for reuse (those handed out stay with their holders).
         val clear: p: SparePool -> unit
 
-    /// Scalars for TorchSharp's overloads: `t * sc 0.1` (a bare float literal is ambiguous between the
-    /// Scalar and Tensor overloads from F#).
+    /// Tensor operations with a float operand, safe to call from any thread.
+    ///
+    /// libtorch reads a TorchSharp `Scalar` through its native handle while an operation runs, and a
+    /// Scalar frees that handle in its finalizer. A Scalar made for one call (an implicit conversion,
+    /// or the `1` TorchSharp's own `add(t)` makes for alpha) is unreachable once its handle
+    /// has been read, so a collection on another thread can finalize it while libtorch still reads it.
+    /// Here every Scalar lives until the call has returned. Nothing in the library hands libtorch a
+    /// Scalar any other way (a test reads the assemblies' code to check).
     [<AutoOpen>]
     module ScalarOps =
 
-        val inline sc: x: float -> TorchSharp.Scalar
+        type TorchSharp.torch.Tensor with
 
-        val inline sci: x: int -> TorchSharp.Scalar
+            /// t + u
+            member Add: u: Tensor -> Tensor
+
+            /// t + x
+            member Add: x: float -> Tensor
+
+            /// t − u
+            member Sub: u: Tensor -> Tensor
+
+            /// t − x
+            member Sub: x: float -> Tensor
+
+            /// t · x
+            member Mul: x: float -> Tensor
+
+            /// t / x
+            member Div: x: float -> Tensor
+
+            /// t ← t + u, in place
+            member AddInPlace: u: Tensor -> Tensor
+
+            /// t ← t + alpha · u, in place
+            member AddInPlace: u: Tensor * alpha: float -> Tensor
+
+            /// t ← t + x, in place
+            member AddInPlace: x: float -> Tensor
+
+            /// t ← t · x, in place
+            member MulInPlace: x: float -> Tensor
+
+            /// t ← x everywhere, in place
+            member FillInPlace: x: float -> Tensor
+
+            /// t + x · a · b
+            member Addcmul: a: Tensor * b: Tensor * x: float -> Tensor
+
+            /// t ≥ x, elementwise
+            member Ge: x: float -> Tensor
+
+            /// t > x, elementwise
+            member Gt: x: float -> Tensor
+
+            /// max(t, x), elementwise
+            member ClampMin: x: float -> Tensor
+
+            /// A tensor shaped like t, every element x
+            member FullLike: x: float -> Tensor
 
     module Seeds =
 

@@ -165,7 +165,7 @@ type internal GroupRuntime(options: LearnedOptions, parameters: Parameter[], bac
             for i, p in Array.indexed parameters do
                 if not (isNull grads[i]) then
                     let d = g.narrow(0L, offsets[i], sizes[i]).view(p.shape)
-                    if lr = 1.0 then p.add_(d) |> ignore else p.add_(d, alpha = lr) |> ignore
+                    if lr = 1.0 then p.AddInPlace(d) |> ignore else p.AddInPlace(d, lr) |> ignore
             if grads |> Array.exists isNull && not (Architecture.averages options.Phi.Config.Architecture) then
                 let before = OptState.tensors old
                 for i, grad in Array.indexed grads do

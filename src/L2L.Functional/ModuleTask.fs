@@ -175,7 +175,7 @@ module ModuleTask =
                     // first order: the value of f with ∇f as its gradient in θ (∂∇/∂θ is not available)
                     let l, g = lossGrad t (theta.detach())
                     let d = theta.sub(theta.detach()).mul(g).view(int64 nets.Length, n).sum(1L)
-                    l.add(d)
+                    l.Add(d)
                 else
                     use _ = torch.no_grad()
                     torch.stack(

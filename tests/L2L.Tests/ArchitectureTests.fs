@@ -23,7 +23,7 @@ let run (b: Backend) (phi: Phi) (functions: int) (grads: Tensor list) =
     outs, LstmState.tensors state |> List.map toArray
 
 let randomGrads (gen: torch.Generator) (n: int64) (steps: int) (dtype: torch.ScalarType) =
-    [ for _ in 1 .. steps -> torch.randn([| n |], generator = gen).mul(sc 0.5).to_type(dtype) ]
+    [ for _ in 1 .. steps -> torch.randn([| n |], generator = gen).Mul(0.5).to_type(dtype) ]
 
 /// A permutation of n coordinates that keeps each of `functions` equal blocks in place.
 let blockPermutation (gen: torch.Generator) (n: int) (functions: int) =
@@ -120,7 +120,7 @@ let tests =
                             else v[i])
                     hs.Add averaged
                     input <- torch.tensor(averaged, dtype = f64).view(6L, n)
-                let expectedG = torch.addmm(phi.BOut, phi.WOut, input, 1.0f, 1.0f).mul(sc cfg.OutScale).view(-1L) |> toArray
+                let expectedG = torch.addmm(phi.BOut, phi.WOut, input, 1.0f, 1.0f).Mul(cfg.OutScale).view(-1L) |> toArray
                 Expect.isLessThan (maxAbsDiff (toArray g) expectedG) 1e-12 "g"
                 List.iteri (fun k (h: Tensor) -> Expect.isLessThan (maxAbsDiff (toArray h) hs[k]) 1e-12 (sprintf "h of layer %d" k)) s.H)
 
@@ -177,7 +177,7 @@ let tests =
                                               let dot = [ for j in 0 .. per - 1 -> b'[w * n + f * per + j] * r[q * n + f * per + j] ] |> List.sum
                                               yield a'[w * n + f * per + i] * dot / float per ] |> List.sum
                                 Expect.floatClose Accuracy.high reads[q * n + f * per + i] expected (sprintf "step %d: read %d of function %d, coordinate %d" t q f i)
-                    history.Add((r, a, b))
+                    history.Add(r, a, b)
                     // the memory now holds the last 3 steps' a and b, the oldest first (zeros before step 0)
                     let held (pick: float[] * float[] * float[] -> float[]) =
                         [| for u in t - 2 .. t do
@@ -229,7 +229,7 @@ let tests =
                 let phi = phiOf (configOf Architecture.LstmGac 6) 5L f64
                 let functions, per = 3, 4
                 let grads = randomGrads gen (int64 (functions * per)) 3 f64
-                let changed = grads |> List.map (fun g -> let c = g.clone() in c.narrow(0L, int64 per, int64 per).mul_(sc 7.0) |> ignore; c)
+                let changed = grads |> List.map (fun g -> let c = g.clone() in c.narrow(0L, int64 per, int64 per).MulInPlace(7.0) |> ignore; c)
                 let outs, _ = run Backend.reference phi functions grads
                 let outsC, _ = run Backend.reference phi functions changed
                 for o, c in List.zip outs outsC do
@@ -237,7 +237,7 @@ let tests =
                     Expect.sequenceEqual c[2 * per ..] o[2 * per ..] "function 2"
                     Expect.notEqual c[per .. 2 * per - 1] o[per .. 2 * per - 1] "function 1 moved"
                 // and the average couples a function's coordinates: one coordinate moves the others
-                let one = grads |> List.map (fun g -> let c = g.clone() in c.narrow(0L, 0L, 1L).mul_(sc 7.0) |> ignore; c)
+                let one = grads |> List.map (fun g -> let c = g.clone() in c.narrow(0L, 0L, 1L).MulInPlace(7.0) |> ignore; c)
                 let outsO, _ = run Backend.reference phi functions one
                 let seen = outsO[2]
                 let alone = outs[2]

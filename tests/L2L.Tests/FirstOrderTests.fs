@@ -58,7 +58,7 @@ let tests =
                 let cfg = { Unroll = 5; Weights = Uniform; SecondOrder = false; LogLoss = true }
                 compare "MLP" cfg phi (fun () ->
                     use gen = Seeds.generator 9L 1UL 0L
-                    let theta0 = torch.randn([| int64 (Mlp.count spec) |], generator = gen).mul(sc 0.1)
+                    let theta0 = torch.randn([| int64 (Mlp.count spec) |], generator = gen).Mul(0.1)
                     let idx = torch.randint(50000L, [| 11L; 8L |], generator = gen)
                     Mlp.problem spec data TrainSplit theta0 idx))
 

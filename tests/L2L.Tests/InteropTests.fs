@@ -210,7 +210,7 @@ let tests =
             match OptimizerFile.ofJson (Pretrained.optimizerText "quadratic") torch.CPU f32, OptimizerFile.ofJson (import shifted) torch.CPU f32 with
             | Ok a, Ok b ->
                 for la, lb in List.zip a.Layers b.Layers do
-                    Expect.isTrue (same (la.B.add(torch.tensor(0.5f))) lb.B) "b = bias_ih + bias_hh"
+                    Expect.isTrue (same (la.B.Add(torch.tensor(0.5f))) lb.B) "b = bias_ih + bias_hh"
                     Expect.isTrue (same la.Wih lb.Wih) "weights unchanged"
             | Error e, _
             | _, Error e -> failtest e

@@ -28,10 +28,10 @@ let problemOf (cfg: LstmConfig) (n: int64) (seed: int64) =
     let phi = phiOf cfg seed f32
     use gen = Seeds.generator seed 3UL 0L
     let hidden = int64 cfg.Hidden
-    let rnd (scale: float) = torch.rand([| hidden; n |], generator = gen).sub(sc 0.5).mul(sc scale).requires_grad_(true)
+    let rnd (scale: float) = torch.rand([| hidden; n |], generator = gen).Sub(0.5).Mul(scale).requires_grad_(true)
     let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ]; Memory = []; Functions = 1 }
-    let magnitudes = torch.rand([| n |], generator = gen).mul(sc 12.0).sub(sc 10.0)
-    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.mul(sc (log 10.0)).exp())
+    let magnitudes = torch.rand([| n |], generator = gen).Mul(12.0).Sub(10.0)
+    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.Mul(log 10.0).exp())
     phi, state, grad
 
 /// g, the new state, and the gradients of a fixed random functional of them w.r.t. φ and the old state.
@@ -40,7 +40,7 @@ let stepAndGradsOn (b: Backend) (phi: Phi) (state: LstmState) (grad: Tensor) =
     use gen = Seeds.generator 11L 4UL 0L
     let weight (t: Tensor) = torch.randn(t.shape, generator = gen)
     let outputs = g :: LstmState.tensors s
-    let objective = outputs |> List.map (fun t -> t.mul(weight t).sum()) |> List.reduce (fun a b -> a.add(b))
+    let objective = outputs |> List.map (fun t -> t.mul(weight t).sum()) |> List.reduce (fun a b -> a.Add(b))
     let wrt = Phi.tensors phi @ LstmState.tensors state
     let grads = torch.autograd.grad([| objective |], List.toArray wrt) |> List.ofSeq
     outputs, grads
@@ -72,12 +72,12 @@ let gruProblemOf (hidden: int) (layers: int) (n: int64) (seed: int64) =
     let phi = phiOf cfg seed f32
     use gen = Seeds.generator seed 3UL 0L
     let state =
-        { H = [ for _ in 1 .. layers -> torch.rand([| int64 hidden; n |], generator = gen).sub(sc 0.5).mul(sc 1.6).requires_grad_(true) ]
+        { H = [ for _ in 1 .. layers -> torch.rand([| int64 hidden; n |], generator = gen).Sub(0.5).Mul(1.6).requires_grad_(true) ]
           C = []
           Memory = []
           Functions = 1 }
-    let magnitudes = torch.rand([| n |], generator = gen).mul(sc 12.0).sub(sc 10.0)
-    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.mul(sc (log 10.0)).exp())
+    let magnitudes = torch.rand([| n |], generator = gen).Mul(12.0).Sub(10.0)
+    let grad = torch.randn([| n |], generator = gen).mul(magnitudes.Mul(log 10.0).exp())
     phi, state, grad
 
 [<Tests>]
@@ -153,7 +153,7 @@ let tests =
                 use _ = torch.no_grad()
                 let n = 4099L
                 use gen = Seeds.generator 13L 5UL 0L
-                let magnitude = torch.rand([| n |], generator = gen, dtype = f64).mul(sc 16.0).sub(sc 10.0).mul(sc (log 10.0)).exp()
+                let magnitude = torch.rand([| n |], generator = gen, dtype = f64).Mul(16.0).Sub(10.0).Mul(log 10.0).exp()
                 let grad = magnitude.mul(torch.randn([| n |], generator = gen, dtype = f64).sign()).to_type(f32)
                 let phi = phiOf LstmConfig.paper 3L f32
                 let state = LstmState.zeros phi 1 n
@@ -166,11 +166,11 @@ let tests =
                     Expect.equal (toArray (features w)) (toArray x16) (sprintf "width %d: the same bits as width 16" w)
                 // where |∇| ≥ e^{−p} the feature is log|∇|/p
                 let a = grad.abs().to_type(f64)
-                let taken = a.ge(sc (exp -10.0))
+                let taken = a.Ge(exp -10.0)
                 let exact = a.log()
-                let got = x16.to_type(f64).mul(sc 10.0)
+                let got = x16.to_type(f64).Mul(10.0)
                 let err = got.sub(exact).abs().masked_select(taken)
-                let bound = exact.abs().masked_select(taken).mul(sc (3.0 * 1.19e-7)).add(sc 1e-7)
+                let bound = exact.abs().masked_select(taken).Mul(3.0 * 1.19e-7).Add(1e-7)
                 Expect.isGreaterThan (taken.sum().ToInt64()) 2000L "most coordinates take the logarithm"
                 Expect.isTrue (err.le(bound).all().ToBoolean()) (sprintf "max error %g" (err.max().ToDouble())))
 

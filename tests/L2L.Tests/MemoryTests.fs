@@ -16,7 +16,7 @@ let tests =
         testCase "in an open pool a buffer handed back serves the next request of its shape, in the current dispose scope" <| fun () ->
             Spare.within (fun () ->
                 let a = Spare.empty [| 3L; 5L |] f32 torch.CPU
-                a.fill_(sc 7.0) |> ignore
+                a.FillInPlace(7.0) |> ignore
                 Spare.give a
                 Expect.isFalse a.IsInvalid "a buffer handed back is kept, not disposed"
                 let other = Spare.empty [| 5L; 3L |] f32 torch.CPU

@@ -73,7 +73,7 @@ let tests =
             let cfg = { smallMeta with MetaIterations = 1 }
             let s0 = MetaTrain.init cfg
             // an output bias of 1e30 sends θ to infinity at the first step
-            (List.head s0.Phis).BOut.detach().fill_(sc 1e30) |> ignore
+            (List.head s0.Phis).BOut.detach().FillInPlace(1e30) |> ignore
             let before = phiValues s0.Phis
             let s1, r = MetaTrain.step cfg TaskData.none s0
             Expect.isFalse r.Finite "reported as non-finite"

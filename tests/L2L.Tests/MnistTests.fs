@@ -54,7 +54,7 @@ let expectFiniteDifferences (p: Problem) (theta0: Tensor) (coords: int list) (la
         let eps = 1e-6
         let at (delta: float) =
             let v = theta0.clone()
-            v[int64 i] <- v[int64 i].add(sc delta)
+            v[int64 i] <- v[int64 i].Add(delta)
             (Problem.loss p 1 v).ToDouble()
         let fd = (at eps - at -eps) / (2.0 * eps)
         Expect.isLessThan (abs (ga[i] - fd)) (1e-7 + 1e-5 * abs fd) (sprintf "%s: ∂f/∂θ[%d] %g vs %g" label i ga[i] fd)
@@ -102,7 +102,7 @@ let tests =
                 for spec in [ { Hidden = [ 3 ]; Activation = Sigmoid; Batch = 5 }; { Hidden = [ 3; 2 ]; Activation = Relu; Batch = 5 } ] do
                     use gen = Seeds.generator 1L 2UL 0L
                     let n = Mlp.count spec
-                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.5)
+                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).Mul(0.5)
                     let idx = torch.randint(50000L, [| 2L; 5L |], generator = gen)
                     let d64 = { data with TrainX = data.TrainX.to_type(f64); TestX = data.TestX.to_type(f64) }
                     let p = Mlp.problem spec d64 TrainSplit theta0 idx
@@ -115,7 +115,7 @@ let tests =
                 for spec in [ { Hidden = [ 7 ]; Activation = Sigmoid; Batch = 16 }; { Hidden = [ 5; 4 ]; Activation = Relu; Batch = 9 }; { Hidden = [ 6; 3 ]; Activation = Sigmoid; Batch = 4 } ] do
                     use gen = Seeds.generator 5L 2UL 0L
                     let n = Mlp.count spec
-                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.3)
+                    let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).Mul(0.3)
                     let idx = torch.randint(50000L, [| 3L; int64 spec.Batch |], generator = gen)
                     let p = Mlp.problem spec d64 TrainSplit theta0 idx
                     for t in 0..2 do
@@ -141,7 +141,7 @@ let tests =
                     for w in [ 16; 8; 1 ] do
                         Kernels.MlpKernel.Width <- w
                         for spec in specs do
-                            let theta = torch.randn([| int64 (Mlp.count spec) |], generator = gen).mul(sc 0.3)
+                            let theta = torch.randn([| int64 (Mlp.count spec) |], generator = gen).Mul(0.3)
                             let idx = torch.randint(3000L, [| int64 spec.Batch |], generator = gen)
                             Expect.isTrue (Mlp.fusedFits theta x y idx) "the fused kernel takes float32 θ and uint8 images"
                             let l1, g1 = Mlp.batchLossGrad spec theta x y idx
@@ -181,7 +181,7 @@ let tests =
                     use gen = Seeds.generator 1L 3UL 0L
                     let n = Conv.count spec
                     let theta0 = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(torch.tensor(Conv.initScale spec))
-                    let theta0 = theta0.add(torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.05))
+                    let theta0 = theta0.Add(torch.randn([| int64 n |], dtype = f64, generator = gen).Mul(0.05))
                     let idx = torch.randint(50000L, [| 2L; int64 spec.Batch |], generator = gen)
                     let p = Conv.problem spec d64 TrainSplit theta0 idx
                     let rng = Random(5)
@@ -195,7 +195,7 @@ let tests =
                 let spec = { Channels = [ 3; 5 ]; Dense = 6; Batch = 4 }
                 use gen = Seeds.generator 2L 3UL 0L
                 let n = Conv.count spec
-                let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(sc 0.3)
+                let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).Mul(0.3)
                 let x = torch.rand([| 4L; 784L |], dtype = f64, generator = gen)
                 let mutable offset = 0L
                 let take (shape: int64[]) =
@@ -204,7 +204,7 @@ let tests =
                     offset <- offset + k
                     t
                 let bn (z: Tensor) (g: Tensor) (beta: Tensor) =
-                    torch.nn.functional.batch_norm(z, null, null, g.add(sc 1.0), beta, true, 0.1, 1e-5)
+                    torch.nn.functional.batch_norm(z, null, null, g.Add(1.0), beta, true, 0.1, 1e-5)
                 let mutable h = x.view(4L, 1L, 28L, 28L)
                 for i, o in List.pairwise (1 :: spec.Channels) do
                     let w = take [| int64 o; int64 i; 3L; 3L |]
@@ -235,7 +235,7 @@ let tests =
                     let nConv = snd groups[0]
                     // the conv features depend on every coordinate of the conv group and on no other
                     use gen = Seeds.generator 4L 3UL 0L
-                    let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(torch.tensor(Conv.initScale spec)).add(sc 0.01).requires_grad_(true)
+                    let theta = torch.randn([| int64 n |], dtype = f64, generator = gen).mul(torch.tensor(Conv.initScale spec)).Add(0.01).requires_grad_(true)
                     let x = torch.rand([| 8L; 784L |], dtype = f64, generator = gen)
                     let f = Conv.features spec theta x
                     let g = torch.autograd.grad([| f.mul(f).sum() |], [| theta |])[0]

@@ -53,7 +53,7 @@ let tests =
                 let theta = tensorOf (xs |> Array.map (fun x -> x * 0.37 + 1.0)) f64
                 let g = tensorOf (xs |> Array.map (fun x -> -x)) f64
                 let next = Update.apply theta g
-                Expect.sequenceEqual (toArray (next.sub(theta))) (toArray (theta.add(g).sub(theta))) "difference is g"
+                Expect.sequenceEqual (toArray (next.sub(theta))) (toArray (theta.Add(g).sub(theta))) "difference is g"
                 Expect.isLessThan (maxAbsDiff (toArray (next.sub(theta))) (toArray g)) (1e-12 * (1.0 + (xs |> Array.map abs |> Array.max))) "≈ g")
 
         testPropertyWithConfig propConfig "zero output weights and bias ⇒ g = 0 ⇒ θ unchanged over an evaluation run" <| fun (seed: int) ->

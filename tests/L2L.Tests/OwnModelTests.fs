@@ -29,7 +29,7 @@ let private setGrads (groups: Parameter list list) (k: int) =
     use gen = Seeds.generator 11L 6UL (int64 k)
     for ps in groups do
         for p in ps do
-            p.grad <- torch.randn(p.shape, dtype = p.dtype, generator = gen).mul(sc 0.3)
+            p.grad <- torch.randn(p.shape, dtype = p.dtype, generator = gen).Mul(0.3)
 
 let private optimizerOf (groups: Parameter list list) (phis: Phi list) =
     new LearnedOptimizer([ for i, ps in List.indexed groups -> ParamGroup<LearnedOptions>(Seq.ofList ps, LearnedOptions(sprintf "g%d" i, phis[i])) ], backend)

@@ -36,10 +36,10 @@ let tests =
                 use gen = Seeds.generator (int64 seed) 3UL 0L
                 let q = Quadratic.sample gen 5 3 torch.CPU f64
                 let p = Quadratic.problem q
-                let theta = q.Theta0.add(torch.randn([| 15L |], dtype = f64, generator = gen)).requires_grad_(true)
+                let theta = q.Theta0.Add(torch.randn([| 15L |], dtype = f64, generator = gen)).requires_grad_(true)
                 let _, g = Gradient.at p 0 theta false false
                 let r = torch.bmm(q.W, theta.detach().view(3L, 5L, 1L)).sub(q.Y.unsqueeze(-1L))
-                let expected = torch.bmm(q.W.transpose(1L, 2L), r).mul(sc 2.0).view(-1L)
+                let expected = torch.bmm(q.W.transpose(1L, 2L), r).Mul(2.0).view(-1L)
                 Expect.isLessThan (maxAbsDiff (toArray g) (toArray expected)) 1e-9 "gradient"
                 Expect.isFalse g.requires_grad "the gradient fed to the optimizer carries no graph")
 
@@ -47,7 +47,7 @@ let tests =
             scoped (fun () ->
                 use gen = Seeds.generator (int64 seed) 4UL 0L
                 let p = Quadratic.problem (Quadratic.sample gen 5 3 torch.CPU f64)
-                let theta = p.Theta0.add(torch.randn([| 15L |], dtype = f64, generator = gen))
+                let theta = p.Theta0.Add(torch.randn([| 15L |], dtype = f64, generator = gen))
                 let loss, g = Gradient.at p 0 (theta.clone().requires_grad_(true)) false false
                 let l2, g2 = p.LossGrad.Value 0 theta
                 Expect.isLessThan (maxAbsDiff (toArray g2) (toArray g)) 1e-9 "gradient"
