@@ -100,6 +100,7 @@ type CheckpointSettings =
       Horizon: int
       Unroll: UnrollConfig
       BatchFunctions: int
+      Shards: int
       Seed: int64
       DType: string }
 
@@ -110,6 +111,7 @@ module CheckpointSettings =
           Horizon = cfg.Horizon
           Unroll = cfg.Unroll
           BatchFunctions = cfg.BatchFunctions
+          Shards = cfg.Shards
           Seed = cfg.Seed
           DType = string cfg.DType }
 
@@ -166,6 +168,8 @@ module CheckpointSettings =
         w.WriteBoolean("second_order", s.Unroll.SecondOrder)
         w.WriteBoolean("log_loss", s.Unroll.LogLoss)
         w.WriteNumber("batch_functions", s.BatchFunctions)
+        // written only when sharded, so an unsharded run's checkpoint is what it always was
+        if s.Shards <> 1 then w.WriteNumber("shards", s.Shards)
         w.WriteNumber("seed", s.Seed)
         w.WriteString("dtype", s.DType)
         w.WriteEndObject()
@@ -231,6 +235,7 @@ module CheckpointSettings =
               SecondOrder = Field.bool e "second_order"
               LogLoss = Field.bool e "log_loss" }
           BatchFunctions = Field.int32 e "batch_functions"
+          Shards = (match e.TryGetProperty "shards" with | true, _ -> Field.int32 e "shards" | _ -> 1)
           Seed = Field.int64 e "seed"
           DType = Field.string e "dtype" }
 
@@ -241,6 +246,7 @@ module CheckpointSettings =
           if a.Horizon <> b.Horizon then "horizon"
           if a.Unroll <> b.Unroll then "unroll"
           if a.BatchFunctions <> b.BatchFunctions then "batch functions"
+          if a.Shards <> b.Shards then "shards"
           if a.Seed <> b.Seed then "seed"
           if a.DType <> b.DType then "dtype" ]
 
@@ -265,7 +271,12 @@ module Checkpoint =
               yield "traj.theta", tr.Theta
               yield "traj.grad", tr.Grad
               yield! OptState.named "traj.opt" tr.Opt
-          | None -> () ]
+          | None -> ()
+          // shards 1 .. K − 1: traj<k>.*
+          for k, tr in List.indexed s.ShardTrajectories do
+              yield sprintf "traj%d.theta" (k + 1), tr.Theta
+              yield sprintf "traj%d.grad" (k + 1), tr.Grad
+              yield! OptState.named (sprintf "traj%d.opt" (k + 1)) tr.Opt ]
 
     let private bytesOf (t: Tensor) : byte[] =
         Tensors.build (fun _ -> Seq.empty<Tensor>) (fun () ->
@@ -301,6 +312,14 @@ module Checkpoint =
                     w.WriteNumber("step", tr.Step)
                     num "loss" tr.Loss
                     w.WriteNumber("opt_step", tr.Opt.Step)
+                    if not s.ShardTrajectories.IsEmpty then
+                        w.WriteStartArray("shards")
+                        for other in s.ShardTrajectories do
+                            w.WriteStartObject()
+                            num "loss" other.Loss
+                            w.WriteNumber("opt_step", other.Opt.Step)
+                            w.WriteEndObject()
+                        w.WriteEndArray()
                     w.WriteEndObject()
                 | None -> w.WriteNull("trajectory")
                 w.WriteStartArray("tensors")
@@ -433,25 +452,35 @@ module Checkpoint =
                             List.map3
                                 (fun name (p: Tensor) st -> { OptState.mapNamed ("adam." + name) get (adam.Init 1 p) with Step = st })
                                 names (Phis.tensors template) steps
-                        let trajectory =
+                        let trajectories =
                             let t = (Field.get h "trajectory")
-                            if t.ValueKind = JsonValueKind.Null then None
+                            if t.ValueKind = JsonValueKind.Null then []
                             else
                                 let index = Field.int64 t "index"
-                                let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed index cfg.BatchFunctions cfg.Horizon device cfg.DType
+                                let step = Field.int32 t "step"
                                 let opt = TaskSpec.learned cfg.Backend cfg.Task template
-                                Some
+                                let others =
+                                    match t.TryGetProperty "shards" with
+                                    | true, _ -> Field.array t "shards"
+                                    | _ -> []
+                                if others.Length <> cfg.Shards - 1 then
+                                    raise (InvalidDataException(sprintf "%d shard trajectories, expected %d" (others.Length + 1) cfg.Shards))
+                                [ for k, e in List.indexed (t :: others) ->
+                                    // shard k's problem, rebuilt from its counter; shard 0's tensors are traj.*
+                                    let problem = Shard.problem cfg data k index
+                                    let prefix = if k = 0 then "traj" else sprintf "traj%d" k
                                     { Problem = problem
                                       Index = index
-                                      Step = Field.int32 t "step"
-                                      Theta = (get "traj.theta" problem.Theta0).requires_grad_(true)
-                                      Grad = get "traj.grad" problem.Theta0
-                                      Opt = { OptState.mapNamed "traj.opt" get (opt.Init problem.Functions problem.Theta0) with Step = Field.int32 t "opt_step" }
-                                      Loss = numOr t "loss" }
+                                      Step = step
+                                      Theta = (get (prefix + ".theta") problem.Theta0).requires_grad_(true)
+                                      Grad = get (prefix + ".grad") problem.Theta0
+                                      Opt = { OptState.mapNamed (prefix + ".opt") get (opt.Init problem.Functions problem.Theta0) with Step = Field.int32 e "opt_step" }
+                                      Loss = numOr e "loss" } ]
                         { Phis = phi
                           MetaOpt = metaOpt
                           Iteration = Field.int32 h "iteration"
-                          Trajectory = trajectory
+                          Trajectory = List.tryHead trajectories
+                          ShardTrajectories = (match trajectories with _ :: rest -> rest | [] -> [])
                           Trajectories = Field.int64 h "trajectories"
                           Best = best
                           BestLoss = numOr h "best_loss"

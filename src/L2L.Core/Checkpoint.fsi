@@ -31,6 +31,7 @@ namespace L2L
           Horizon: int
           Unroll: UnrollConfig
           BatchFunctions: int
+          Shards: int
           Seed: int64
           DType: string
         }

@@ -19,6 +19,7 @@ module Defaults =
           Horizon = 100
           Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false; LogLoss = false }
           BatchFunctions = 128
+          Shards = 1
           MetaIterations = 5000
           MetaLr = 0.003
           ValidateEvery = 250

@@ -21,6 +21,11 @@ type MetaConfig =
       Unroll: UnrollConfig
       /// Functions optimised side by side in each meta-training problem.
       BatchFunctions: int
+      /// Shards of the meta-batch: each meta-iteration's BatchFunctions functions are drawn as this
+      /// many problems of BatchFunctions / Shards functions (each from a seed of its own), whose
+      /// meta-gradients are computed apart (on a cluster's machines, or in turn) and averaged in
+      /// shard order. 1: the unsharded run.
+      Shards: int
       /// Meta-iterations (= φ updates = truncations) to run.
       MetaIterations: int
       MetaLr: float
@@ -49,6 +54,9 @@ module MetaConfig =
           elif c.Horizon % c.Unroll.Unroll <> 0 then
               sprintf "unroll %d does not divide the horizon %d" c.Unroll.Unroll c.Horizon
           if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
+          if c.Shards < 1 then "shards must be ≥ 1"
+          elif c.BatchFunctions >= 1 && c.BatchFunctions % c.Shards <> 0 then
+              sprintf "shards %d do not divide the batch functions %d" c.Shards c.BatchFunctions
           if (TaskSpec.groups c.Task).Length > 1 && c.BatchFunctions <> 1 then
               "a task with several coordinate groups trains on one function at a time (batch functions 1)"
           match c.Task with
@@ -76,8 +84,11 @@ type TrainState =
       MetaOpt: OptState list
       /// Meta-iterations done.
       Iteration: int
-      /// The trajectory under way (None: the next iteration starts a new one).
+      /// The trajectory under way (None: the next iteration starts a new one); shard 0's when sharded.
       Trajectory: Trajectory option
+      /// The trajectories under way of shards 1 .. Shards − 1, in order (empty when Trajectory is None
+      /// or the run has one shard).
+      ShardTrajectories: Trajectory list
       /// Trajectories started so far (the counter of the next meta-training problem).
       Trajectories: int64
       Best: Phi list
@@ -94,6 +105,7 @@ module TrainState =
         Phis.tensors s.Phis
         @ (s.MetaOpt |> List.collect OptState.tensors)
         @ (s.Trajectory |> Option.map Trajectory.tensors |> Option.defaultValue [])
+        @ (s.ShardTrajectories |> List.collect Trajectory.tensors)
         @ Phis.tensors s.Best
 
     let dispose (s: TrainState) = Scope.disposeReplaced (tensors s) []
@@ -115,6 +127,43 @@ type IterationReport =
       /// Mean f(θ_T) on the validation functions, when validated at this iteration.
       Validation: float option
       Seconds: float }
+
+/// Computes a meta-iteration's shards: given φ and each shard's trajectory (in shard order), each
+/// shard's L(φ), dL/dφ (in `Phis.tensors` order) and trajectory carried on, in the same order.
+type ShardCompute = Phi list -> Trajectory list -> (Tensor * Tensor list * Trajectory) list
+
+module Shard =
+    /// The seed of shard k's meta-training problems: shard 0's is the run's, so that a run of one
+    /// shard is the unsharded run.
+    let seed (cfg: MetaConfig) (k: int) : int64 =
+        if k = 0 then cfg.Seed else Seeds.derive cfg.Seed 0x5348415244UL (int64 k)
+
+    /// Functions in each shard's problem.
+    let functions (cfg: MetaConfig) = cfg.BatchFunctions / cfg.Shards
+
+    /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem).
+    let problem (cfg: MetaConfig) (data: TaskData) (k: int) (index: int64) : Problem =
+        TaskSpec.trainProblem data cfg.Task (seed cfg k) index (functions cfg) cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+
+    /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.
+    let computeOne (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+        let backend = Backend.resolve cfg.Backend
+        Backend.inSteps backend (fun () -> MetaGradient.compute backend cfg.Unroll cfg.Task phis tr)
+
+    /// Every shard in this process, one after another.
+    let local (cfg: MetaConfig) : ShardCompute = fun phis trs -> trs |> List.map (computeOne cfg phis)
+
+    /// The shards' results as one: L and dL/dφ averaged over the shards, summed in shard order (one
+    /// shard: its own, untouched).
+    let reduce (results: (Tensor * Tensor list * Trajectory) list) : Tensor * Tensor list =
+        match results with
+        | [ l, g, _ ] -> l, g
+        | (l0, g0, _) :: rest ->
+            let k = float results.Length
+            let l, g =
+                rest |> List.fold (fun (l: Tensor, g) (l': Tensor, g', _) -> l.Add(l'), List.map2 (fun (a: Tensor) (b: Tensor) -> a.Add(b)) g g') (l0, g0)
+            l.Div(k), g |> List.map (fun t -> t.Div(k))
+        | [] -> invalidArg "results" "no shard"
 
 module MetaTrain =
     /// The meta-optimizer: Adam on each of φ's tensors, at the given learning rate.
@@ -138,6 +187,7 @@ module MetaTrain =
           MetaOpt = Phis.tensors phis |> List.map (adam.Init 1)
           Iteration = 0
           Trajectory = None
+          ShardTrajectories = []
           Trajectories = 0L
           Best = snapshot phis
           BestLoss = Double.PositiveInfinity
@@ -146,21 +196,23 @@ module MetaTrain =
           ConsecutiveFaults = 0
           Faults = 0 })
 
-    /// One meta-iteration: one truncation of the current trajectory (starting a new one when
-    /// needed), then one Adam step on φ. Pure in the state: the old state's tensors are left as
-    /// they were (the caller disposes what it no longer needs).
-    let step (cfg: MetaConfig) (data: TaskData) (s: TrainState) : TrainState * IterationReport =
+    /// One meta-iteration: one truncation of the current trajectory of every shard (starting new ones
+    /// when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old state's
+    /// tensors are left as they were (the caller disposes what it no longer needs).
+    let stepWith (compute: ShardCompute) (cfg: MetaConfig) (data: TaskData) (s: TrainState) : TrainState * IterationReport =
         let sw = Stopwatch.StartNew()
-        let device = DeviceChoice.resolve cfg.Device
         let backend = Backend.resolve cfg.Backend
-        let tr =
+        let trs =
             match s.Trajectory with
-            | Some tr -> tr
+            | Some tr -> tr :: s.ShardTrajectories
             | None ->
-                let problem = TaskSpec.trainProblem data cfg.Task cfg.Seed s.Trajectories cfg.BatchFunctions cfg.Horizon device cfg.DType
-                MetaLoss.start (TaskSpec.learned backend cfg.Task s.Phis) problem s.Trajectories
-        let loss, grads, carried =
-            Backend.inSteps backend (fun () -> MetaGradient.compute backend cfg.Unroll cfg.Task s.Phis tr)
+                [ for k in 0 .. cfg.Shards - 1 ->
+                    MetaLoss.start (TaskSpec.learned backend cfg.Task s.Phis) (Shard.problem cfg data k s.Trajectories) s.Trajectories ]
+        let results = compute s.Phis trs
+        if results.Length <> trs.Length then
+            invalidOp (sprintf "the shard computation gave %d results for %d shards" results.Length trs.Length)
+        let loss, grads = Shard.reduce results
+        let carried = results |> List.map (fun (_, _, c) -> c)
         let lossValue = loss.ToDouble()
         let finite = Double.IsFinite lossValue && grads |> List.forall Tensors.isFinite
         let phi, metaOpt =
@@ -176,14 +228,16 @@ module MetaTrain =
                 Phis.ofTensors cfg.Lstm s.Phis.Length (List.map fst updated), List.map snd updated
             else
                 s.Phis, s.MetaOpt
-        // after a fault θ may be unusable: the next iteration starts a fresh trajectory
-        let finished = carried.Step >= cfg.Horizon || not finite
+        let first = List.head carried
+        // after a fault θ may be unusable: the next iteration starts fresh trajectories
+        let finished = first.Step >= cfg.Horizon || not finite
         let next =
             { s with
                 Phis = phi
                 MetaOpt = metaOpt
                 Iteration = s.Iteration + 1
-                Trajectory = if finished then None else Some carried
+                Trajectory = if finished then None else Some first
+                ShardTrajectories = if finished then [] else List.tail carried
                 Trajectories = if s.Trajectory.IsNone then s.Trajectories + 1L else s.Trajectories
                 MetaLr = if finite then s.MetaLr else s.MetaLr * cfg.Faults.LrFactor
                 ConsecutiveFaults = if finite then 0 else s.ConsecutiveFaults + 1
@@ -191,12 +245,16 @@ module MetaTrain =
         next,
         { Iteration = next.Iteration
           MetaLoss = lossValue
-          TrainLoss = carried.Loss
-          Trajectory = carried.Index
-          Step = carried.Step
+          TrainLoss = (match carried with [ c ] -> c.Loss | _ -> carried |> List.averageBy (fun c -> c.Loss))
+          Trajectory = first.Index
+          Step = first.Step
           Finite = finite
           Validation = None
           Seconds = sw.Elapsed.TotalSeconds }
+
+    /// `stepWith` every shard in this process.
+    let step (cfg: MetaConfig) (data: TaskData) (s: TrainState) : TrainState * IterationReport =
+        stepWith (Shard.local cfg) cfg data s
 
     /// The validation problems: held-out functions from the portable stream (MNIST: networks on the
     /// training split, never the evaluation split).
@@ -212,10 +270,10 @@ module MetaTrain =
     /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
     /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
     /// cfg.ValidateEvery = 0: the last φ is then the one kept).
-    let iterate (cfg: MetaConfig) (data: TaskData) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
+    let iterateWith (compute: ShardCompute) (cfg: MetaConfig) (data: TaskData) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
         let next, r =
             Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
-                let n, r = step cfg data s
+                let n, r = stepWith compute cfg data s
                 match validation with
                 | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
                     let v = validate cfg vp n.Phis
@@ -228,6 +286,10 @@ module MetaTrain =
                 | None -> { n with Best = snapshot n.Phis; BestIteration = n.Iteration }, r)
         Scope.disposeReplaced (TrainState.tensors s) (TrainState.tensors next)
         next, r
+
+    /// `iterateWith` every shard in this process.
+    let iterate (cfg: MetaConfig) (data: TaskData) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
+        iterateWith (Shard.local cfg) cfg data validation s
 
     /// True when training has nothing left to do: the budget is spent or the fault policy stopped it.
     let finished (cfg: MetaConfig) (s: TrainState) = s.Iteration >= cfg.MetaIterations || TrainState.failed cfg s

@@ -23,6 +23,12 @@ namespace L2L
           /// Functions optimised side by side in each meta-training problem.
           BatchFunctions: int
 
+          /// Shards of the meta-batch: each meta-iteration's BatchFunctions functions are drawn as this
+          /// many problems of BatchFunctions / Shards functions (each from a seed of its own), whose
+          /// meta-gradients are computed apart (on a cluster's machines, or in turn) and averaged in
+          /// shard order. 1: the unsharded run.
+          Shards: int
+
           /// Meta-iterations (= φ updates = truncations) to run.
           MetaIterations: int
           MetaLr: float
@@ -59,8 +65,12 @@ namespace L2L
           /// Meta-iterations done.
           Iteration: int
 
-          /// The trajectory under way (None: the next iteration starts a new one).
+          /// The trajectory under way (None: the next iteration starts a new one); shard 0's when sharded.
           Trajectory: Trajectory option
+
+          /// The trajectories under way of shards 1 .. Shards − 1, in order (empty when Trajectory is
+          /// None or the run has one shard).
+          ShardTrajectories: Trajectory list
 
           /// Trajectories started so far (the counter of the next meta-training problem).
           Trajectories: int64
@@ -106,6 +116,32 @@ namespace L2L
           Seconds: float
         }
 
+    /// Computes a meta-iteration's shards: given φ and each shard's trajectory (in shard order), each
+    /// shard's L(φ), dL/dφ (in `Phis.tensors` order) and trajectory carried on, in the same order.
+    type ShardCompute = Phi list -> Trajectory list -> (Tensor * Tensor list * Trajectory) list
+
+    module Shard =
+
+        /// The seed of shard k's meta-training problems: shard 0's is the run's, so that a run of one
+        /// shard is the unsharded run.
+        val seed: cfg: MetaConfig -> k: int -> int64
+
+        /// Functions in each shard's problem.
+        val functions: cfg: MetaConfig -> int
+
+        /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem).
+        val problem: cfg: MetaConfig -> data: TaskData -> k: int -> index: int64 -> Problem
+
+        /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.
+        val computeOne: cfg: MetaConfig -> phis: Phi list -> tr: Trajectory -> Tensor * Tensor list * Trajectory
+
+        /// Every shard in this process, one after another.
+        val local: cfg: MetaConfig -> ShardCompute
+
+        /// The shards' results as one: L and dL/dφ averaged over the shards, summed in shard order
+        /// (one shard: its own, untouched).
+        val reduce: results: (Tensor * Tensor list * Trajectory) list -> Tensor * Tensor list
+
     module MetaTrain =
 
         /// The meta-optimizer: Adam on each of φ's tensors, at the given learning rate.
@@ -116,9 +152,15 @@ namespace L2L
 
         val init: cfg: MetaConfig -> TrainState
 
-        /// One meta-iteration: one truncation of the current trajectory (starting a new one when
-        /// needed), then one Adam step on φ. Pure in the state: the old state's tensors are left as
-        /// they were (the caller disposes what it no longer needs).
+        /// One meta-iteration: one truncation of the current trajectory of every shard (starting new
+        /// ones when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old
+        /// state's tensors are left as they were (the caller disposes what it no longer needs).
+        val stepWith:
+          compute: ShardCompute ->
+            cfg: MetaConfig ->
+            data: TaskData -> s: TrainState -> TrainState * IterationReport
+
+        /// `stepWith` every shard in this process.
         val step:
           cfg: MetaConfig ->
             data: TaskData -> s: TrainState -> TrainState * IterationReport
@@ -134,6 +176,14 @@ namespace L2L
         /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
         /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
         /// cfg.ValidateEvery = 0: the last φ is then the one kept).
+        val iterateWith:
+          compute: ShardCompute ->
+            cfg: MetaConfig ->
+            data: TaskData ->
+            validation: Problem list option ->
+            s: TrainState -> TrainState * IterationReport
+
+        /// `iterateWith` every shard in this process.
         val iterate:
           cfg: MetaConfig ->
             data: TaskData ->

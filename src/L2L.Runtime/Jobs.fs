@@ -61,7 +61,7 @@ module JobSpec =
 
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
-              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation" ]
+              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field. A task
     /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
@@ -242,6 +242,15 @@ module JobSpec =
                     errors.Add "faults must be an object"
                     d.Faults
             let horizon = intField root "" "horizon" d.Horizon
+            let shards =
+                match prop root "distributed" with
+                | None -> 1
+                | Some v when v.ValueKind = JsonValueKind.Object ->
+                    unknown v (set [ "shards" ]) "distributed."
+                    intField v "distributed." "shards" 1
+                | Some _ ->
+                    errors.Add "distributed must be an object {\"shards\": K}"
+                    1
             let meta =
                 { d with
                     Task = task
@@ -249,6 +258,7 @@ module JobSpec =
                     Horizon = horizon
                     Unroll = { d.Unroll with Unroll = intField root "" "unroll" d.Unroll.Unroll; SecondOrder = boolField root "" "secondOrder" false; LogLoss = boolField root "" "logLoss" d.Unroll.LogLoss }
                     BatchFunctions = intField root "" "batchFunctions" d.BatchFunctions
+                    Shards = shards
                     MetaIterations =
                         match prop root "metaIterations" with
                         | None ->
