@@ -1,5 +1,7 @@
 using System.Text;
 using L2L;
+using L2L.Cluster;
+using Orleans;
 using Microsoft.Extensions.Logging;
 using Microsoft.FSharp.Core;
 using static TorchSharp.torch.utils.tensorboard;
@@ -14,7 +16,7 @@ public enum JobOutcome { Completed, Failed, Cancelled, Suspended }
 /// thread): resumes from its newest usable checkpoint, meta-trains with checkpoints every K
 /// meta-iterations, and on completion writes optimizer.json and results.json.
 /// </summary>
-public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, JobTasks tasks, ILogger logger)
+public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, JobTasks tasks, ILogger logger, (IGrainFactory Grains, ClusterSettings Settings)? cluster = null)
 {
     private readonly string _dir = JobsDirectory.jobDirectory(jobsDirectory, id);
 
@@ -26,9 +28,11 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         void Note(string line) => jobLog.WriteLine($"{DateTimeOffset.UtcNow:O} {line}");
 
         JobSpec spec;
+        string specText;
         try
         {
-            spec = JobSession.ParseSpec(File.ReadAllText(Path.Combine(_dir, "spec.json")), tasks.Catalog);
+            specText = File.ReadAllText(Path.Combine(_dir, "spec.json"));
+            spec = JobSession.ParseSpec(specText, tasks.Catalog);
         }
         catch (Exception e) when (e is ArgumentException or IOException)
         {
@@ -44,6 +48,13 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         try
         {
             session = OpenSession(spec, store, Note);
+            ClusterShards? shards = null;
+            if (cluster is { } c && session.Shards > 1)
+            {
+                shards = new ClusterShards(c.Grains, c.Settings, id, specText, logger);
+                session.UseShards(shards.Run);
+                Note($"distributed: {session.Shards} shards per meta-iteration, computed on the cluster's silos");
+            }
             Log.JobStarted(logger, id, session.Iteration, session.MetaIterations);
             Note($"running from meta-iteration {session.Iteration} of {session.MetaIterations}");
             WriteStatus(session, JobState.Running, null);
@@ -83,6 +94,12 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                     var eta = remaining is null ? "-" : remaining.Value.ToString(@"h\:mm\:ss");
                     Log.Progress(logger, id, info.Iteration, session.MetaIterations, info.MetaLoss, info.TrainLoss, info.Validation, info.StepsPerSecond, eta);
                     Note($"iter {info.Iteration}/{session.MetaIterations} meta-loss {info.MetaLoss:G6} train {info.TrainLoss:G6} validation {info.Validation:G6} {info.StepsPerSecond:F0} steps/s remaining {eta}");
+                    if (shards?.Last is { } round)
+                    {
+                        var silos = string.Join(" ", round.Silos);
+                        ClusterLog.Round(logger, id, info.Iteration, round.Shards, silos, round.ShardSeconds.Max() * 1000, round.RoundSeconds * 1000);
+                        Note($"iter {info.Iteration}: shards on {silos}; each {string.Join(" ", round.ShardSeconds.Select(x => $"{x * 1000:F0}"))} ms, the round {round.RoundSeconds * 1000:F0} ms");
+                    }
                 }
                 if (events is not null)
                 {
@@ -119,6 +136,10 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             return Fail(session, e.Message, Note);
         }
         catch (CheckpointFormatException e)
+        {
+            return Fail(session, e.Message, Note);
+        }
+        catch (ShardFailedException e)
         {
             return Fail(session, e.Message, Note);
         }

@@ -48,6 +48,28 @@ if (catalog.IsError)
     return 2;
 }
 builder.Services.AddSingleton(new JobTasks(catalog.ResultValue));
+// the cluster (section Cluster): none keeps the worker one process; otherwise it is also an Orleans
+// silo, and distributed jobs' shards run on any silo. Checked here, before anything starts.
+var cluster = new L2L.Cluster.ClusterSettings();
+try
+{
+    builder.Configuration.GetSection(L2L.Cluster.ClusterSettings.Section).Bind(cluster);
+}
+catch (InvalidOperationException e)
+{
+    Console.Error.WriteLine($"l2l-worker: invalid configuration: {e.Message}");
+    return 2;
+}
+var clusterProblems = cluster.Problems();
+if (clusterProblems.Count > 0)
+{
+    foreach (var problem in clusterProblems)
+        Console.Error.WriteLine($"l2l-worker: invalid configuration: {problem}");
+    return 2;
+}
+builder.Services.AddSingleton(cluster);
+if (cluster.Enabled)
+    L2L.Cluster.ClusterSetup.AddCluster(builder, cluster, new L2L.ShardService(configured.ResultValue, catalog.ResultValue));
 var exit = new WorkerExit();
 builder.Services.AddSingleton(exit);
 builder.Services.AddSystemd();

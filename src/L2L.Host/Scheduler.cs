@@ -1,3 +1,4 @@
+using Orleans;
 using L2L;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -11,7 +12,7 @@ namespace L2L.Host;
 /// dedicated thread. On shutdown every running job checkpoints and stops; unfinished jobs resume on
 /// the next start.
 /// </summary>
-public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, JobTasks tasks, WorkerExit exit, IHostApplicationLifetime lifetime, ILogger<Scheduler> logger) : BackgroundService
+public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, JobTasks tasks, WorkerExit exit, IHostApplicationLifetime lifetime, L2L.Cluster.ClusterSettings cluster, IServiceProvider services, ILogger<Scheduler> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
     private readonly Queue<string> _queue = new();
@@ -87,7 +88,9 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
     private void Start(string jobsDir, string id, CancellationToken stop)
     {
         var done = new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var runner = new JobRunner(jobsDir, id, _options, runtime, tasks, logger);
+        // a distributed job's shards go to the cluster's silos when the worker is one of them
+        var grains = cluster.Enabled ? services.GetService(typeof(IGrainFactory)) as IGrainFactory : null;
+        var runner = new JobRunner(jobsDir, id, _options, runtime, tasks, logger, grains is null ? null : (grains, cluster));
         var thread = new Thread(() =>
         {
             try { done.SetResult(runner.Run(stop)); }

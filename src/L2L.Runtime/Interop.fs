@@ -34,6 +34,7 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
     let cfg = spec.Meta
     let mutable state = initial
     let mutable disposed = false
+    let mutable compute = Shard.local cfg
     let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg data) else None
 
     /// Parses and validates a spec (the errors, each naming its field, as an exception message).
@@ -94,9 +95,19 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
             sprintf "%d consecutive meta-iterations with a non-finite loss or meta-gradient (meta-lr reduced to %g)" state.ConsecutiveFaults state.MetaLr
         else null
 
+    /// The job's shards (spec field distributed.shards; 1 when absent).
+    member _.Shards = cfg.Shards
+
+    /// Computes the shards of every later meta-iteration with `run`, which is given each shard's work
+    /// (ShardWire, in shard order) and gives each one's result in the same order, wherever it computes
+    /// them (a cluster's silos: ShardService.Compute there). Until then they are computed in turn here;
+    /// either way the run is the same, bit for bit.
+    member _.UseShards(run: Func<byte[][], byte[][]>) =
+        compute <- ShardWire.remote cfg run.Invoke
+
     /// Runs one meta-iteration.
     member _.Step() : IterationInfo =
-        let next, r = MetaTrain.iterate cfg data validation state
+        let next, r = MetaTrain.iterateWith compute cfg data validation state
         state <- next
         let m =
             { Iteration = r.Iteration
@@ -149,3 +160,21 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
                 disposed <- true
                 validation |> Option.iter (List.iter Problem.dispose)
                 TrainState.dispose state
+
+/// Computes shards of other processes' jobs (a cluster silo's shard grains): the job's spec says what
+/// to compute, this process's settings how (its backend, its data directory). Data sets are loaded
+/// once per task and kept. Safe to call from several threads at once.
+[<Sealed>]
+type ShardService(settings: RuntimeSettings, catalog: TaskSpec seq) =
+    let catalog = List.ofSeq catalog
+    let data = Collections.Concurrent.ConcurrentDictionary<string, Lazy<TaskData>>()
+
+    /// Shard work bytes (ShardWire) of the job whose spec is `spec` (JSON) into result bytes.
+    member _.Compute(spec: string, work: byte[]) : byte[] =
+        let spec =
+            match JobSpec.parseWith catalog spec with
+            | Ok s -> { s with Meta = { s.Meta with Backend = settings.Backend } }
+            | Error errs -> raise (ArgumentException(String.concat "; " errs))
+        let key = sprintf "%s|%A" (TaskSpec.name spec.Meta.Task) spec.Meta.Device
+        let d = data.GetOrAdd(key, fun _ -> lazy (SessionData.load spec settings)).Value
+        ShardWire.compute spec.Meta d work
