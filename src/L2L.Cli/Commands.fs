@@ -337,14 +337,19 @@ let runStatus (a: ParseResults<StatusArgs>) =
     let only = a.TryGetResult StatusArgs.Id
     let entries = JobsDirectory.list jobs only
     if only.IsSome && entries.IsEmpty then fail "no job '%s' in %s" only.Value jobs
-    printfn "%-20s %-10s %15s %12s  %s" "job" "state" "meta-iteration" "best val" "reason"
+    // a cluster's jobs name the silo each runs on
+    let clustered = entries |> List.exists (function Job(_, Ok s) -> s.Silo.IsSome | _ -> false)
+    let row (id: string) (state: string) (progress: string) (best: string) (silo: string) (reason: string) =
+        if clustered then printfn "%-20s %-10s %15s %12s  %-28s %s" id state progress best silo reason
+        else printfn "%-20s %-10s %15s %12s  %s" id state progress best reason
+    row "job" "state" "meta-iteration" "best val" "silo" "reason"
     for e in entries do
         match e with
-        | Submitted id -> printfn "%-20s %-10s %15s %12s  %s" id "submitted" "-" "-" "waiting for the worker"
+        | Submitted id -> row id "submitted" "-" "-" "-" "waiting for the worker"
         | Job(_, Ok s) ->
-            printfn "%-20s %-10s %15s %12s  %s" s.Id (JobState.name s.State) (sprintf "%d/%d" s.Iteration s.MetaIterations)
-                (s.BestValidation |> Option.map (sprintf "%.4g") |> Option.defaultValue "-") (s.Reason |> Option.defaultValue "")
-        | Job(id, Error err) -> printfn "%-20s %-10s %15s %12s  %s" id "?" "-" "-" err
+            row s.Id (JobState.name s.State) (sprintf "%d/%d" s.Iteration s.MetaIterations)
+                (s.BestValidation |> Option.map (sprintf "%.4g") |> Option.defaultValue "-") (defaultArg s.Silo "-") (s.Reason |> Option.defaultValue "")
+        | Job(id, Error err) -> row id "?" "-" "-" "-" err
     0
 
 let runCancel (a: ParseResults<CancelArgs>) =

@@ -22,4 +22,16 @@ public static partial class ClusterLog
 
     [LoggerMessage(EventId = 105, Level = LogLevel.Information, Message = "job {JobId}: meta-iteration {Iteration}: {Shards} shards on {Silos}; slowest shard {SlowestMs:F0} ms, the call round {RoundMs:F0} ms")]
     public static partial void Round(ILogger logger, string jobId, int iteration, int shards, string silos, double slowestMs, double roundMs);
+
+    [LoggerMessage(EventId = 106, Level = LogLevel.Warning, Message = "cluster: could not {What}: {Reason}")]
+    public static partial void CallFailed(ILogger logger, string what, string reason);
+
+    [LoggerMessage(EventId = 107, Level = LogLevel.Information, Message = "job {JobId}: taken from the cluster's board (submitted on {Origin})")]
+    public static partial void Claimed(ILogger logger, string jobId, string origin);
+
+    [LoggerMessage(EventId = 108, Level = LogLevel.Information, Message = "job {JobId}: resuming from the cluster's checkpoint of meta-iteration {Iteration}")]
+    public static partial void CheckpointFetched(ILogger logger, string jobId, int iteration);
+
+    [LoggerMessage(EventId = 109, Level = LogLevel.Warning, Message = "job {JobId}: not posted to the cluster's board: {Reason}")]
+    public static partial void NotPosted(ILogger logger, string jobId, string reason);
 }

@@ -25,6 +25,8 @@ public static class ClusterSetup
             });
             if (settings.Provider == "localhost")
             {
+                // the job board and job files live in the primary silo's memory (development clustering)
+                silo.AddMemoryGrainStorage(JobBoard.Storage);
                 var primary = settings.PrimarySiloPort is 0 || settings.PrimarySiloPort == settings.SiloPort
                     ? null
                     : new IPEndPoint(IPAddress.Loopback, settings.PrimarySiloPort);
@@ -33,6 +35,8 @@ public static class ClusterSetup
             else
             {
                 silo.UseRedisClustering(settings.ConnectionString);
+                // the job board and job files: in Redis, so they outlive any silo
+                silo.AddRedisGrainStorage(JobBoard.Storage, o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(settings.ConnectionString));
                 silo.ConfigureEndpoints(IPAddress.Parse(settings.AdvertisedAddress), settings.SiloPort, settings.GatewayPort, listenOnAnyHostAddress: true);
             }
             silo.Configure<ClusterMembershipOptions>(o =>
@@ -42,6 +46,7 @@ public static class ClusterSetup
             });
             silo.Configure<SiloMessagingOptions>(o => o.ResponseTimeout = TimeSpan.FromSeconds(settings.ShardTimeoutSeconds));
         });
+        builder.Services.AddSingleton<ClusterJobs>();
         builder.Services.AddHostedService<MembershipLogger>();
     }
 }

@@ -14,9 +14,11 @@ public enum JobOutcome { Completed, Failed, Cancelled, Suspended }
 /// <summary>
 /// Runs one job on the calling thread (a dedicated thread: TorchSharp's dispose scopes are per
 /// thread): resumes from its newest usable checkpoint, meta-trains with checkpoints every K
-/// meta-iterations, and on completion writes optimizer.json and results.json.
+/// meta-iterations, and on completion writes optimizer.json and results.json. On a cluster it also
+/// reports its state to the cluster's board, keeps its checkpoints and output files in the cluster
+/// (so any silo can resume it), and sends a distributed job's shards to the silos.
 /// </summary>
-public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, JobTasks tasks, ILogger logger, (IGrainFactory Grains, ClusterSettings Settings)? cluster = null)
+public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions options, RuntimeSettings runtime, JobTasks tasks, ILogger logger, ClusterJobs? cluster = null)
 {
     private readonly string _dir = JobsDirectory.jobDirectory(jobsDirectory, id);
 
@@ -126,6 +128,8 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                 Log.Evaluation(logger, id, line);
                 Note(line);
             }));
+            // the silo it was submitted on takes these from the cluster
+            cluster?.PutOutputs(id, OutputFiles.Where(f => File.Exists(Path.Combine(_dir, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(_dir, f))));
             WriteStatus(session, JobState.Completed, null);
             Log.JobCompleted(logger, id, session.BestLoss, session.BestIteration);
             Note("completed");
@@ -153,9 +157,24 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         }
     }
 
+    /// <summary>The files a completed job leaves, which the cluster keeps for the silo it was submitted on.</summary>
+    public static readonly string[] OutputFiles = ["optimizer.json", "phi.sha256", "results.json"];
+
     private JobSession OpenSession(JobSpec spec, CheckpointStore store, Action<string> note)
     {
         store.RemoveTemporaries();
+        if (cluster is not null)
+        {
+            // the job may have run on another silo: its newest checkpoint is in the cluster
+            var (iteration, bytes) = cluster.Checkpoint(id);
+            var newestHere = store.List().Select(CheckpointIteration).DefaultIfEmpty(-1).Max();
+            if (bytes is not null && iteration > newestHere)
+            {
+                store.Write(iteration, bytes);
+                ClusterLog.CheckpointFetched(logger, id, iteration);
+                note($"took the cluster's checkpoint of meta-iteration {iteration}");
+            }
+        }
         foreach (var path in store.List())
         {
             var name = Path.GetFileName(path);
@@ -213,6 +232,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
             {
                 var path = store.Write(session.Iteration, bytes);
                 _lastCheckpoint = session.Iteration;
+                cluster?.PutCheckpoint(id, session.Iteration, bytes);
                 Log.CheckpointWritten(logger, id, Path.GetFileName(path), session.Iteration);
                 note($"checkpoint {Path.GetFileName(path)}");
                 return;
@@ -245,8 +265,18 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
         return JobOutcome.Cancelled;
     }
 
-    private void WriteStatus(JobSession? session, JobState state, string? reason) =>
-        JobsDirectory.writeStatus(
+    /// <summary>ckpt-00000123.bin → 123 (−1 for another name).</summary>
+    private static int CheckpointIteration(string path)
+    {
+        var name = Path.GetFileNameWithoutExtension(path);
+        return name.StartsWith("ckpt-", StringComparison.Ordinal) && int.TryParse(name.AsSpan(5), out var i) ? i : -1;
+    }
+
+    private void WriteStatus(JobSession? session, JobState state, string? reason)
+    {
+        cluster?.Report(id, JobStateModule.name(state), session?.Iteration ?? 0, session?.MetaIterations ?? 0, reason);
+        JobsDirectory.writeStatusOn(
+            cluster is null ? FSharpOption<string>.None : FSharpOption<string>.Some(cluster.Silo),
             _dir, id, state,
             reason is null ? FSharpOption<string>.None : FSharpOption<string>.Some(reason),
             session is null
@@ -256,6 +286,7 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                     session.MetaIterations,
                     double.IsFinite(session.BestLoss) ? FSharpOption<double>.Some(session.BestLoss) : FSharpOption<double>.None,
                     FSharpOption<double>.Some(session.MetaLr))));
+    }
 }
 
 /// <summary>A checkpoint that could not be written after every attempt.</summary>

@@ -1,5 +1,5 @@
-using Orleans;
 using L2L;
+using L2L.Cluster;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -10,14 +10,20 @@ namespace L2L.Host;
 /// <summary>
 /// Watches the jobs directory, queues jobs and runs at most MaxConcurrentJobs at a time, each on a
 /// dedicated thread. On shutdown every running job checkpoints and stops; unfinished jobs resume on
-/// the next start.
+/// the next start. On a cluster the queue is the cluster's board: the jobs dropped here are posted to
+/// it, this worker takes the oldest queued job of the whole cluster whenever it has room, and the
+/// status of a job submitted here but run elsewhere is kept up to date here, its output files copied
+/// here when it completes.
 /// </summary>
-public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, JobTasks tasks, WorkerExit exit, IHostApplicationLifetime lifetime, L2L.Cluster.ClusterSettings cluster, IServiceProvider services, ILogger<Scheduler> logger) : BackgroundService
+public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings runtime, JobTasks tasks, WorkerExit exit, IHostApplicationLifetime lifetime, ClusterSettings clusterSettings, IServiceProvider services, ILogger<Scheduler> logger) : BackgroundService
 {
     private readonly WorkerOptions _options = options.Value;
     private readonly Queue<string> _queue = new();
     private readonly HashSet<string> _known = new(StringComparer.Ordinal);
     private readonly List<(string Id, Thread Thread, TaskCompletionSource<JobOutcome> Done)> _running = [];
+    // jobs submitted here that the cluster runs (on this silo or another): their status mirrors the board's
+    private readonly HashSet<string> _posted = new(StringComparer.Ordinal);
+    private readonly ClusterJobs? _cluster = clusterSettings.Enabled ? services.GetService(typeof(ClusterJobs)) as ClusterJobs : null;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -37,7 +43,9 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         }
         Log.WorkerStarted(logger, jobsDir, _options.MaxConcurrentJobs);
         foreach (var id in JobsDirectory.unfinished(jobsDir))
-            Enqueue(id);
+            // a job this silo took from another's submission is the board's to hand out again
+            if (_cluster is null || !File.Exists(Path.Combine(JobsDirectory.jobDirectory(jobsDir, id), ForeignMarker)))
+                Enqueue(id);
 
         using var jobsStop = new CancellationTokenSource();
         try
@@ -62,8 +70,15 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                     break;
                 }
                 _running.RemoveAll(r => r.Done.Task.IsCompleted);
-                while (_running.Count < _options.MaxConcurrentJobs && _queue.Count > 0)
-                    Start(jobsDir, _queue.Dequeue(), jobsStop.Token);
+                if (_cluster is null)
+                {
+                    while (_running.Count < _options.MaxConcurrentJobs && _queue.Count > 0)
+                        Start(jobsDir, _queue.Dequeue(), jobsStop.Token);
+                }
+                else
+                {
+                    await Cluster(jobsDir, _cluster, jobsStop.Token);
+                }
                 try { await Task.Delay(_options.PollIntervalMs, stoppingToken); }
                 catch (OperationCanceledException) { }
             }
@@ -76,6 +91,9 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         }
     }
 
+    /// <summary>In the directory of a job submitted on another silo and run here: that silo's address.</summary>
+    private const string ForeignMarker = "submitted-on";
+
     private void Enqueue(string id)
     {
         if (_known.Add(id))
@@ -85,12 +103,80 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         }
     }
 
+    /// <summary>One round on a cluster: post the jobs queued here, take jobs while there is room, mirror the jobs submitted here.</summary>
+    private async Task Cluster(string jobsDir, ClusterJobs cluster, CancellationToken stop)
+    {
+        try
+        {
+            while (_queue.TryPeek(out var id))
+            {
+                var spec = File.ReadAllText(Path.Combine(JobsDirectory.jobDirectory(jobsDir, id), "spec.json"));
+                var refused = await cluster.Submit(id, spec);
+                _queue.Dequeue();
+                if (refused is null)
+                    _posted.Add(id);
+                else
+                {
+                    ClusterLog.NotPosted(logger, id, refused);
+                    JobsDirectory.writeStatus(JobsDirectory.jobDirectory(jobsDir, id), id, JobState.Failed, FSharpOption<string>.Some(refused), FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.None);
+                }
+            }
+            while (_running.Count < _options.MaxConcurrentJobs)
+            {
+                var claimed = await cluster.Claim();
+                if (claimed is null) break;
+                var dir = JobsDirectory.jobDirectory(jobsDir, claimed.Id);
+                Directory.CreateDirectory(dir);
+                if (!File.Exists(Path.Combine(dir, "spec.json")))
+                    AtomicFile.writeText(Path.Combine(dir, "spec.json"), claimed.Spec);
+                if (claimed.Origin != cluster.Silo)
+                {
+                    AtomicFile.writeText(Path.Combine(dir, ForeignMarker), claimed.Origin + "\n");
+                    ClusterLog.Claimed(logger, claimed.Id, claimed.Origin);
+                }
+                Start(jobsDir, claimed.Id, stop);
+            }
+            if (_posted.Count > 0)
+                await Mirror(jobsDir, cluster);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException && e is not IOException && e is not UnauthorizedAccessException)
+        {
+            // the cluster is not reachable now (starting, or a silo going away): the next round tries again
+            ClusterLog.CallFailed(logger, "use the job board", $"{e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    /// <summary>The board's state of the jobs submitted here and run on other silos, written here; a completed one's output files copied here.</summary>
+    private async Task Mirror(string jobsDir, ClusterJobs cluster)
+    {
+        var board = (await cluster.List()).ToDictionary(e => e.Id, StringComparer.Ordinal);
+        foreach (var id in _posted.ToList())
+        {
+            if (!board.TryGetValue(id, out var e) || e.Origin != cluster.Silo) continue;
+            var dir = JobsDirectory.jobDirectory(jobsDir, id);
+            var final = e.State is "completed" or "failed" or "cancelled";
+            if (e.Runner != cluster.Silo && e.Runner is not null || (final && e.Runner != cluster.Silo))
+            {
+                if (e.State == "completed")
+                    foreach (var (name, bytes) in await cluster.Outputs(id))
+                        if (Array.IndexOf(JobRunner.OutputFiles, name) >= 0)
+                            AtomicFile.write(Path.Combine(dir, name), bytes);
+                var state = JobStateModule.parse(e.State);
+                if (FSharpOption<JobState>.get_IsSome(state))
+                    JobsDirectory.writeStatusOn(
+                        e.Runner is null ? FSharpOption<string>.None : FSharpOption<string>.Some(e.Runner),
+                        dir, id, state.Value,
+                        e.Reason is null ? FSharpOption<string>.None : FSharpOption<string>.Some(e.Reason),
+                        FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.Some(Tuple.Create(e.Iteration, e.MetaIterations, FSharpOption<double>.None, FSharpOption<double>.None)));
+            }
+            if (final) _posted.Remove(id);
+        }
+    }
+
     private void Start(string jobsDir, string id, CancellationToken stop)
     {
         var done = new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously);
-        // a distributed job's shards go to the cluster's silos when the worker is one of them
-        var grains = cluster.Enabled ? services.GetService(typeof(IGrainFactory)) as IGrainFactory : null;
-        var runner = new JobRunner(jobsDir, id, _options, runtime, tasks, logger, grains is null ? null : (grains, cluster));
+        var runner = new JobRunner(jobsDir, id, _options, runtime, tasks, logger, _cluster);
         var thread = new Thread(() =>
         {
             try { done.SetResult(runner.Run(stop)); }

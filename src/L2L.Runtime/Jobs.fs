@@ -317,7 +317,9 @@ type JobStatus =
       MetaIterations: int
       BestValidation: float option
       MetaLr: float option
-      Updated: DateTimeOffset }
+      Updated: DateTimeOffset
+      /// The cluster silo the job runs (or ran) on; None outside a cluster.
+      Silo: string option }
 
 module JobStatus =
     let toJson (s: JobStatus) =
@@ -330,6 +332,9 @@ module JobStatus =
         o["bestValidation"] <- (match s.BestValidation with Some v when Double.IsFinite v -> JsonValue.Create(v) :> JsonNode | _ -> null)
         o["metaLr"] <- (match s.MetaLr with Some v -> JsonValue.Create(v) :> JsonNode | None -> null)
         o["updated"] <- JsonValue.Create(s.Updated.ToString("o"))
+        match s.Silo with
+        | Some silo -> o["silo"] <- JsonValue.Create(silo)
+        | None -> ()
         o.ToJsonString(JsonSerializerOptions(WriteIndented = true))
 
     /// Reads a status file's text; a field that is missing or of the wrong kind is named.
@@ -361,11 +366,12 @@ module JobStatus =
                             | _ -> Error "status field 'updated' is not a time")
                 match str "id", str "state", str "reason", count "iteration", count "metaIterations", num "bestValidation", num "metaLr", time with
                 | Ok(Some id), Ok(Some state), Ok reason, Ok it, Ok total, Ok best, Ok lr, Ok updated ->
-                    match JobState.parse state with
-                    | Some st ->
+                    match JobState.parse state, str "silo" with
+                    | _, Error e -> Error e
+                    | Some st, Ok silo ->
                         Ok { Id = id; State = st; Reason = reason; Iteration = it; MetaIterations = total
-                             BestValidation = best; MetaLr = lr; Updated = updated }
-                    | None -> Error(sprintf "status field 'state' is '%s', not queued, running, completed, failed or cancelled" state)
+                             BestValidation = best; MetaLr = lr; Updated = updated; Silo = silo }
+                    | None, _ -> Error(sprintf "status field 'state' is '%s', not queued, running, completed, failed or cancelled" state)
                 | Ok None, _, _, _, _, _, _, _ -> Error "status field 'id' is missing"
                 | _, Ok None, _, _, _, _, _, _ -> Error "status field 'state' is missing"
                 | Error e, _, _, _, _, _, _, _ | _, Error e, _, _, _, _, _, _ | _, _, Error e, _, _, _, _, _
@@ -453,9 +459,10 @@ module JobsDirectory =
         |> Array.sortBy (fun f -> File.GetLastWriteTimeUtc f, f)
         |> Array.toList
 
-    /// Writes a job's status (keeping the progress of the previous status when `progress` is None).
-    let writeStatus (jobDir: string) (id: string) (state: JobState) (reason: string option)
-                    (progress: (int * int * float option * float option) option) =
+    /// Writes a job's status (keeping the progress of the previous status when `progress` is None),
+    /// naming the cluster silo it runs on.
+    let writeStatusOn (silo: string option) (jobDir: string) (id: string) (state: JobState) (reason: string option)
+                      (progress: (int * int * float option * float option) option) =
         let iteration, total, best, lr =
             match progress with
             | Some p -> p
@@ -471,7 +478,13 @@ module JobsDirectory =
               MetaIterations = total
               BestValidation = best
               MetaLr = lr
-              Updated = DateTimeOffset.UtcNow }
+              Updated = DateTimeOffset.UtcNow
+              Silo = silo }
+
+    /// Writes a job's status (keeping the progress of the previous status when `progress` is None).
+    let writeStatus (jobDir: string) (id: string) (state: JobState) (reason: string option)
+                    (progress: (int * int * float option * float option) option) =
+        writeStatusOn None jobDir id state reason progress
 
     /// Takes a submitted spec in: DIR/x.json becomes DIR/<id>/spec.json with a queued status. A spec
     /// that cannot be parsed still becomes a job (named after the file) marked failed with the

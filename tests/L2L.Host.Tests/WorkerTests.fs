@@ -269,10 +269,10 @@ let tests =
             Expect.isTrue (aStart < bEnd && bStart < aEnd) "a and b ran at the same time"
             Expect.isGreaterThanOrEqual cStart (min aEnd bEnd) "c started after one of them finished"
     
-        testCase "a distributed job: its shards on two silos over Redis, one silo SIGKILLed mid-run, the same φ as in one process" <| fun () ->
+        testCase "a cluster over Redis: a distributed job's shards and jobs shared out over three silos, a silo SIGKILLed in each, the same φ as in one process" <| fun () ->
             // tools/cluster-check, reduced: Redis and the silos are started and stopped by the check
             let psi = Diagnostics.ProcessStartInfo(Path.Combine(root, "tools", "cluster-check"), RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-            for a in [ "--silos"; "2"; "--shards"; "2"; "--iterations"; "80"; "--kill-at"; "30" ] do
+            for a in [ "--silos"; "3"; "--shards"; "3"; "--iterations"; "60"; "--kill-at"; "20" ] do
                 psi.ArgumentList.Add a
             use p = Diagnostics.Process.Start psi
             let err = p.StandardError.ReadToEndAsync()
@@ -280,10 +280,16 @@ let tests =
             p.WaitForExit()
             let text = out + err.Result
             Expect.equal p.ExitCode 0 (sprintf "tools/cluster-check exits 0:\n%s" text)
-            Expect.stringContains text "SIGKILL to silo 2 at meta-iteration" "a silo was killed mid-run"
+            Expect.stringContains text "SIGKILL to silo 3 at meta-iteration" "a silo was killed during the distributed job"
             Expect.stringContains text "identical: the distributed job's φ is the one-process job's, bit for bit" "the same φ"
-            let retried = text.Split('\n') |> Array.find (fun l -> l.StartsWith "shard calls retried after the kill: ")
+            let lines = text.Split('\n')
+            let retried = lines |> Array.find (fun l -> l.StartsWith "shard calls retried after the kill: ")
             let count = int ((retried.Split(':')).[1].Trim())
             Expect.isGreaterThan count 0 "the killed silo's shard was recomputed elsewhere"
+            Expect.stringContains text "SIGKILL to silo 2, which ran scheduled-" "the silo running a scheduled job was killed"
+            for id in [ "scheduled-1"; "scheduled-2" ] do
+                Expect.stringContains text (sprintf "identical: %s's φ is the one-process job's, bit for bit" id) (sprintf "%s: the same φ" id)
+            Expect.exists lines (fun l -> l.Contains "taken from the board by other silos 1 time(s)") "a job submitted on silo 1 ran on another silo"
+            Expect.isFalse (text.Contains "DIFFERENT") "no φ differs"
     ]
 

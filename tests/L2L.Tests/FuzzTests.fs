@@ -232,7 +232,7 @@ let tests =
             let status =
                 JobStatus.toJson
                     { Id = "q1"; State = Running; Reason = Some "why"; Iteration = 3; MetaIterations = 9; BestValidation = Some 0.25
-                      MetaLr = Some 0.003; Updated = DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero) }
+                      MetaLr = Some 0.003; Updated = DateTimeOffset(2026, 1, 2, 3, 4, 5, TimeSpan.Zero); Silo = Some "S127.0.0.1:11111:1" }
             Prop.forAll (Arb.fromGen (Gen.zip jsonEdits byteEdits)) (fun (edits, bytes) ->
                 let text = applyJson status edits
                 let text = if (let k, _, _ = List.head bytes in k) < 2 then text else Encoding.UTF8.GetString(applyBytes (Encoding.UTF8.GetBytes text) bytes)

@@ -69,8 +69,10 @@ let tests =
         testCase "status files round-trip" <| fun () ->
             let s =
                 { Id = "x"; State = Failed; Reason = Some "why"; Iteration = 3; MetaIterations = 9
-                  BestValidation = Some 0.25; MetaLr = Some 0.001; Updated = System.DateTimeOffset(2026, 1, 2, 3, 4, 5, System.TimeSpan.Zero) }
+                  BestValidation = Some 0.25; MetaLr = Some 0.001; Updated = System.DateTimeOffset(2026, 1, 2, 3, 4, 5, System.TimeSpan.Zero); Silo = None }
             Expect.equal (JobStatus.parse (JobStatus.toJson s)) (Ok s) "same status"
+            let onSilo = { s with Silo = Some "S10.0.0.2:11111:155416381" }
+            Expect.equal (JobStatus.parse (JobStatus.toJson onSilo)) (Ok onSilo) "the silo it runs on"
     
         testCase "the jobs directory: submit, take in, list, cancel, and a bad spec failed with its reason" <| fun () ->
             let jobs = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "l2l-jobs-" + System.Guid.NewGuid().ToString("N"))
