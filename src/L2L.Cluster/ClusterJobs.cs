@@ -29,8 +29,10 @@ public sealed class ClusterJobs(IGrainFactory grains, ILocalSiloDetails local, C
     public Task<BoardEntry[]> List() => Board.List().WaitAsync(CallTimeout);
 
     /// <summary>Tells the board a job's state (logged, not thrown, when the cluster cannot take it).</summary>
-    public void Report(string id, string state, int iteration, int metaIterations, string? reason) =>
-        Try($"report job {id}", () => Board.Report(id, Silo, state, iteration, metaIterations, reason));
+    public void Report(string id, string state, int iteration, int metaIterations, double? bestValidation, string? reason) =>
+        Try($"report job {id}", () => Board.Report(id, Silo, state, iteration, metaIterations, bestValidation, reason));
+
+    public Task<bool> Cancel(string id) => Board.Cancel(id).WaitAsync(CallTimeout);
 
     /// <summary>Keeps a job's checkpoint in the cluster, so any silo can resume the job.</summary>
     public void PutCheckpoint(string id, int iteration, byte[] bytes) =>

@@ -15,7 +15,9 @@ public sealed record BoardEntry(
     [property: Id(7)] string? Reason,
     [property: Id(8)] long Order,
     [property: Id(9)] int Starts,
-    [property: Id(10)] DateTimeOffset Updated);
+    [property: Id(10)] DateTimeOffset Updated,
+    [property: Id(11)] double? BestValidation = null,
+    [property: Id(12)] bool CancelRequested = false);
 
 [GenerateSerializer]
 public sealed class BoardState
@@ -39,7 +41,10 @@ public interface IJobBoardGrain : IGrainWithStringKey
     Task<BoardEntry?> Claim(string silo);
 
     /// <summary>A running job's state, as its silo reports it.</summary>
-    Task Report(string id, string silo, string state, int iteration, int metaIterations, string? reason);
+    Task Report(string id, string silo, string state, int iteration, int metaIterations, double? bestValidation, string? reason);
+
+    /// <summary>Asks for a job's cancellation: a queued job is cancelled, a running one's silo is told (false: no such job, or it has ended).</summary>
+    Task<bool> Cancel(string id);
 
     /// <summary>Every job, oldest first.</summary>
     Task<BoardEntry[]> List();
@@ -76,7 +81,17 @@ public sealed class JobBoardGrain(
         return claimed;
     }
 
-    public async Task Report(string id, string silo, string state, int iteration, int metaIterations, string? reason)
+    public async Task<bool> Cancel(string id)
+    {
+        if (!board.State.Jobs.TryGetValue(id, out var e) || e.State is "completed" or "failed" or "cancelled") return false;
+        board.State.Jobs[id] = e.State == "queued"
+            ? e with { State = "cancelled", Reason = "cancelled on request", Updated = DateTimeOffset.UtcNow }
+            : e with { CancelRequested = true, Updated = DateTimeOffset.UtcNow };
+        await board.WriteStateAsync();
+        return true;
+    }
+
+    public async Task Report(string id, string silo, string state, int iteration, int metaIterations, double? bestValidation, string? reason)
     {
         if (!board.State.Jobs.TryGetValue(id, out var e) || e.Runner != silo) return; // no longer its job
         board.State.Jobs[id] = e with
@@ -86,6 +101,7 @@ public sealed class JobBoardGrain(
             Runner = state == "queued" ? null : silo,
             Iteration = iteration,
             MetaIterations = metaIterations,
+            BestValidation = bestValidation,
             Reason = reason,
             Updated = DateTimeOffset.UtcNow,
         };

@@ -274,7 +274,8 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
 
     private void WriteStatus(JobSession? session, JobState state, string? reason)
     {
-        cluster?.Report(id, JobStateModule.name(state), session?.Iteration ?? 0, session?.MetaIterations ?? 0, reason);
+        cluster?.Report(id, JobStateModule.name(state), session?.Iteration ?? 0, session?.MetaIterations ?? 0,
+            session is not null && double.IsFinite(session.BestLoss) ? session.BestLoss : null, reason);
         JobsDirectory.writeStatusOn(
             cluster is null ? FSharpOption<string>.None : FSharpOption<string>.Some(cluster.Silo),
             _dir, id, state,

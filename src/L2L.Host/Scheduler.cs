@@ -136,8 +136,16 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                 }
                 Start(jobsDir, claimed.Id, stop);
             }
-            if (_posted.Count > 0)
-                await Mirror(jobsDir, cluster);
+            if (_posted.Count > 0 || _running.Count > 0)
+            {
+                var board = (await cluster.List()).ToDictionary(e => e.Id, StringComparer.Ordinal);
+                // a cancellation asked for on the silo a job was submitted on reaches the silo running it
+                foreach (var (id, _, done) in _running)
+                    if (!done.Task.IsCompleted && board.TryGetValue(id, out var e) && e.CancelRequested
+                        && !JobsDirectory.cancelRequested(JobsDirectory.jobDirectory(jobsDir, id)))
+                        JobsDirectory.requestCancel(jobsDir, id);
+                await Mirror(jobsDir, cluster, board);
+            }
         }
         catch (Exception e) when (e is not OutOfMemoryException && e is not IOException && e is not UnauthorizedAccessException)
         {
@@ -147,13 +155,15 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
     }
 
     /// <summary>The board's state of the jobs submitted here and run on other silos, written here; a completed one's output files copied here.</summary>
-    private async Task Mirror(string jobsDir, ClusterJobs cluster)
+    private async Task Mirror(string jobsDir, ClusterJobs cluster, Dictionary<string, BoardEntry> board)
     {
-        var board = (await cluster.List()).ToDictionary(e => e.Id, StringComparer.Ordinal);
         foreach (var id in _posted.ToList())
         {
             if (!board.TryGetValue(id, out var e) || e.Origin != cluster.Silo) continue;
             var dir = JobsDirectory.jobDirectory(jobsDir, id);
+            var running = _running.Any(r => r.Id == id && !r.Done.Task.IsCompleted);
+            if (!running && !e.CancelRequested && e.State is "queued" or "running" && JobsDirectory.cancelRequested(dir))
+                await cluster.Cancel(id);
             var final = e.State is "completed" or "failed" or "cancelled";
             if (e.Runner != cluster.Silo && e.Runner is not null || (final && e.Runner != cluster.Silo))
             {
@@ -167,7 +177,8 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                         e.Runner is null ? FSharpOption<string>.None : FSharpOption<string>.Some(e.Runner),
                         dir, id, state.Value,
                         e.Reason is null ? FSharpOption<string>.None : FSharpOption<string>.Some(e.Reason),
-                        FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.Some(Tuple.Create(e.Iteration, e.MetaIterations, FSharpOption<double>.None, FSharpOption<double>.None)));
+                        FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.Some(Tuple.Create(e.Iteration, e.MetaIterations,
+                            e.BestValidation is { } best ? FSharpOption<double>.Some(best) : FSharpOption<double>.None, FSharpOption<double>.None)));
             }
             if (final) _posted.Remove(id);
         }

@@ -103,3 +103,48 @@ let checkpoints (jobs: string) (id: string) =
     if Directory.Exists d then Directory.GetFiles(d, "ckpt-*.bin") |> Array.sort else [||]
 
 let minutes (m: float) = TimeSpan.FromMinutes m
+
+/// A Redis server of its own on a free loopback port (Debian's redis-server), for a cluster's tests.
+type Redis =
+    { Process: Diagnostics.Process
+      Port: int }
+
+    member r.ConnectionString = sprintf "127.0.0.1:%d" r.Port
+
+    interface IDisposable with
+        member r.Dispose() =
+            if not r.Process.HasExited then
+                r.Process.Kill()
+                r.Process.WaitForExit()
+
+let freePort () =
+    let l = new Net.Sockets.TcpListener(Net.IPAddress.Loopback, 0)
+    l.Start()
+    let port = (l.LocalEndpoint :?> Net.IPEndPoint).Port
+    l.Stop()
+    port
+
+let startRedis () : Redis =
+    let port = freePort ()
+    let psi = ProcessStartInfo("redis-server", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+    for a in [ "--port"; string port; "--bind"; "127.0.0.1"; "--save"; ""; "--appendonly"; "no" ] do
+        psi.ArgumentList.Add a
+    let p =
+        try Process.Start psi
+        with :? ComponentModel.Win32Exception -> failwith "redis-server is not installed (apt-get install redis-server; tools/test installs it)"
+    p.BeginOutputReadLine()
+    p.BeginErrorReadLine()
+    waitUntil (TimeSpan.FromSeconds 20.0) "redis-server to listen" (fun () ->
+        try
+            use c = new Net.Sockets.TcpClient("127.0.0.1", port)
+            true
+        with _ -> false)
+    { Process = p; Port = port }
+
+/// A worker that is a silo of the cluster `cluster` over `redis`.
+let startSilo (jobs: string) (redis: Redis) (cluster: string) (extra: string list) =
+    start jobs
+        ([ "--Cluster:Provider=redis"; "--Cluster:ConnectionString=" + redis.ConnectionString; "--Cluster:ClusterId=" + cluster
+           sprintf "--Cluster:SiloPort=%d" (freePort ()); sprintf "--Cluster:GatewayPort=%d" (freePort ()); "--Cluster:ProbeTimeoutSeconds=1" ]
+         @ extra)
+        []

@@ -291,5 +291,40 @@ let tests =
                 Expect.stringContains text (sprintf "identical: %s's φ is the one-process job's, bit for bit" id) (sprintf "%s: the same φ" id)
             Expect.exists lines (fun l -> l.Contains "taken from the board by other silos 1 time(s)") "a job submitted on silo 1 ran on another silo"
             Expect.isFalse (text.Contains "DIFFERENT") "no φ differs"
+    
+        testCase "a cluster over Redis: a job cancelled on the silo it was submitted on stops on the silo running it" <| fun () ->
+            use redis = startRedis ()
+            let cluster = "cancel-" + Guid.NewGuid().ToString("N").Substring(0, 8)
+            let a, b = newJobsDir (), newJobsDir ()
+            let sa = startSilo a redis cluster []
+            let sb = startSilo b redis cluster []
+            try
+                for w in [ sa; sb ] do
+                    waitUntil (minutes 1.5) "two active silos" (fun () -> w.Text.Contains "cluster: 2 active silo(s)" || w.Process.HasExited)
+                // each silo runs one job at a time: of two long jobs submitted on a, one runs on b
+                for id in [ "long1"; "long2" ] do
+                    drop a id (spec id 100000 "")
+                let onB () =
+                    [ "long1"; "long2" ] |> List.tryFind (fun id ->
+                        match status a id with
+                        | Ok s -> s.State = Running && s.Silo.IsSome && Directory.Exists(Path.Combine(b, id))
+                        | Error _ -> false)
+                waitUntil (minutes 1.5) "a job submitted on silo a running on silo b" (fun () -> (onB ()).IsSome)
+                let id = (onB ()).Value
+                Expect.isOk (JobsDirectory.requestCancel a id) "cancellation asked for on silo a"
+                waitState b id [ Cancelled ] (minutes 1.0) sb
+                waitState a id [ Cancelled ] (minutes 1.0) sa
+                match status a id with
+                | Ok s ->
+                    Expect.stringContains (defaultArg s.Reason "") "cancelled on request" "the reason, on silo a"
+                    Expect.isTrue (s.Silo.Value.Length > 0) "the silo it ran on"
+                | Error e -> failtest e
+                let other = if id = "long1" then "long2" else "long1"
+                Expect.equal (stateOf a other) (Some Running) "the other job runs on"
+            finally
+                for w in [ sa; sb ] do
+                    sigterm w
+                for w in [ sa; sb ] do
+                    waitExit w (minutes 1.0) |> ignore
     ]
 
