@@ -62,7 +62,7 @@ public static unsafe class CoordinatewiseGru
         });
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ForwardRange<V>(in Args a, long start, long end) where V : struct, IVec<V>
     {
         long w = V.Count;
@@ -112,7 +112,7 @@ public static unsafe class CoordinatewiseGru
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ForwardBlock<V>(in GruLayer l, float* hOut, long ja, long jb) where V : struct, IVec<V>
     {
         long n = l.N;
@@ -184,7 +184,7 @@ public static unsafe class CoordinatewiseGru
         public static int PartialSlots(int ni, int hd) => 3 * hd * ni + 3 * hd * hd + 3 * hd + hd;
         public static long ScratchFloats(int ni, int hd) => PartialsOffset(ni, hd) + (long)PartialSlots(ni, hd) * Lanes;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public static void Run<V>(in Args a, float* scratch, long start, long end) where V : struct, IVec<V>
         {
             ref readonly GruLayer l = ref a.L;
@@ -235,7 +235,7 @@ public static unsafe class CoordinatewiseGru
         }
 
         /// <summary>Step 1 for two registers of coordinates at column j of the tile.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private static void GateGrads<V>(in GruLayer tile, int j, float* dhOutT, float* dRZN, float* dNH, float* dhT)
             where V : struct, IVec<V>
         {
@@ -273,7 +273,7 @@ public static unsafe class CoordinatewiseGru
         /// dOut[k] (+)= Σ_{r &lt; rowsA} w[r, k]·dzA[r] + Σ_{r &lt; rowsB} w[rowsA + r, k]·dzB[r] for two
         /// registers of coordinates (dz rows of stride T).
         /// </summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private static void InputGrad<V>(float* wt, int cols, int rowsA, float* dzA, int rowsB, float* dzB, float* dOut, int w, bool accumulate)
             where V : struct, IVec<V>
         {

@@ -95,7 +95,7 @@ public static unsafe class CoordinatewiseLstm
     }
 
     /// <summary>dwih, dwhh, db from the reduced sums [4H·(inputs + H) + 4H].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void StoreWeightGrads(double[] sums, int ni, int hd, float* dwih, float* dwhh, float* db)
     {
         int rows = 4 * hd, k = ni + hd;
@@ -108,7 +108,7 @@ public static unsafe class CoordinatewiseLstm
     }
 
     /// <summary>sums[e] += the Lanes partial sums at p + e·Lanes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     internal static void AddPartials(double[] sums, float* p)
     {
         for (int e = 0; e < sums.Length; e++)
@@ -166,7 +166,7 @@ public static unsafe class CoordinatewiseLstm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void StepRange<V>(in StepArgs s, long start, long end) where V : struct, IVec<V>
     {
         long w = V.Count;
@@ -184,7 +184,7 @@ public static unsafe class CoordinatewiseLstm
     // The per-block bodies are methods of their own, compiled fully optimised: inlined into the loops
     // that call them they exceed the JIT's inlining budget, and whatever it then leaves as calls starts
     // unoptimised under tiered compilation (several times slower until it is recompiled, if ever).
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void StepBlock<V>(in StepArgs s, long ja, long jb) where V : struct, IVec<V>
     {
         long n = s.N;
@@ -310,7 +310,7 @@ public static unsafe class CoordinatewiseLstm
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void RangeOf<TOp, V>(in Args a, long start, long end) where TOp : IOp where V : struct, IVec<V>
     {
         long w = V.Count;
@@ -372,7 +372,7 @@ public static unsafe class CoordinatewiseLstm
 
     private readonly struct ForwardOp : IOp
     {
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public static void Block<V>(in Args a, long ja, long jb, bool second) where V : struct, IVec<V>
         {
             long n = a.L.N;
@@ -409,7 +409,7 @@ public static unsafe class CoordinatewiseLstm
         public static long PartialsOffset(int ni, int hd) => (long)T * (2L * (ni + hd) + 8L * hd);
         public static long ScratchFloats(int ni, int hd) => PartialsOffset(ni, hd) + (4L * hd * (ni + hd) + 4L * hd) * Lanes;
 
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public static void Run<V>(in Args a, float* scratch, long start, long end) where V : struct, IVec<V>
         {
             ref readonly LstmLayer l = ref a.L;
@@ -457,7 +457,7 @@ public static unsafe class CoordinatewiseLstm
         }
 
         /// <summary>Step 1 for two registers of coordinates at column j of the tile.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private static void GateGrads<V>(in LstmLayer tile, int j, float* cT, float* dhT, float* dcOutT, float* dzT, float* dcT)
             where V : struct, IVec<V>
         {
@@ -490,7 +490,7 @@ public static unsafe class CoordinatewiseLstm
         }
 
         /// <summary>dOut[k] = Σ_r w[r, k]·dz[r] for two registers of coordinates (rows of stride T).</summary>
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         private static void InputGrad<V>(float* wt, int cols, int rows, float* dz, float* dOut, int w) where V : struct, IVec<V>
         {
             int k = 0;
@@ -536,7 +536,7 @@ internal static unsafe class TileOps
     private const int Lanes = CoordinatewiseLstm.Lanes;
 
     /// <summary>rows of src (stride n) from column start, len wide, into dst (stride T), zero-padded.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Gather(float* src, long n, int rows, long start, int len, float* dst)
     {
         for (int r = 0; r < rows; r++)
@@ -547,7 +547,7 @@ internal static unsafe class TileOps
     }
 
     /// <summary>The first len columns of rows of src (stride T) into dst (stride n) from column start.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void Scatter(float* src, int rows, long n, long start, int len, float* dst)
     {
         for (int r = 0; r < rows; r++)
@@ -558,7 +558,7 @@ internal static unsafe class TileOps
     /// part[r][k] += Σ_j dz[r, j]·in[k, j] (lane-wise partial sums; rows of stride T), by 4×4
     /// register tiles, then the rows and columns left over.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void WeightGrad<V>(float* dz, float* inT, int rows, int kk, int padded, float* part) where V : struct, IVec<V>
     {
         int w = V.Count;
@@ -618,7 +618,7 @@ internal static unsafe class TileOps
     }
 
     /// <summary>part[r] += Σ_j dz[r, j] (lane-wise; rows of stride T).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     public static void RowSums<V>(float* dz, int rows, int padded, float* part) where V : struct, IVec<V>
     {
         for (int r = 0; r < rows; r++)

@@ -56,7 +56,7 @@ public static unsafe class MlpKernel
         return p;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static float Run<V>(int[] sizes, bool relu, float* theta, byte* images, long* labels, long* index,
         int batch, float divisor, float* grad) where V : struct, IVec<V>
     {
@@ -155,7 +155,7 @@ public static unsafe class MlpKernel
     /// x[b, k] = images[index[b], k] / divisor, zeros past k0 up to the padded width pk. The byte is
     /// converted to float and divided in float, sixteen or eight at a time where the machine can.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Gather(byte* images, long* index, int batch, int k0, int pk, float divisor, float* x)
     {
         for (int b = 0; b < batch; b++)
@@ -181,7 +181,7 @@ public static unsafe class MlpKernel
     }
 
     /// <summary>dst [rows; po] = src [rows; cols] with zero columns past cols.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void PadRows(float* src, int rows, int cols, int po, float* dst)
     {
         for (int r = 0; r < rows; r++)
@@ -192,7 +192,7 @@ public static unsafe class MlpKernel
     }
 
     /// <summary>dst [cols; pr] = srcᵀ for src [rows; cols], zero columns past rows.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Transpose(float* src, int rows, int cols, int pr, float* dst)
     {
         for (int c = 0; c < cols; c++)
@@ -204,7 +204,7 @@ public static unsafe class MlpKernel
     }
 
     /// <summary>sums[u] = Σ_b d[b, u] for u &lt; cols.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ColumnSums(float* d, int rows, int cols, int stride, float* sums)
     {
         for (int u = 0; u < cols; u++) sums[u] = 0f;
@@ -219,7 +219,7 @@ public static unsafe class MlpKernel
     /// c [m; pn] = a·bm (+ bias): a's element (i, k) at a[i·si + k·sk] (k &lt; depth), bm [depth; pn],
     /// bias [pn] (none when null). pn is a multiple of 16.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Product<V>(int m, int depth, int pn, float* a, long si, long sk, float* bm, float* bias, float* c)
         where V : struct, IVec<V>
     {
@@ -236,7 +236,7 @@ public static unsafe class MlpKernel
             for (int col = 0; col < pn; col += w) Tile1x1<V>(depth, pn, a + i * si, sk, bm + col, B(col), c + (long)i * pn + col);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x2<V>(int depth, int pn, float* a, long si, long sk, float* bm, V b0, V b1, float* c) where V : struct, IVec<V>
     {
         int w = V.Count;
@@ -257,7 +257,7 @@ public static unsafe class MlpKernel
         V.Store(c30, c + 3 * pn); V.Store(c31, c + 3 * pn + w);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Tile4x1<V>(int depth, int pn, float* a, long si, long sk, float* bm, V b0, float* c) where V : struct, IVec<V>
     {
         V c0 = b0, c1 = b0, c2 = b0, c3 = b0;
@@ -274,7 +274,7 @@ public static unsafe class MlpKernel
         V.Store(c0, c); V.Store(c1, c + pn); V.Store(c2, c + 2 * pn); V.Store(c3, c + 3 * pn);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Tile1x1<V>(int depth, int pn, float* a, long sk, float* bm, V b0, float* c) where V : struct, IVec<V>
     {
         V c0 = b0;
@@ -283,7 +283,7 @@ public static unsafe class MlpKernel
     }
 
     /// <summary>z [rows; pn] ← act(z) on the first `cols` columns, zeros past them.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Activate<V>(float* z, int rows, int cols, int pn, bool relu) where V : struct, IVec<V>
     {
         V zero = V.Broadcast(0f), one = V.Broadcast(1f);
@@ -301,7 +301,7 @@ public static unsafe class MlpKernel
     }
 
     /// <summary>d [rows; pn] ← d ⊙ act'(at a), where a = act(z) is the layer's output; zeros past `cols`.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Derivative<V>(float* d, float* a, int rows, int cols, int pn, bool relu) where V : struct, IVec<V>
     {
         V zero = V.Broadcast(0f), one = V.Broadcast(1f);

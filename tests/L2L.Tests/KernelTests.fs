@@ -84,6 +84,23 @@ let gruProblemOf (hidden: int) (layers: int) (n: int64) (seed: int64) =
 let tests =
     // sequenced: the tests change the kernels' register width and worker team (process-wide)
     testSequenced <| testList "fused LSTM kernel" [
+        testCase "every kernel body compiled fully optimised is compiled on its own, never inlined into a tiered caller" <| fun () ->
+            // Inlined into a caller that tiered compilation recompiles (with profile-guided delegate
+            // inlining, a lambda handing out chunks), a body marked AggressiveOptimization becomes part
+            // of that caller's code, and what exceeds the inlining budget there is left as calls that
+            // start unoptimised: the LSTM cell's forward ran at 25 ms instead of 1.7 on 15,910
+            // coordinates that way. NoInlining keeps every such body a method of its own.
+            let flags = Reflection.BindingFlags.Public ||| Reflection.BindingFlags.NonPublic ||| Reflection.BindingFlags.Static ||| Reflection.BindingFlags.Instance ||| Reflection.BindingFlags.DeclaredOnly
+            let optimised =
+                [ for t in typeof<CoordinatewiseLstm>.Assembly.GetTypes() do
+                    for m in t.GetMethods flags do
+                        let impl = m.MethodImplementationFlags
+                        if impl.HasFlag Reflection.MethodImplAttributes.AggressiveOptimization then
+                            t.Name + "." + m.Name, impl.HasFlag Reflection.MethodImplAttributes.NoInlining ]
+            Expect.isGreaterThanOrEqual optimised.Length 20 "the kernels' bodies are found"
+            let inlinable = optimised |> List.filter (snd >> not) |> List.map fst
+            Expect.isEmpty inlinable "AggressiveOptimization without NoInlining"
+
         testCase "the kernel is available here, and float32 CPU tensors take it" <| fun () ->
             Expect.isTrue (LstmKernel.available ()) "THSTensor_data found"
             scoped (fun () ->
