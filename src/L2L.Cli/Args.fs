@@ -34,6 +34,7 @@ type TrainArgs =
     | Second_Order
     | Log_Loss
     | Sum_Loss
+    | Random_Scaling of a: float
     | Device of device: string
     | Threads of n: int
 
@@ -69,6 +70,7 @@ type TrainArgs =
             | Validation_Functions _ -> "held-out functions per validation (quadratic) or networks (mnist, mnist-conv); default 1000 (mnist: 10, mnist-conv: 3)."
             | Second_Order -> "keep second derivatives (∂∇/∂φ); the paper drops them."
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
+            | Random_Scaling _ -> "meta-train on f(c ⊙ θ), log c uniform in [−A, A] per coordinate and trajectory (0: none, the default)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
             | Device _ -> "cpu, cuda or auto; default cpu."
             | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."

@@ -248,6 +248,7 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         // an MNIST problem is one network: its batch of functions is always 1
         BatchFunctions = (if TaskSpec.usesMnist task then d.BatchFunctions else a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions))
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
+        RandomScaling = a.GetResult(TrainArgs.Random_Scaling, d.RandomScaling)
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
         ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
         ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, d.ValidationFunctions)

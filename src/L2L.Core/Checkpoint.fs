@@ -101,6 +101,7 @@ type CheckpointSettings =
       Unroll: UnrollConfig
       BatchFunctions: int
       Shards: int
+      RandomScaling: float
       Seed: int64
       DType: string }
 
@@ -112,6 +113,7 @@ module CheckpointSettings =
           Unroll = cfg.Unroll
           BatchFunctions = cfg.BatchFunctions
           Shards = cfg.Shards
+          RandomScaling = cfg.RandomScaling
           Seed = cfg.Seed
           DType = string cfg.DType }
 
@@ -170,6 +172,7 @@ module CheckpointSettings =
         w.WriteNumber("batch_functions", s.BatchFunctions)
         // written only when sharded, so an unsharded run's checkpoint is what it always was
         if s.Shards <> 1 then w.WriteNumber("shards", s.Shards)
+        if s.RandomScaling <> 0.0 then w.WriteNumber("random_scaling", s.RandomScaling)
         w.WriteNumber("seed", s.Seed)
         w.WriteString("dtype", s.DType)
         w.WriteEndObject()
@@ -236,6 +239,7 @@ module CheckpointSettings =
               LogLoss = Field.bool e "log_loss" }
           BatchFunctions = Field.int32 e "batch_functions"
           Shards = (match e.TryGetProperty "shards" with | true, _ -> Field.int32 e "shards" | _ -> 1)
+          RandomScaling = (match e.TryGetProperty "random_scaling" with | true, _ -> Field.double e "random_scaling" | _ -> 0.0)
           Seed = Field.int64 e "seed"
           DType = Field.string e "dtype" }
 
@@ -247,6 +251,7 @@ module CheckpointSettings =
           if a.Unroll <> b.Unroll then "unroll"
           if a.BatchFunctions <> b.BatchFunctions then "batch functions"
           if a.Shards <> b.Shards then "shards"
+          if a.RandomScaling <> b.RandomScaling then "random scaling"
           if a.Seed <> b.Seed then "seed"
           if a.DType <> b.DType then "dtype" ]
 

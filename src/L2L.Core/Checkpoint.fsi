@@ -32,6 +32,7 @@ namespace L2L
           Unroll: UnrollConfig
           BatchFunctions: int
           Shards: int
+          RandomScaling: float
           Seed: int64
           DType: string
         }

@@ -20,6 +20,7 @@ module Defaults =
           Unroll = { Unroll = 20; Weights = Uniform; SecondOrder = false; LogLoss = false }
           BatchFunctions = 128
           Shards = 1
+          RandomScaling = 0.0
           MetaIterations = 5000
           MetaLr = 0.003
           ValidateEvery = 250

@@ -26,6 +26,11 @@ type MetaConfig =
       /// meta-gradients are computed apart (on a cluster's machines, or in turn) and averaged in
       /// shard order. 1: the unsharded run.
       Shards: int
+      /// Random scaling of the meta-training problems' coordinates (0: none): each trajectory's
+      /// function is f(c ⊙ θ) with log c uniform in [−A, A] per coordinate, from θ_0 / c (so m_φ
+      /// meets many curvatures and step sizes; Lv et al. 2017). Evaluation and validation are
+      /// never scaled.
+      RandomScaling: float
       /// Meta-iterations (= φ updates = truncations) to run.
       MetaIterations: int
       MetaLr: float
@@ -57,6 +62,8 @@ module MetaConfig =
           if c.Shards < 1 then "shards must be ≥ 1"
           elif c.BatchFunctions >= 1 && c.BatchFunctions % c.Shards <> 0 then
               sprintf "shards %d do not divide the batch functions %d" c.Shards c.BatchFunctions
+          if not (Double.IsFinite c.RandomScaling) || c.RandomScaling < 0.0 || c.RandomScaling > 10.0 then
+              sprintf "random scaling must be in [0, 10] (log c is uniform in [−A, A]), not %g" c.RandomScaling
           if (TaskSpec.groups c.Task).Length > 1 && c.BatchFunctions <> 1 then
               "a task with several coordinate groups trains on one function at a time (batch functions 1)"
           match c.Task with
@@ -141,9 +148,16 @@ module Shard =
     /// Functions in each shard's problem.
     let functions (cfg: MetaConfig) = cfg.BatchFunctions / cfg.Shards
 
-    /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem).
+    /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem), its coordinates
+    /// randomly scaled when cfg.RandomScaling > 0 (the factors drawn from the same seed and counter).
     let problem (cfg: MetaConfig) (data: TaskData) (k: int) (index: int64) : Problem =
-        TaskSpec.trainProblem data cfg.Task (seed cfg k) index (functions cfg) cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+        let p = TaskSpec.trainProblem data cfg.Task (seed cfg k) index (functions cfg) cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+        if cfg.RandomScaling = 0.0 then p
+        else
+            use gen = Seeds.generator (seed cfg k) 0x5CA1EUL index
+            let u = torch.rand(p.Theta0.shape, dtype = torch.ScalarType.Float64, generator = gen)
+            let c = u.Mul(2.0 * cfg.RandomScaling).Sub(float cfg.RandomScaling).exp().to_type(p.Theta0.dtype).``to``(p.Theta0.device)
+            Problem.scaled c p
 
     /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.
     let computeOne (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =

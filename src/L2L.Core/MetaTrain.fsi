@@ -29,6 +29,12 @@ namespace L2L
           /// shard order. 1: the unsharded run.
           Shards: int
 
+          /// Random scaling of the meta-training problems' coordinates (0: none): each trajectory's
+          /// function is f(c ⊙ θ) with log c uniform in [−A, A] per coordinate, from θ_0 / c (so m_φ
+          /// meets many curvatures and step sizes; Lv et al. 2017). Evaluation and validation are
+          /// never scaled.
+          RandomScaling: float
+
           /// Meta-iterations (= φ updates = truncations) to run.
           MetaIterations: int
           MetaLr: float
@@ -129,7 +135,8 @@ namespace L2L
         /// Functions in each shard's problem.
         val functions: cfg: MetaConfig -> int
 
-        /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem).
+        /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem), its coordinates
+        /// randomly scaled when cfg.RandomScaling > 0 (the factors drawn from the same seed and counter).
         val problem: cfg: MetaConfig -> data: TaskData -> k: int -> index: int64 -> Problem
 
         /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.

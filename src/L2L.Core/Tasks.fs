@@ -39,6 +39,20 @@ module Problem =
             t.Dispose()
         p.Release()
 
+    /// The problem in coordinates scaled by c [n] (positive): f'(θ) = f(c ⊙ θ), from θ'_0 = θ_0 / c
+    /// (the same point), so ∇f'(θ) = c ⊙ ∇f(c ⊙ θ). The optimizer sees the function's curvature
+    /// stretched coordinate by coordinate; losses and metrics are the function's own at c ⊙ θ.
+    let scaled (c: Tensor) (p: Problem) : Problem =
+        let at (theta: Tensor) = theta.mul(c)
+        let theta0 = p.Theta0.div(c)
+        { p with
+            Theta0 = theta0
+            Losses = fun t theta -> p.Losses t (at theta)
+            LossGrad = p.LossGrad |> Option.map (fun lossGrad -> fun t theta -> let l, g = lossGrad t (at theta) in l, g.mul(c))
+            Full = fun theta -> p.Full (at theta)
+            Metrics = fun theta -> p.Metrics (at theta)
+            Owned = c :: theta0 :: p.Owned }
+
 /// The quadratic family f(θ) = ‖Wθ − y‖², W ∈ R^{d×d}, y ∈ R^d IID N(0, 1) (paper §3.1).
 type Quadratic =
     { /// [B; d; d]

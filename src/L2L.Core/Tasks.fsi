@@ -38,6 +38,11 @@ namespace L2L
 
         val dispose: p: Problem -> unit
 
+        /// The problem in coordinates scaled by c [n] (positive): f'(θ) = f(c ⊙ θ), from θ'_0 = θ_0 / c
+        /// (the same point), so ∇f'(θ) = c ⊙ ∇f(c ⊙ θ). The optimizer sees the function's curvature
+        /// stretched coordinate by coordinate; losses and metrics are the function's own at c ⊙ θ.
+        val scaled: c: Tensor -> p: Problem -> Problem
+
     /// The quadratic family f(θ) = ‖Wθ − y‖², W ∈ R^{d×d}, y ∈ R^d IID N(0, 1) (paper §3.1).
     type Quadratic =
         {

@@ -61,7 +61,7 @@ module JobSpec =
 
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
-              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed" ]
+              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed"; "randomScaling" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field. A task
     /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
@@ -259,6 +259,7 @@ module JobSpec =
                     Unroll = { d.Unroll with Unroll = intField root "" "unroll" d.Unroll.Unroll; SecondOrder = boolField root "" "secondOrder" false; LogLoss = boolField root "" "logLoss" d.Unroll.LogLoss }
                     BatchFunctions = intField root "" "batchFunctions" d.BatchFunctions
                     Shards = shards
+                    RandomScaling = floatField root "" "randomScaling" 0.0
                     MetaIterations =
                         match prop root "metaIterations" with
                         | None ->
