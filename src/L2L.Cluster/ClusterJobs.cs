@@ -15,16 +15,19 @@ public sealed class ClusterJobs(IGrainFactory grains, ILocalSiloDetails local, C
     public ClusterSettings Settings => settings;
     public IGrainFactory Grains => grains;
 
-    /// <summary>This silo's address, as the board names it.</summary>
-    public string Silo => local.SiloAddress.ToString();
+    /// <summary>This silo as the board names the silo running a job (its address and generation).</summary>
+    public string Silo => SiloName.Runner(local.SiloAddress);
+
+    /// <summary>This silo as the board names the silo a job was submitted on (its endpoint: the same after a restart).</summary>
+    public string Origin => SiloName.Origin(local.SiloAddress);
 
     private IJobBoardGrain Board => grains.GetGrain<IJobBoardGrain>(JobBoard.Key);
 
     private IJobFilesGrain Files(string id) => grains.GetGrain<IJobFilesGrain>(id);
 
-    public Task<string?> Submit(string id, string spec) => Board.Submit(id, spec, Silo).WaitAsync(CallTimeout);
+    public Task<string?> Submit(string id, string spec) => Board.Submit(id, spec, Origin).WaitAsync(CallTimeout);
 
-    public Task<BoardEntry?> Claim() => Board.Claim(Silo).WaitAsync(CallTimeout);
+    public Task<BoardEntry?> Claim(IEnumerable<string> skip) => Board.Claim(Silo, skip.ToArray()).WaitAsync(CallTimeout);
 
     public Task<BoardEntry[]> List() => Board.List().WaitAsync(CallTimeout);
 
@@ -49,8 +52,24 @@ public sealed class ClusterJobs(IGrainFactory grains, ILocalSiloDetails local, C
         }
     }
 
-    public void PutOutputs(string id, Dictionary<string, byte[]> files) =>
-        Try($"store job {id}'s output files", () => Files(id).PutOutputs(files));
+    /// <summary>Keeps a completed job's output files in the cluster (three attempts; false: not kept).</summary>
+    public bool PutOutputs(string id, Dictionary<string, byte[]> files)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                Files(id).PutOutputs(files).WaitAsync(CallTimeout).GetAwaiter().GetResult();
+                return true;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                ClusterLog.CallFailed(logger, $"store job {id}'s output files (attempt {attempt} of 3)", $"{e.GetType().Name}: {e.Message}");
+                if (attempt == 3) return false;
+                Thread.Sleep(500 * attempt);
+            }
+        }
+    }
 
     public Task<Dictionary<string, byte[]>> Outputs(string id) => Files(id).Outputs().WaitAsync(CallTimeout);
 

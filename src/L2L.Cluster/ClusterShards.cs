@@ -12,7 +12,8 @@ public sealed record ShardRound(int Shards, string[] Silos, double[] ShardSecond
 /// silos, all at once, and gives their results in shard order. Each shard keeps its grain from one
 /// meta-iteration to the next; a failed or timed-out call is retried on a new one (placed anew, so
 /// away from a silo that died) up to ShardAttempts times. The result does not depend on where a
-/// shard ran.
+/// shard ran. Every failure is retried on the next silo, a bad spec or missing data too: another
+/// silo may have the task assembly or the data set that this one lacks.
 /// </summary>
 public sealed class ClusterShards(IGrainFactory grains, ClusterSettings settings, string jobId, string spec, ILogger logger)
 {
@@ -54,12 +55,6 @@ public sealed class ClusterShards(IGrainFactory grains, ClusterSettings settings
             try
             {
                 return await grain.Compute(spec, work).WaitAsync(timeout);
-            }
-            catch (Exception e) when (e is ArgumentException or InvalidDataException)
-            {
-                // the same work fails the same way anywhere: no retry
-                ClusterLog.ShardFailed(logger, jobId, shard, attempt, e.Message);
-                throw;
             }
             catch (Exception e) when (attempt < settings.ShardAttempts)
             {

@@ -37,8 +37,8 @@ public interface IJobBoardGrain : IGrainWithStringKey
     /// <summary>Posts a job (null: posted, or already there from the same origin; else why not).</summary>
     Task<string?> Submit(string id, string spec, string origin);
 
-    /// <summary>The oldest queued job, now running on `silo` (null: none queued).</summary>
-    Task<BoardEntry?> Claim(string silo);
+    /// <summary>The oldest queued job not in `skip`, now running on `silo` (null: none queued).</summary>
+    Task<BoardEntry?> Claim(string silo, string[] skip);
 
     /// <summary>A running job's state, as its silo reports it.</summary>
     Task Report(string id, string silo, string state, int iteration, int metaIterations, double? bestValidation, string? reason);
@@ -60,41 +60,63 @@ public sealed class JobBoardGrain(
     [PersistentState("board", JobBoard.Storage)] IPersistentState<BoardState> board,
     IClusterMembershipService membership) : Grain, IJobBoardGrain
 {
+    private static bool Final(string state) => state is "completed" or "failed" or "cancelled";
+
+    /// <summary>
+    /// Applies `change` to the board and stores it; when the store fails the board is as it was
+    /// (the caller sees the failure), so no job is left claimed by a silo that never heard so.
+    /// </summary>
+    private async Task Commit(Action change)
+    {
+        var before = new Dictionary<string, BoardEntry>(board.State.Jobs, StringComparer.Ordinal);
+        var next = board.State.Next;
+        change();
+        try
+        {
+            await board.WriteStateAsync();
+        }
+        catch
+        {
+            board.State.Jobs = before;
+            board.State.Next = next;
+            throw;
+        }
+    }
+
     public async Task<string?> Submit(string id, string spec, string origin)
     {
         if (board.State.Jobs.TryGetValue(id, out var e))
             // posted again after its silo restarted (it is under way, or done: the board keeps it as it is)
             return e.Origin == origin ? null : $"a job '{id}' was submitted on {e.Origin} already";
-        board.State.Jobs[id] = new BoardEntry(id, spec, origin, null, "queued", 0, 0, null, board.State.Next++, 0, DateTimeOffset.UtcNow);
-        await board.WriteStateAsync();
+        await Commit(() => board.State.Jobs[id] = new BoardEntry(id, spec, origin, null, "queued", 0, 0, null, board.State.Next++, 0, DateTimeOffset.UtcNow));
         return null;
     }
 
-    public async Task<BoardEntry?> Claim(string silo)
+    public async Task<BoardEntry?> Claim(string silo, string[] skip)
     {
         await Requeue();
-        var next = board.State.Jobs.Values.Where(e => e.State == "queued").OrderBy(e => e.Order).FirstOrDefault();
+        var next = board.State.Jobs.Values
+            .Where(e => e.State == "queued" && Array.IndexOf(skip, e.Id) < 0)
+            .OrderBy(e => e.Order).FirstOrDefault();
         if (next is null) return null;
         var claimed = next with { Runner = silo, State = "running", Starts = next.Starts + 1, Reason = null, Updated = DateTimeOffset.UtcNow };
-        board.State.Jobs[next.Id] = claimed;
-        await board.WriteStateAsync();
+        await Commit(() => board.State.Jobs[next.Id] = claimed);
         return claimed;
     }
 
     public async Task<bool> Cancel(string id)
     {
-        if (!board.State.Jobs.TryGetValue(id, out var e) || e.State is "completed" or "failed" or "cancelled") return false;
-        board.State.Jobs[id] = e.State == "queued"
+        if (!board.State.Jobs.TryGetValue(id, out var e) || Final(e.State)) return false;
+        await Commit(() => board.State.Jobs[id] = e.State == "queued"
             ? e with { State = "cancelled", Reason = "cancelled on request", Updated = DateTimeOffset.UtcNow }
-            : e with { CancelRequested = true, Updated = DateTimeOffset.UtcNow };
-        await board.WriteStateAsync();
+            : e with { CancelRequested = true, Updated = DateTimeOffset.UtcNow });
         return true;
     }
 
     public async Task Report(string id, string silo, string state, int iteration, int metaIterations, double? bestValidation, string? reason)
     {
         if (!board.State.Jobs.TryGetValue(id, out var e) || e.Runner != silo) return; // no longer its job
-        board.State.Jobs[id] = e with
+        await Commit(() => board.State.Jobs[id] = e with
         {
             // a job its silo stops (shutdown) goes back to the queue, for any silo
             State = state == "queued" ? "queued" : state,
@@ -104,8 +126,7 @@ public sealed class JobBoardGrain(
             BestValidation = bestValidation,
             Reason = reason,
             Updated = DateTimeOffset.UtcNow,
-        };
-        await board.WriteStateAsync();
+        });
     }
 
     public async Task<BoardEntry[]> List()
@@ -114,18 +135,46 @@ public sealed class JobBoardGrain(
         return board.State.Jobs.Values.OrderBy(e => e.Order).ToArray();
     }
 
-    /// <summary>Running jobs whose silo is no longer active go back to the queue.</summary>
+    /// <summary>
+    /// Running jobs whose silo is dead go back to the queue: declared dead by the membership, or
+    /// restarted (an active silo at the same endpoint, of a later generation). A silo the board's
+    /// view does not know yet (still joining) keeps its jobs.
+    /// </summary>
     private async Task Requeue()
     {
-        var active = membership.CurrentSnapshot.Members.Values
-            .Where(m => m.Status == SiloStatus.Active)
-            .Select(m => m.SiloAddress.ToString())
-            .ToHashSet(StringComparer.Ordinal);
-        var lost = board.State.Jobs.Values.Where(e => e.State == "running" && e.Runner is not null && !active.Contains(e.Runner)).ToList();
+        var members = membership.CurrentSnapshot.Members.Values.ToList();
+        bool Gone(string runner)
+        {
+            foreach (var m in members)
+                if (m.SiloAddress.ToString() == runner)
+                    return m.Status == SiloStatus.Dead;
+            var (endpoint, generation) = SiloName.Parse(runner);
+            return members.Any(m => m.Status == SiloStatus.Active
+                && m.SiloAddress.Endpoint.ToString() == endpoint && m.SiloAddress.Generation > generation);
+        }
+        var lost = board.State.Jobs.Values.Where(e => e.State == "running" && e.Runner is not null && Gone(e.Runner)).ToList();
         if (lost.Count == 0) return;
-        foreach (var e in lost)
-            board.State.Jobs[e.Id] = e with { State = "queued", Runner = null, Reason = $"its silo {e.Runner} left the cluster; queued again", Updated = DateTimeOffset.UtcNow };
-        await board.WriteStateAsync();
+        await Commit(() =>
+        {
+            foreach (var e in lost)
+                board.State.Jobs[e.Id] = e with { State = "queued", Runner = null, Reason = $"its silo {e.Runner} left the cluster; queued again", Updated = DateTimeOffset.UtcNow };
+        });
+    }
+}
+
+/// <summary>How the board names silos: a runner by its address with its generation (S10.0.0.2:11111:155416381, new at every start); an origin by its endpoint (10.0.0.2:11111, the same across restarts).</summary>
+public static class SiloName
+{
+    public static string Runner(SiloAddress silo) => silo.ToString();
+
+    public static string Origin(SiloAddress silo) => silo.Endpoint.ToString();
+
+    /// <summary>(endpoint, generation) of a runner's name ("", 0 for another form).</summary>
+    public static (string Endpoint, int Generation) Parse(string runner)
+    {
+        var s = runner.StartsWith('S') ? runner[1..] : runner;
+        var colon = s.LastIndexOf(':');
+        return colon > 0 && int.TryParse(s.AsSpan(colon + 1), out var g) ? (s[..colon], g) : ("", 0);
     }
 }
 

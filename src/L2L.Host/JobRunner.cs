@@ -129,8 +129,8 @@ public sealed class JobRunner(string jobsDirectory, string id, WorkerOptions opt
                 Note(line);
             }));
             // the silo it was submitted on takes these from the cluster
-            cluster?.PutOutputs(id, OutputFiles.Where(f => File.Exists(Path.Combine(_dir, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(_dir, f))));
-            WriteStatus(session, JobState.Completed, null);
+            var stored = cluster?.PutOutputs(id, OutputFiles.Where(f => File.Exists(Path.Combine(_dir, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(_dir, f)))) ?? true;
+            WriteStatus(session, JobState.Completed, stored ? null : $"its output files could not be stored in the cluster; they are in {_dir} on silo {cluster!.Silo}");
             Log.JobCompleted(logger, id, session.BestLoss, session.BestIteration);
             Note("completed");
             return JobOutcome.Completed;

@@ -110,7 +110,15 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         {
             while (_queue.TryPeek(out var id))
             {
-                var spec = File.ReadAllText(Path.Combine(JobsDirectory.jobDirectory(jobsDir, id), "spec.json"));
+                var dir = JobsDirectory.jobDirectory(jobsDir, id);
+                string spec;
+                try { spec = File.ReadAllText(Path.Combine(dir, "spec.json")); }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    _queue.Dequeue();
+                    ClusterLog.NotPosted(logger, id, $"its spec cannot be read: {e.Message}");
+                    continue;
+                }
                 var refused = await cluster.Submit(id, spec);
                 _queue.Dequeue();
                 if (refused is null)
@@ -118,48 +126,92 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                 else
                 {
                     ClusterLog.NotPosted(logger, id, refused);
-                    JobsDirectory.writeStatus(JobsDirectory.jobDirectory(jobsDir, id), id, JobState.Failed, FSharpOption<string>.Some(refused), FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.None);
+                    TryIo(() => JobsDirectory.writeStatus(dir, id, JobState.Failed, FSharpOption<string>.Some(refused), FSharpOption<Tuple<int, int, FSharpOption<double>, FSharpOption<double>>>.None));
                 }
             }
             while (_running.Count < _options.MaxConcurrentJobs)
             {
-                var claimed = await cluster.Claim();
+                var claimed = await cluster.Claim(_skip);
                 if (claimed is null) break;
-                var dir = JobsDirectory.jobDirectory(jobsDir, claimed.Id);
-                Directory.CreateDirectory(dir);
-                if (!File.Exists(Path.Combine(dir, "spec.json")))
-                    AtomicFile.writeText(Path.Combine(dir, "spec.json"), claimed.Spec);
-                if (claimed.Origin != cluster.Silo)
+                if (TryIo(() => Prepare(jobsDir, cluster, claimed)) is true)
                 {
-                    AtomicFile.writeText(Path.Combine(dir, ForeignMarker), claimed.Origin + "\n");
-                    ClusterLog.Claimed(logger, claimed.Id, claimed.Origin);
+                    if (claimed.Origin != cluster.Origin)
+                        ClusterLog.Claimed(logger, claimed.Id, claimed.Origin);
+                    Start(jobsDir, claimed.Id, stop);
                 }
-                Start(jobsDir, claimed.Id, stop);
+                else
+                {
+                    // not runnable here (another job of this id is here): back to the queue, for another silo
+                    _skip.Add(claimed.Id);
+                    cluster.Report(claimed.Id, "queued", claimed.Iteration, claimed.MetaIterations, claimed.BestValidation, claimed.Reason);
+                }
             }
-            if (_posted.Count > 0 || _running.Count > 0)
+            // every round: the board's view reconciled with this silo's (cancellations, lost claims, mirrors)
             {
                 var board = (await cluster.List()).ToDictionary(e => e.Id, StringComparer.Ordinal);
-                // a cancellation asked for on the silo a job was submitted on reaches the silo running it
-                foreach (var (id, _, done) in _running)
-                    if (!done.Task.IsCompleted && board.TryGetValue(id, out var e) && e.CancelRequested
-                        && !JobsDirectory.cancelRequested(JobsDirectory.jobDirectory(jobsDir, id)))
-                        JobsDirectory.requestCancel(jobsDir, id);
-                await Mirror(jobsDir, cluster, board);
+                foreach (var e in board.Values)
+                {
+                    var runningHere = _running.Any(r => r.Id == e.Id && !r.Done.Task.IsCompleted);
+                    // a cancellation asked for on the silo a job was submitted on reaches the silo running it
+                    if (runningHere && e.CancelRequested && !JobsDirectory.cancelRequested(JobsDirectory.jobDirectory(jobsDir, e.Id)))
+                        TryIo(() => { JobsDirectory.requestCancel(jobsDir, e.Id); return true; });
+                    // the board says this silo runs a job it does not (a claim whose answer was lost): run it, or give it back
+                    if (e.State == "running" && e.Runner == cluster.Silo && !runningHere && !_skip.Contains(e.Id))
+                    {
+                        if (_running.Count < _options.MaxConcurrentJobs && TryIo(() => Prepare(jobsDir, cluster, e)) is true)
+                            Start(jobsDir, e.Id, stop);
+                        else
+                            cluster.Report(e.Id, "queued", e.Iteration, e.MetaIterations, e.BestValidation, e.Reason);
+                    }
+                }
+                if (_posted.Count > 0)
+                    await Mirror(jobsDir, cluster, board);
             }
         }
-        catch (Exception e) when (e is not OutOfMemoryException && e is not IOException && e is not UnauthorizedAccessException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
             // the cluster is not reachable now (starting, or a silo going away): the next round tries again
             ClusterLog.CallFailed(logger, "use the job board", $"{e.GetType().Name}: {e.Message}");
         }
     }
 
+    /// <summary>Jobs of the board this silo will not run (another job of the same id is here).</summary>
+    private readonly HashSet<string> _skip = new(StringComparer.Ordinal);
+
+    /// <summary>The local directory of a job taken from the board (false: a different job of that id is here).</summary>
+    private static bool Prepare(string jobsDir, ClusterJobs cluster, BoardEntry claimed)
+    {
+        var dir = JobsDirectory.jobDirectory(jobsDir, claimed.Id);
+        var specPath = Path.Combine(dir, "spec.json");
+        if (File.Exists(specPath) && File.ReadAllText(specPath) != claimed.Spec)
+            return false;
+        Directory.CreateDirectory(dir);
+        if (!File.Exists(specPath))
+            AtomicFile.writeText(specPath, claimed.Spec);
+        if (claimed.Origin != cluster.Origin)
+            AtomicFile.writeText(Path.Combine(dir, ForeignMarker), claimed.Origin + "\n");
+        return true;
+    }
+
+    /// <summary>f's result, or null (logged) when the jobs directory fails it.</summary>
+    private bool? TryIo(Func<bool> f)
+    {
+        try { return f(); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            ClusterLog.CallFailed(logger, "use the jobs directory", e.Message);
+            return null;
+        }
+    }
+
+    private void TryIo(Action f) => TryIo(() => { f(); return true; });
+
     /// <summary>The board's state of the jobs submitted here and run on other silos, written here; a completed one's output files copied here.</summary>
     private async Task Mirror(string jobsDir, ClusterJobs cluster, Dictionary<string, BoardEntry> board)
     {
         foreach (var id in _posted.ToList())
         {
-            if (!board.TryGetValue(id, out var e) || e.Origin != cluster.Silo) continue;
+            if (!board.TryGetValue(id, out var e) || e.Origin != cluster.Origin) continue;
             var dir = JobsDirectory.jobDirectory(jobsDir, id);
             var running = _running.Any(r => r.Id == id && !r.Done.Task.IsCompleted);
             if (!running && !e.CancelRequested && e.State is "queued" or "running" && JobsDirectory.cancelRequested(dir))

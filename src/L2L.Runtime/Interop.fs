@@ -176,5 +176,11 @@ type ShardService(settings: RuntimeSettings, catalog: TaskSpec seq) =
             | Ok s -> { s with Meta = { s.Meta with Backend = settings.Backend } }
             | Error errs -> raise (ArgumentException(String.concat "; " errs))
         let key = sprintf "%s|%A" (TaskSpec.name spec.Meta.Task) spec.Meta.Device
-        let d = data.GetOrAdd(key, fun _ -> lazy (SessionData.load spec settings)).Value
+        let d =
+            let entry = data.GetOrAdd(key, fun _ -> lazy (SessionData.load spec settings))
+            try entry.Value
+            with _ ->
+                // a load that failed is tried again by the next call (the data may have arrived)
+                data.TryRemove(Collections.Generic.KeyValuePair(key, entry)) |> ignore
+                reraise ()
         ShardWire.compute spec.Meta d work

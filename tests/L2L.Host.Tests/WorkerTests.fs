@@ -280,13 +280,13 @@ let tests =
             p.WaitForExit()
             let text = out + err.Result
             Expect.equal p.ExitCode 0 (sprintf "tools/cluster-check exits 0:\n%s" text)
-            Expect.stringContains text "SIGKILL to silo 3 at meta-iteration" "a silo was killed during the distributed job"
+            Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(text, "the distributed job runs on silo [1-3]; SIGKILL to silo [1-3] at meta-iteration")) "a silo was killed during the distributed job"
             Expect.stringContains text "identical: the distributed job's φ is the one-process job's, bit for bit" "the same φ"
             let lines = text.Split('\n')
             let retried = lines |> Array.find (fun l -> l.StartsWith "shard calls retried after the kill: ")
             let count = int ((retried.Split(':')).[1].Trim())
             Expect.isGreaterThan count 0 "the killed silo's shard was recomputed elsewhere"
-            Expect.stringContains text "SIGKILL to silo 2, which ran scheduled-" "the silo running a scheduled job was killed"
+            Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(text, "SIGKILL to silo [23], which ran scheduled-")) "the silo running a scheduled job was killed"
             for id in [ "scheduled-1"; "scheduled-2" ] do
                 Expect.stringContains text (sprintf "identical: %s's φ is the one-process job's, bit for bit" id) (sprintf "%s: the same φ" id)
             Expect.exists lines (fun l -> l.Contains "taken from the board by other silos 1 time(s)") "a job submitted on silo 1 ran on another silo"
