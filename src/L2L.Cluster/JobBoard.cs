@@ -86,8 +86,14 @@ public sealed class JobBoardGrain(
     public async Task<string?> Submit(string id, string spec, string origin)
     {
         if (board.State.Jobs.TryGetValue(id, out var e))
-            // posted again after its silo restarted (it is under way, or done: the board keeps it as it is)
-            return e.Origin == origin ? null : $"a job '{id}' was submitted on {e.Origin} already";
+        {
+            if (e.Origin != origin) return $"a job '{id}' was submitted on {e.Origin} already";
+            // posted again after its silo restarted: the board keeps it as it is (under way, or done)
+            if (e.Spec == spec) return null;
+            if (!Final(e.State)) return $"a job '{id}' with another spec is still {e.State} on the cluster";
+            // a new job under the id of an ended one: the old one's checkpoint and files go
+            await GrainFactory.GetGrain<IJobFilesGrain>(id).Clear();
+        }
         await Commit(() => board.State.Jobs[id] = new BoardEntry(id, spec, origin, null, "queued", 0, 0, null, board.State.Next++, 0, DateTimeOffset.UtcNow));
         return null;
     }
@@ -189,6 +195,9 @@ public interface IJobFilesGrain : IGrainWithStringKey
     Task PutOutputs(Dictionary<string, byte[]> files);
 
     Task<Dictionary<string, byte[]>> Outputs();
+
+    /// <summary>Forgets the job's checkpoint and files (its id is taken by a new job).</summary>
+    Task Clear();
 }
 
 [GenerateSerializer]
@@ -218,4 +227,6 @@ public sealed class JobFilesGrain([PersistentState("files", JobBoard.Storage)] I
     }
 
     public Task<Dictionary<string, byte[]>> Outputs() => Task.FromResult(files.State.Outputs);
+
+    public Task Clear() => files.ClearStateAsync();
 }

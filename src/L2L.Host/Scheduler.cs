@@ -57,7 +57,8 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                     foreach (var file in JobsDirectory.submitted(jobsDir))
                     {
                         var id = JobsDirectory.acceptWith(tasks.Catalog, jobsDir, file, FuncConvert.FromAction<string, string>((f, reason) => Log.SpecRejected(logger, f, reason)));
-                        if (FSharpOption<string>.get_IsSome(id)) Enqueue(id.Value);
+                        // a spec taken in is a new job, even under the id of one that ended and was deleted
+                        if (FSharpOption<string>.get_IsSome(id)) { _known.Remove(id.Value); Enqueue(id.Value); }
                     }
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException)
