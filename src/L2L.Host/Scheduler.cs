@@ -142,7 +142,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
                 }
                 else
                 {
-                    // not runnable here (another job of this id is here): back to the queue, for another silo
+                    // not runnable here (another job of this id is here, or its task is unknown here): back to the queue, for another silo
                     _skip.Add(claimed.Id);
                     cluster.Report(claimed.Id, "queued", claimed.Iteration, claimed.MetaIterations, claimed.BestValidation, claimed.Reason);
                 }
@@ -176,12 +176,17 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
         }
     }
 
-    /// <summary>Jobs of the board this silo will not run (another job of the same id is here).</summary>
+    /// <summary>Jobs of the board this silo will not run (another job of the same id is here, or its spec names a task unknown here).</summary>
     private readonly HashSet<string> _skip = new(StringComparer.Ordinal);
 
-    /// <summary>The local directory of a job taken from the board (false: a different job of that id is here).</summary>
-    private static bool Prepare(string jobsDir, ClusterJobs cluster, BoardEntry claimed)
+    /// <summary>
+    /// The local directory of a job taken from the board (false: a different job of that id is here,
+    /// or this silo cannot read its spec, e.g. it lacks the task assembly the spec names).
+    /// </summary>
+    private bool Prepare(string jobsDir, ClusterJobs cluster, BoardEntry claimed)
     {
+        if (JobSpecModule.parseWith(tasks.Catalog, claimed.Spec).IsError)
+            return false;
         var dir = JobsDirectory.jobDirectory(jobsDir, claimed.Id);
         var specPath = Path.Combine(dir, "spec.json");
         if (File.Exists(specPath) && File.ReadAllText(specPath) != claimed.Spec)

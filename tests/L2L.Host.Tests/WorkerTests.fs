@@ -326,5 +326,34 @@ let tests =
                     sigterm w
                 for w in [ sa; sb ] do
                     waitExit w (minutes 1.0) |> ignore
+    
+        testCase "a cluster over Redis: a silo without a job's task assembly gives the job back, and a silo with it runs it" <| fun () ->
+            use redis = startRedis ()
+            let cluster = "tasks-" + Guid.NewGuid().ToString("N").Substring(0, 8)
+            let a, b = newJobsDir (), newJobsDir ()
+            let sa = startSilo a redis cluster [ "--Worker:TaskAssemblies:0=" + typeof<RegressionTasks>.Assembly.Location ]
+            // a is busy with a long job before b joins, so b sees the regression job first
+            drop a "busy" (spec "busy" 100000 "")
+            waitState a "busy" [ Running ] (minutes 1.5) sa
+            let sb = startSilo b redis cluster []
+            try
+                for w in [ sa; sb ] do
+                    waitUntil (minutes 1.5) "two active silos" (fun () -> w.Text.Contains "cluster: 2 active silo(s)" || w.Process.HasExited)
+                drop a "own"
+                    """{"id":"own","task":"regression","metaIterations":12,"seed":3,"checkpointEvery":5,"horizon":20,"unroll":5,
+                        "validateEvery":6,"validationFunctions":2,"optimizer":{"hidden":8},"evaluation":false}"""
+                Thread.Sleep 3000
+                Expect.equal (stateOf a "own") (Some Queued) "queued while a is busy: b did not fail it"
+                Expect.isFalse (Directory.Exists(Path.Combine(b, "own"))) "b did not take it in"
+                Expect.isOk (JobsDirectory.requestCancel a "busy") "a freed"
+                waitState a "own" [ Completed; Failed ] (minutes 2.0) sa
+                match status a "own" with
+                | Ok s -> Expect.equal s.State Completed (sprintf "completed on a: %A" s.Reason)
+                | Error e -> failtest e
+            finally
+                for w in [ sa; sb ] do
+                    sigterm w
+                for w in [ sa; sb ] do
+                    waitExit w (minutes 1.0) |> ignore
     ]
 
