@@ -23,6 +23,7 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
     private readonly List<(string Id, Thread Thread, TaskCompletionSource<JobOutcome> Done)> _running = [];
     // jobs submitted here that the cluster runs (on this silo or another): their status mirrors the board's
     private readonly HashSet<string> _posted = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (string State, string? Runner, int Iteration, string? Reason)> _mirrored = new(StringComparer.Ordinal);
     private readonly ClusterJobs? _cluster = clusterSettings.Enabled ? services.GetService(typeof(ClusterJobs)) as ClusterJobs : null;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -223,8 +224,12 @@ public sealed class Scheduler(IOptions<WorkerOptions> options, RuntimeSettings r
             if (!running && !e.CancelRequested && e.State is "queued" or "running" && JobsDirectory.cancelRequested(dir))
                 await cluster.Cancel(id);
             var final = e.State is "completed" or "failed" or "cancelled";
-            if (e.Runner != cluster.Silo && e.Runner is not null || (final && e.Runner != cluster.Silo))
+            // the board's state, unless this silo runs (or ran) the job and wrote it itself: running
+            // elsewhere, ended elsewhere, or back in the queue; written when it changes
+            var seen = (e.State, e.Runner, e.Iteration, e.Reason);
+            if (!running && e.Runner != cluster.Silo && (!_mirrored.TryGetValue(id, out var last) || last != seen))
             {
+                _mirrored[id] = seen;
                 if (e.State == "completed")
                     foreach (var (name, bytes) in await cluster.Outputs(id))
                         if (Array.IndexOf(JobRunner.OutputFiles, name) >= 0)
