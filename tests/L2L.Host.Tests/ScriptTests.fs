@@ -8,17 +8,6 @@ open System.IO
 open Expecto
 open L2L.Host.Tests.Worker
 
-/// Runs a program from the repository root; returns its exit code, stdout and stderr.
-let private runProgram (file: string) (args: string list) =
-    let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = root)
-    for a in args do
-        psi.ArgumentList.Add a
-    use p = Process.Start psi
-    let err = p.StandardError.ReadToEndAsync()
-    let out = p.StandardOutput.ReadToEnd()
-    p.WaitForExit()
-    p.ExitCode, out, err.Result
-
 /// The values of the program's last line `RESULT a=x b=y` (it must exit 0).
 let private result (code: int, out: string, err: string) : Map<string, float> =
     Expect.equal code 0 (sprintf "exit code 0; stdout: %s stderr: %s" out err)

@@ -104,6 +104,17 @@ let checkpoints (jobs: string) (id: string) =
 
 let minutes (m: float) = TimeSpan.FromMinutes m
 
+/// Runs a program from the repository root; returns its exit code, stdout and stderr.
+let runProgram (file: string) (args: string list) =
+    let psi = ProcessStartInfo(file, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = root)
+    for a in args do
+        psi.ArgumentList.Add a
+    use p = Process.Start psi
+    let err = p.StandardError.ReadToEndAsync()
+    let out = p.StandardOutput.ReadToEnd()
+    p.WaitForExit()
+    p.ExitCode, out, err.Result
+
 /// A Redis server of its own on a free loopback port (Debian's redis-server), for a cluster's tests.
 type Redis =
     { Process: Diagnostics.Process

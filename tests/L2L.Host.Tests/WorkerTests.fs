@@ -273,15 +273,9 @@ let tests =
     
         testCase "a cluster over Redis: a distributed job's shards and jobs shared out over three silos, a silo SIGKILLed in each, the same φ as in one process" <| fun () ->
             // tools/cluster-check, reduced: Redis and the silos are started and stopped by the check
-            let psi = Diagnostics.ProcessStartInfo(Path.Combine(root, "tools", "cluster-check"), RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
-            for a in [ "--silos"; "3"; "--shards"; "3"; "--iterations"; "60"; "--kill-at"; "20" ] do
-                psi.ArgumentList.Add a
-            use p = Diagnostics.Process.Start psi
-            let err = p.StandardError.ReadToEndAsync()
-            let out = p.StandardOutput.ReadToEnd()
-            p.WaitForExit()
-            let text = out + err.Result
-            Expect.equal p.ExitCode 0 (sprintf "tools/cluster-check exits 0:\n%s" text)
+            let code, out, err = runProgram (Path.Combine(root, "tools", "cluster-check")) [ "--silos"; "3"; "--shards"; "3"; "--iterations"; "60"; "--kill-at"; "20" ]
+            let text = out + err
+            Expect.equal code 0 (sprintf "tools/cluster-check exits 0:\n%s" text)
             Expect.isTrue (Text.RegularExpressions.Regex.IsMatch(text, "the distributed job runs on silo [1-3]; SIGKILL to silo [1-3] at meta-iteration")) "a silo was killed during the distributed job"
             Expect.stringContains text "identical: the distributed job's φ is the one-process job's, bit for bit" "the same φ"
             let lines = text.Split('\n')
