@@ -35,6 +35,8 @@ type TrainArgs =
     | Log_Loss
     | Sum_Loss
     | Random_Scaling of a: float
+    | Curriculum of horizons: string
+    | Curriculum_Patience of n: int
     | Device of device: string
     | Threads of n: int
 
@@ -72,6 +74,8 @@ type TrainArgs =
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
             | Random_Scaling _ -> "meta-train on f(c ⊙ θ), log c uniform in [−A, A] per coordinate and trajectory (0: none, the default)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
+            | Curriculum _ -> "later horizons, e.g. 200,500,1000: after --curriculum-patience validations without a new best, training moves on to the next from the best φ (none by default)."
+            | Curriculum_Patience _ -> "validations without a new best before the curriculum's next horizon (or, at its last, the end of training); default 3."
             | Device _ -> "cpu, cuda or auto; default cpu."
             | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 

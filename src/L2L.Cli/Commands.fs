@@ -144,9 +144,12 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
         if r.Validation.IsSome || r.Iteration % 100 = 0 then AtomicFile.writeText logPath (log.ToString()) |> ignore
         match r.Validation with
         | Some v ->
-            say (sprintf "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs"
-                     r.Iteration r.Trajectory (Seq.average window) cfg.Horizon v
-                     (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds)
+            say (sprintf "  iter %6d  traj %5d  meta-loss %9.4g  val f(θ_%d) %9.4g  %6.0f steps/s  %5.0fs%s"
+                     r.Iteration r.Trajectory (Seq.average window) r.Horizon v
+                     (float (window.Count * cfg.Unroll.Unroll) / stepSeconds) total.Elapsed.TotalSeconds
+                     (if s.Stage >= MetaConfig.stages cfg then "  (the curriculum's last stage stalled: done)"
+                      elif MetaConfig.horizon cfg s.Stage <> r.Horizon then sprintf "  → horizon %d" (MetaConfig.horizon cfg s.Stage)
+                      else ""))
             window.Clear()
             stepSeconds <- 0.0
         | None -> ()
@@ -164,6 +167,9 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
           "description", JsonValue.Create(TaskSpec.describe cfg.Task)
           "meta_iterations", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
+          "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode)
+          "final_horizon", JsonValue.Create(MetaConfig.horizon cfg final.Stage)
+          "random_scaling", JsonValue.Create(cfg.RandomScaling)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
           "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
           "log_loss", JsonValue.Create(cfg.Unroll.LogLoss)
@@ -182,7 +188,7 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
         summary[k] <- (if isNull v then null else v.DeepClone())
     AtomicFile.writeText (Path.Combine(outDir, "train.json")) (summary.ToJsonString(Text.Json.JsonSerializerOptions(WriteIndented = true))) |> ignore
     say (sprintf "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
-             seconds final.BestIteration cfg.Horizon (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json")))
+             seconds final.BestIteration (MetaConfig.horizon cfg final.Stage) (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json")))
     best, final
 
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
@@ -249,6 +255,9 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         BatchFunctions = (if TaskSpec.usesMnist task then d.BatchFunctions else a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions))
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
         RandomScaling = a.GetResult(TrainArgs.Random_Scaling, d.RandomScaling)
+        Curriculum =
+            { Horizons = a.TryGetResult TrainArgs.Curriculum |> Option.map (counts "curriculum" "200,500,1000") |> Option.defaultValue []
+              Patience = a.GetResult(TrainArgs.Curriculum_Patience, d.Curriculum.Patience) }
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
         ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
         ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, d.ValidationFunctions)

@@ -102,6 +102,7 @@ type CheckpointSettings =
       BatchFunctions: int
       Shards: int
       RandomScaling: float
+      Curriculum: Curriculum
       Seed: int64
       DType: string }
 
@@ -114,6 +115,7 @@ module CheckpointSettings =
           BatchFunctions = cfg.BatchFunctions
           Shards = cfg.Shards
           RandomScaling = cfg.RandomScaling
+          Curriculum = cfg.Curriculum
           Seed = cfg.Seed
           DType = string cfg.DType }
 
@@ -173,6 +175,11 @@ module CheckpointSettings =
         // written only when sharded, so an unsharded run's checkpoint is what it always was
         if s.Shards <> 1 then w.WriteNumber("shards", s.Shards)
         if s.RandomScaling <> 0.0 then w.WriteNumber("random_scaling", s.RandomScaling)
+        if not s.Curriculum.Horizons.IsEmpty then
+            w.WriteStartObject("curriculum")
+            ints "horizons" s.Curriculum.Horizons
+            w.WriteNumber("patience", s.Curriculum.Patience)
+            w.WriteEndObject()
         w.WriteNumber("seed", s.Seed)
         w.WriteString("dtype", s.DType)
         w.WriteEndObject()
@@ -240,6 +247,10 @@ module CheckpointSettings =
           BatchFunctions = Field.int32 e "batch_functions"
           Shards = (match e.TryGetProperty "shards" with | true, _ -> Field.int32 e "shards" | _ -> 1)
           RandomScaling = (match e.TryGetProperty "random_scaling" with | true, _ -> Field.double e "random_scaling" | _ -> 0.0)
+          Curriculum =
+            match e.TryGetProperty "curriculum" with
+            | true, c -> { Horizons = Field.int32s c "horizons"; Patience = Field.int32 c "patience" }
+            | _ -> Curriculum.none
           Seed = Field.int64 e "seed"
           DType = Field.string e "dtype" }
 
@@ -252,6 +263,7 @@ module CheckpointSettings =
           if a.BatchFunctions <> b.BatchFunctions then "batch functions"
           if a.Shards <> b.Shards then "shards"
           if a.RandomScaling <> b.RandomScaling then "random scaling"
+          if a.Curriculum <> b.Curriculum then "curriculum"
           if a.Seed <> b.Seed then "seed"
           if a.DType <> b.DType then "dtype" ]
 
@@ -306,6 +318,10 @@ module Checkpoint =
                 w.WriteNumber("faults", s.Faults)
                 num "best_loss" s.BestLoss
                 w.WriteNumber("best_iteration", s.BestIteration)
+                // the curriculum's position, written only when there is one
+                if s.Stage <> 0 || s.Stale <> 0 then
+                    w.WriteNumber("stage", s.Stage)
+                    w.WriteNumber("stale", s.Stale)
                 w.WriteStartArray("meta_opt_steps")
                 for o in s.MetaOpt do
                     w.WriteNumberValue(o.Step)
@@ -492,7 +508,16 @@ module Checkpoint =
                           BestIteration = Field.int32 h "best_iteration"
                           MetaLr = Field.double h "meta_lr"
                           ConsecutiveFaults = Field.int32 h "consecutive_faults"
-                          Faults = Field.int32 h "faults" })
+                          Faults = Field.int32 h "faults"
+                          Stage =
+                            match h.TryGetProperty "stage" with
+                            | true, _ ->
+                                let stage = Field.int32 h "stage"
+                                if stage < 0 || stage > MetaConfig.stages cfg then
+                                    raise (InvalidDataException(sprintf "curriculum stage %d of a run of %d stages" stage (MetaConfig.stages cfg)))
+                                stage
+                            | _ -> 0
+                          Stale = (match h.TryGetProperty "stale" with | true, _ -> Field.int32 h "stale" | _ -> 0) })
                 let m = (Field.get h "metrics")
                 let arr (name: string) =
                     [| for x in Field.array m name ->

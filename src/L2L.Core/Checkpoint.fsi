@@ -33,6 +33,7 @@ namespace L2L
           BatchFunctions: int
           Shards: int
           RandomScaling: float
+          Curriculum: Curriculum
           Seed: int64
           DType: string
         }

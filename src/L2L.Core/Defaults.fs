@@ -21,6 +21,7 @@ module Defaults =
           BatchFunctions = 128
           Shards = 1
           RandomScaling = 0.0
+          Curriculum = Curriculum.none
           MetaIterations = 5000
           MetaLr = 0.003
           ValidateEvery = 250

@@ -12,6 +12,16 @@ open TorchSharp
 /// iterations in a row, training stops (the caller reports the run as failed).
 type FaultPolicy = { LrFactor: float; MaxConsecutive: int }
 
+/// The unroll-length curriculum (Chen et al. 2020): meta-training starts at the run's horizon; after
+/// Patience validations in a row without a new best, it moves on to the next of Horizons from the best
+/// φ so far, with a fresh meta-optimizer; when the last stage stalls, training ends. Horizons empty:
+/// no curriculum (the paper's setting).
+type Curriculum = { Horizons: int list; Patience: int }
+
+module Curriculum =
+    /// No curriculum.
+    let none = { Horizons = []; Patience = 3 }
+
 /// Everything that defines a meta-training run.
 type MetaConfig =
     { Task: TaskSpec
@@ -31,6 +41,8 @@ type MetaConfig =
       /// meets many curvatures and step sizes; Lv et al. 2017). Evaluation and validation are
       /// never scaled.
       RandomScaling: float
+      /// Later horizons, entered when validation stalls (none: one horizon throughout).
+      Curriculum: Curriculum
       /// Meta-iterations (= φ updates = truncations) to run.
       MetaIterations: int
       MetaLr: float
@@ -47,6 +59,17 @@ type MetaConfig =
       Backend: Backend }
 
 module MetaConfig =
+    /// Horizons in the run: 1, or 1 + the curriculum's.
+    let stages (c: MetaConfig) = 1 + c.Curriculum.Horizons.Length
+
+    /// The horizon of curriculum stage `stage` (0: the run's Horizon).
+    let horizon (c: MetaConfig) (stage: int) =
+        if stage <= 0 then c.Horizon else c.Curriculum.Horizons[min stage c.Curriculum.Horizons.Length - 1]
+
+    /// The longest horizon the run reaches (problems are drawn for it, so that a stage's trajectories
+    /// and validation functions are the prefixes of the same draws).
+    let maxHorizon (c: MetaConfig) = horizon c (stages c - 1)
+
     let validate (c: MetaConfig) : Result<MetaConfig, string list> =
         [ match TaskSpec.validate c.Task with
           | Error e -> yield! e
@@ -58,6 +81,15 @@ module MetaConfig =
           if c.Unroll.Unroll < 1 then "unroll must be ≥ 1"
           elif c.Horizon % c.Unroll.Unroll <> 0 then
               sprintf "unroll %d does not divide the horizon %d" c.Unroll.Unroll c.Horizon
+          let hs = c.Curriculum.Horizons
+          if not hs.IsEmpty then
+              if List.pairwise (c.Horizon :: hs) |> List.exists (fun (a, b) -> b <= a) then
+                  sprintf "curriculum horizons must increase from the horizon %d: %s" c.Horizon (hs |> List.map string |> String.concat ", ")
+              match hs |> List.tryFind (fun h -> c.Unroll.Unroll >= 1 && h % c.Unroll.Unroll <> 0) with
+              | Some h -> sprintf "unroll %d does not divide the curriculum horizon %d" c.Unroll.Unroll h
+              | None -> ()
+              if c.ValidateEvery < 1 then "a curriculum advances on validation: validate-every must be ≥ 1"
+          if c.Curriculum.Patience < 1 then "curriculum patience must be ≥ 1"
           if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
           if c.Shards < 1 then "shards must be ≥ 1"
           elif c.BatchFunctions >= 1 && c.BatchFunctions % c.Shards <> 0 then
@@ -105,7 +137,12 @@ type TrainState =
       MetaLr: float
       /// Non-finite meta-iterations in a row, and in all.
       ConsecutiveFaults: int
-      Faults: int }
+      Faults: int
+      /// The curriculum stage (0: the run's horizon; MetaConfig.stages: the last stage has stalled and
+      /// training is over).
+      Stage: int
+      /// Validations in a row without a new best.
+      Stale: int }
 
 module TrainState =
     let tensors (s: TrainState) =
@@ -133,6 +170,8 @@ type IterationReport =
       Finite: bool
       /// Mean f(θ_T) on the validation functions, when validated at this iteration.
       Validation: float option
+      /// The horizon of the trajectory (the curriculum's stage's).
+      Horizon: int
       Seconds: float }
 
 /// Computes a meta-iteration's shards: given φ and each shard's trajectory (in shard order), each
@@ -151,7 +190,7 @@ module Shard =
     /// Shard k's meta-training problem number `index` (see TaskSpec.trainProblem), its coordinates
     /// randomly scaled when cfg.RandomScaling > 0 (the factors drawn from the same seed and counter).
     let problem (cfg: MetaConfig) (data: TaskData) (k: int) (index: int64) : Problem =
-        let p = TaskSpec.trainProblem data cfg.Task (seed cfg k) index (functions cfg) cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+        let p = TaskSpec.trainProblem data cfg.Task (seed cfg k) index (functions cfg) (MetaConfig.maxHorizon cfg) (DeviceChoice.resolve cfg.Device) cfg.DType
         if cfg.RandomScaling = 0.0 then p
         else
             use gen = Seeds.generator (seed cfg k) 0x5CA1EUL index
@@ -208,7 +247,9 @@ module MetaTrain =
           BestIteration = 0
           MetaLr = cfg.MetaLr
           ConsecutiveFaults = 0
-          Faults = 0 })
+          Faults = 0
+          Stage = 0
+          Stale = 0 })
 
     /// One meta-iteration: one truncation of the current trajectory of every shard (starting new ones
     /// when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old state's
@@ -244,7 +285,8 @@ module MetaTrain =
                 s.Phis, s.MetaOpt
         let first = List.head carried
         // after a fault θ may be unusable: the next iteration starts fresh trajectories
-        let finished = first.Step >= cfg.Horizon || not finite
+        let horizon = MetaConfig.horizon cfg s.Stage
+        let finished = first.Step >= horizon || not finite
         let next =
             { s with
                 Phis = phi
@@ -264,6 +306,7 @@ module MetaTrain =
           Step = first.Step
           Finite = finite
           Validation = None
+          Horizon = horizon
           Seconds = sw.Elapsed.TotalSeconds }
 
     /// `stepWith` every shard in this process.
@@ -273,27 +316,53 @@ module MetaTrain =
     /// The validation problems: held-out functions from the portable stream (MNIST: networks on the
     /// training split, never the evaluation split).
     let validationProblem (cfg: MetaConfig) (data: TaskData) : Problem list =
-        TaskSpec.heldOut data cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions cfg.Horizon (DeviceChoice.resolve cfg.Device) cfg.DType
+        TaskSpec.heldOut data cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions (MetaConfig.maxHorizon cfg) (DeviceChoice.resolve cfg.Device) cfg.DType
 
-    /// Mean f(θ_T) of m_φ over the validation problems (each function's loss on all its data).
-    let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) =
-        let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems cfg.Horizon
-        let v = Evaluate.mean r.Full[cfg.Horizon]
+    /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data).
+    let validateAt (cfg: MetaConfig) (horizon: int) (problems: Problem list) (phis: Phi list) =
+        let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems horizon
+        let v = Evaluate.mean r.Full[horizon]
         if Double.IsFinite v then v else Double.PositiveInfinity
+
+    /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
+    let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) = validateAt cfg cfg.Horizon problems phis
+
+    /// After Patience stale validations: the next curriculum stage from the best φ, with a fresh
+    /// meta-optimizer, fresh trajectories and the best φ's validation at the new horizon as the loss
+    /// to beat; after the last stage, the end of training.
+    let private advance (cfg: MetaConfig) (problems: Problem list) (s: TrainState) : TrainState =
+        if s.Stage + 1 < MetaConfig.stages cfg then
+            let stage = s.Stage + 1
+            let phis = snapshot s.Best
+            let adam = metaOptimizer s.MetaLr
+            { s with
+                Stage = stage
+                Phis = phis
+                MetaOpt = Phis.tensors phis |> List.map (adam.Init 1)
+                Trajectory = None
+                ShardTrajectories = []
+                BestLoss = validateAt cfg (MetaConfig.horizon cfg stage) problems phis
+                Stale = 0 }
+        else
+            { s with Stage = MetaConfig.stages cfg }
 
     /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
     /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
-    /// cfg.ValidateEvery = 0: the last φ is then the one kept).
+    /// cfg.ValidateEvery = 0: the last φ is then the one kept). With a curriculum, a stale validation may move
+    /// training to its next stage.
     let iterateWith (compute: ShardCompute) (cfg: MetaConfig) (data: TaskData) (validation: Problem list option) (s: TrainState) : TrainState * IterationReport =
         let next, r =
             Scope.run (fun (n: TrainState, _) -> TrainState.tensors n) (fun () ->
                 let n, r = stepWith compute cfg data s
                 match validation with
                 | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
-                    let v = validate cfg vp n.Phis
+                    let v = validateAt cfg (MetaConfig.horizon cfg n.Stage) vp n.Phis
                     let n =
                         if v < n.BestLoss then
-                            { n with Best = snapshot n.Phis; BestLoss = v; BestIteration = n.Iteration }
+                            { n with Best = snapshot n.Phis; BestLoss = v; BestIteration = n.Iteration; Stale = 0 }
+                        else { n with Stale = n.Stale + 1 }
+                    let n =
+                        if not cfg.Curriculum.Horizons.IsEmpty && n.Stale >= cfg.Curriculum.Patience then advance cfg vp n
                         else n
                     n, { r with Validation = Some v }
                 | Some _ -> n, r
@@ -306,7 +375,8 @@ module MetaTrain =
         iterateWith (Shard.local cfg) cfg data validation s
 
     /// True when training has nothing left to do: the budget is spent or the fault policy stopped it.
-    let finished (cfg: MetaConfig) (s: TrainState) = s.Iteration >= cfg.MetaIterations || TrainState.failed cfg s
+    let finished (cfg: MetaConfig) (s: TrainState) =
+        s.Iteration >= cfg.MetaIterations || TrainState.failed cfg s || s.Stage >= MetaConfig.stages cfg
 
     /// Runs meta-iterations from `state` until cfg.MetaIterations are done, the fault policy stops
     /// training, or `stop ()` says so. `observe` sees every new state (valid until the next iteration)

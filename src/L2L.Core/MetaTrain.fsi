@@ -10,6 +10,21 @@ namespace L2L
           MaxConsecutive: int
         }
 
+    /// The unroll-length curriculum (Chen et al. 2020): meta-training starts at the run's horizon; after
+    /// Patience validations in a row without a new best, it moves on to the next of Horizons from the
+    /// best φ so far, with a fresh meta-optimizer; when the last stage stalls, training ends. Horizons
+    /// empty: no curriculum (the paper's setting).
+    type Curriculum =
+        {
+          Horizons: int list
+          Patience: int
+        }
+
+    module Curriculum =
+
+        /// No curriculum.
+        val none: Curriculum
+
     /// Everything that defines a meta-training run.
     type MetaConfig =
         {
@@ -35,6 +50,9 @@ namespace L2L
           /// never scaled.
           RandomScaling: float
 
+          /// Later horizons, entered when validation stalls (none: one horizon throughout).
+          Curriculum: Curriculum
+
           /// Meta-iterations (= φ updates = truncations) to run.
           MetaIterations: int
           MetaLr: float
@@ -55,6 +73,16 @@ namespace L2L
         }
 
     module MetaConfig =
+
+        /// Horizons in the run: 1, or 1 + the curriculum's.
+        val stages: c: MetaConfig -> int
+
+        /// The horizon of curriculum stage `stage` (0: the run's Horizon).
+        val horizon: c: MetaConfig -> stage: int -> int
+
+        /// The longest horizon the run reaches (problems are drawn for it, so that a stage's
+        /// trajectories and validation functions are the prefixes of the same draws).
+        val maxHorizon: c: MetaConfig -> int
 
         val validate: c: MetaConfig -> Result<MetaConfig,string list>
 
@@ -90,6 +118,13 @@ namespace L2L
           /// Non-finite meta-iterations in a row, and in all.
           ConsecutiveFaults: int
           Faults: int
+
+          /// The curriculum stage (0: the run's horizon; MetaConfig.stages: the last stage has
+          /// stalled and training is over).
+          Stage: int
+
+          /// Validations in a row without a new best.
+          Stale: int
         }
 
     module TrainState =
@@ -119,6 +154,9 @@ namespace L2L
 
           /// Mean f(θ_T) on the validation functions, when validated at this iteration.
           Validation: float option
+
+          /// The horizon of the trajectory (the curriculum's stage's).
+          Horizon: int
           Seconds: float
         }
 
@@ -176,13 +214,18 @@ namespace L2L
         /// training split, never the evaluation split).
         val validationProblem: cfg: MetaConfig -> data: TaskData -> Problem list
 
-        /// Mean f(θ_T) of m_φ over the validation problems (each function's loss on all its data).
+        /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data).
+        val validateAt:
+          cfg: MetaConfig -> horizon: int -> problems: Problem list -> phis: Phi list -> float
+
+        /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
         val validate:
           cfg: MetaConfig -> problems: Problem list -> phis: Phi list -> float
 
         /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
         /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when
-        /// cfg.ValidateEvery = 0: the last φ is then the one kept).
+        /// cfg.ValidateEvery = 0: the last φ is then the one kept). With a curriculum, a stale validation may move
+        /// training to its next stage.
         val iterateWith:
           compute: ShardCompute ->
             cfg: MetaConfig ->
@@ -197,7 +240,8 @@ namespace L2L
             validation: Problem list option ->
             s: TrainState -> TrainState * IterationReport
 
-        /// True when training has nothing left to do: the budget is spent or the fault policy stopped it.
+        /// True when training has nothing left to do: the budget is spent, the fault policy stopped it, or
+        /// the curriculum's last stage has stalled.
         val finished: cfg: MetaConfig -> s: TrainState -> bool
 
         /// Runs meta-iterations from `state` until cfg.MetaIterations are done, the fault policy stops

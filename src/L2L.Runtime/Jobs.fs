@@ -61,7 +61,8 @@ module JobSpec =
 
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
-              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed"; "randomScaling" ]
+              "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed"; "randomScaling"
+              "curriculum" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field. A task
     /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
@@ -251,6 +252,23 @@ module JobSpec =
                 | Some _ ->
                     errors.Add "distributed must be an object {\"shards\": K}"
                     1
+            let curriculum =
+                match prop root "curriculum" with
+                | None -> Curriculum.none
+                | Some v when v.ValueKind = JsonValueKind.Object ->
+                    unknown v (set [ "horizons"; "patience" ]) "curriculum."
+                    let horizons =
+                        match prop v "horizons" with
+                        | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
+                                      && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
+                            [ for x in h.EnumerateArray() -> x.GetInt32() ]
+                        | _ ->
+                            errors.Add "curriculum.horizons must be a non-empty array of positive horizons"
+                            []
+                    { Horizons = horizons; Patience = intField v "curriculum." "patience" Curriculum.none.Patience }
+                | Some _ ->
+                    errors.Add "curriculum must be an object {\"horizons\": [...], \"patience\": N}"
+                    Curriculum.none
             let meta =
                 { d with
                     Task = task
@@ -260,6 +278,7 @@ module JobSpec =
                     BatchFunctions = intField root "" "batchFunctions" d.BatchFunctions
                     Shards = shards
                     RandomScaling = floatField root "" "randomScaling" 0.0
+                    Curriculum = curriculum
                     MetaIterations =
                         match prop root "metaIterations" with
                         | None ->
