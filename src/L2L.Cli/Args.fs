@@ -36,6 +36,7 @@ type TrainArgs =
     | Sum_Loss
     | Random_Scaling of a: float
     | Curriculum of horizons: string
+    | Mixture of tasks: string
     | Curriculum_Patience of n: int
     | Device of device: string
     | Threads of n: int
@@ -43,7 +44,7 @@ type TrainArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Task _ -> "task family to meta-train on: quadratic, mnist (an MLP) or mnist-conv (a conv net with two learned optimizers, one for its conv and one for its fully connected parameters)."
+            | Task _ -> "task family to meta-train on: quadratic, mnist (an MLP), mnist-conv (a conv net with two learned optimizers, one for its conv and one for its fully connected parameters) or mixture (see --mixture)."
             | Out _ -> "directory for optimizer.json (the best φ), train-log.csv and train.json."
             | Meta_Iterations _ -> "meta-iterations (φ updates, one per truncation); default 5000 (1000 trajectories; mnist 3000, mnist-conv 300)."
             | Seed _ -> "seed of φ's initialisation and of the meta-training problems; default 0."
@@ -74,6 +75,7 @@ type TrainArgs =
             | Log_Loss -> "meta-loss Σ log f(θ_t) instead of Σ f(θ_t) (the default for mnist)."
             | Random_Scaling _ -> "meta-train on f(c ⊙ θ), log c uniform in [−A, A] per coordinate and trajectory (0: none, the default)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
+            | Mixture _ -> "with --task mixture: the tasks each trajectory is drawn from, joined by +: quadratic:D, mnist:sigmoid|relu[:W,W...], mnist-conv, each optionally *WEIGHT (default 1); e.g. quadratic:10+quadratic:50+mnist:sigmoid+mnist:relu. One φ for every parameter; quadratics 128 functions a problem, 100 in validation; networks 3 in validation, the conv net 1."
             | Curriculum _ -> "later horizons, e.g. 200,500,1000: after --curriculum-patience validations without a new best, training moves on to the next from the best φ (none by default)."
             | Curriculum_Patience _ -> "validations without a new best before the curriculum's next horizon (or, at its last, the end of training); default 3."
             | Device _ -> "cpu, cuda or auto; default cpu."

@@ -203,7 +203,39 @@ let evaluate (s: EvalSettings) (data: TaskData) (phi: Phi list) : EvaluationResu
         say line
     results
 
+/// "quadratic:10+mnist:relu*2+mnist-conv" → the mixture's components (see --mixture).
+let parseMixture (text: string) : MixtureComponent list =
+    let parseOne (item: string) =
+        let body, weight =
+            match item.Split('*') with
+            | [| b |] -> b, 1.0
+            | [| b; w |] ->
+                match Double.TryParse(w.Trim(), Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+                | true, v when Double.IsFinite v && v > 0.0 -> b, v
+                | _ -> fail "mixture task '%s': weight '%s' is not a positive number" item w
+            | _ -> fail "mixture task '%s' has more than one *weight" item
+        let task, functions, validation =
+            match body.Trim().ToLowerInvariant().Split(':') with
+            | [| "quadratic"; d |] ->
+                match Int32.TryParse d with
+                | true, d when d >= 1 -> Quadratic d, 128, 100
+                | _ -> fail "mixture task '%s': the quadratic's dimension '%s' is not a positive count" item d
+            | [| "mnist"; act |] -> parseTask { Name = "mnist"; Dim = 0; MlpHidden = None; Activation = Some act; ConvChannels = None; ConvDense = None; Batch = None }, 1, 3
+            | [| "mnist"; act; hidden |] -> parseTask { Name = "mnist"; Dim = 0; MlpHidden = Some hidden; Activation = Some act; ConvChannels = None; ConvDense = None; Batch = None }, 1, 3
+            | [| "mnist-conv" |] -> Defaults.convTask, 1, 1
+            | _ -> fail "mixture task '%s' is not quadratic:D, mnist:sigmoid|relu[:W,W...] or mnist-conv" item
+        { Task = task; Weight = weight; Functions = functions; Validation = validation }
+    let components = text.Split('+', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries) |> Array.map parseOne |> List.ofArray
+    match Mixture.problems components with
+    | [] -> components
+    | e :: _ -> fail "mixture: %s" e
+
 let private taskOf (a: ParseResults<TrainArgs>) =
+    match a.GetResult TrainArgs.Task, a.TryGetResult TrainArgs.Mixture with
+    | "mixture", Some m -> Mixture.task (parseMixture m)
+    | "mixture", None -> fail "--task mixture needs --mixture (e.g. quadratic:10+mnist:sigmoid+mnist:relu)"
+    | _, Some _ -> fail "--mixture goes with --task mixture"
+    | _ ->
     parseTask
         { Name = a.GetResult TrainArgs.Task
           Dim = a.GetResult(TrainArgs.Dim, 10)

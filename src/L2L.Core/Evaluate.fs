@@ -120,7 +120,8 @@ module Evaluate =
             |> List.map (fun name ->
                 name,
                 atSet |> Seq.filter (fun t -> t <= steps)
-                |> Seq.map (fun t -> t, parts |> List.map (fun (_, _, m, _) -> m[name][t]) |> Array.concat)
+                // the problems that have the metric (a mixture's quadratics have no test accuracy)
+                |> Seq.map (fun t -> t, parts |> List.choose (fun (_, _, m, _) -> m.TryFind name |> Option.map (fun v -> v[t])) |> Array.concat)
                 |> Map.ofSeq)
             |> Map.ofList
         { Losses = Array.init (steps + 1) (fun t -> parts |> List.map (fun (l, _, _, _) -> l[t]) |> Array.concat)

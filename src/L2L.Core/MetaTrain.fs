@@ -318,10 +318,18 @@ module MetaTrain =
     let validationProblem (cfg: MetaConfig) (data: TaskData) : Problem list =
         TaskSpec.heldOut data cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions (MetaConfig.maxHorizon cfg) (DeviceChoice.resolve cfg.Device) cfg.DType
 
-    /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data).
+    /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data;
+    /// problems of different sizes, a mixture's, are averaged per problem).
     let validateAt (cfg: MetaConfig) (horizon: int) (problems: Problem list) (phis: Phi list) =
         let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems horizon
-        let v = Evaluate.mean r.Full[horizon]
+        let full = r.Full[horizon]
+        let sizes = problems |> List.map (fun p -> p.Functions)
+        let v =
+            if List.distinct sizes |> List.length <= 1 then Evaluate.mean full
+            else
+                // problems of different sizes (a mixture's tasks): each problem's mean counts once
+                let offsets = List.scan (+) 0 sizes
+                List.map2 (fun o n -> Evaluate.mean full[o .. o + n - 1]) (List.take sizes.Length offsets) sizes |> List.average
         if Double.IsFinite v then v else Double.PositiveInfinity
 
     /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.

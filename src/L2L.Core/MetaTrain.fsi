@@ -214,7 +214,8 @@ namespace L2L
         /// training split, never the evaluation split).
         val validationProblem: cfg: MetaConfig -> data: TaskData -> Problem list
 
-        /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data).
+        /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data;
+        /// problems of different sizes, a mixture's, are averaged per problem).
         val validateAt:
           cfg: MetaConfig -> horizon: int -> problems: Problem list -> phis: Phi list -> float
 

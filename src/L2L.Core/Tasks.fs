@@ -607,3 +607,71 @@ module TaskSpec =
     /// block of θ.
     let learned (backend: Backend) (t: TaskSpec) (phis: Phi list) : Optimizer =
         Learned.grouped backend (groups t) phis
+
+/// One task of a meta-training mixture: drawn for a trajectory with probability proportional to
+/// Weight, with Functions functions side by side (quadratics; 1 for a network), and Validation
+/// held-out functions (networks) in the mixture's validation problems (0: none).
+type MixtureComponent =
+    { Task: TaskSpec
+      Weight: float
+      Functions: int
+      Validation: int }
+
+/// A distribution of tasks to meta-train one φ on (Wichrowska et al. 2017; Metz et al. 2020): each
+/// trajectory's problem is drawn from one component, chosen from the trajectory's own seed and counter.
+module Mixture =
+    /// What is wrong with a list of components (empty: nothing).
+    let problems (components: MixtureComponent list) : string list =
+        [ if components.IsEmpty then "a mixture needs at least one task"
+          for c in components do
+              match TaskSpec.validate c.Task with
+              | Error e -> yield! e
+              | Ok _ -> ()
+              match c.Task with
+              | Custom _ -> sprintf "a mixture's tasks are built-in ones, not '%s'" (TaskSpec.name c.Task)
+              | _ -> ()
+              if not (Double.IsFinite c.Weight) || c.Weight <= 0.0 then sprintf "%s: weight must be positive" (TaskSpec.describe c.Task)
+              if c.Functions < 1 then sprintf "%s: functions must be ≥ 1" (TaskSpec.describe c.Task)
+              if c.Validation < 0 then sprintf "%s: validation functions must be ≥ 0" (TaskSpec.describe c.Task)
+          if not components.IsEmpty && components |> List.forall (fun c -> c.Validation = 0) then
+              "a mixture needs validation functions in at least one of its tasks" ]
+
+    /// The component of trajectory `index` of a run seeded `seed`.
+    let pick (components: MixtureComponent list) (seed: int64) (index: int64) : int =
+        use gen = Seeds.generator seed 0x4D495854UL index
+        let u = torch.rand([| 1L |], dtype = torch.ScalarType.Float64, generator = gen).ToDouble() * List.sumBy (fun c -> c.Weight) components
+        let cumulative = components |> List.scan (fun s c -> s + c.Weight) 0.0 |> List.tail
+        match cumulative |> List.tryFindIndex (fun s -> u < s) with
+        | Some k -> k
+        | None -> components.Length - 1
+
+    let private describeAll (components: MixtureComponent list) =
+        components
+        |> List.map (fun c -> sprintf "%s%s (weight %g)" (TaskSpec.describe c.Task) (if c.Functions > 1 then sprintf " ×%d" c.Functions else "") c.Weight)
+        |> String.concat "; "
+
+    /// The mixture as a task of one coordinate group (one φ for every parameter of every component,
+    /// a conv net's included). Training problems: one component's, with that component's functions
+    /// (the run's batch of functions is not used). Validation problems: each component's held-out
+    /// ones, seeds apart, in order (validation averages the problems' mean losses).
+    let task (components: MixtureComponent list) : TaskSpec =
+        match problems components with
+        | e :: _ -> invalidArg "components" e
+        | [] -> ()
+        let widest = components |> List.map (fun c -> TaskSpec.coordinates c.Task) |> List.max
+        Custom
+            { Name = "mixture"
+              Description = "mixture: " + describeAll components
+              Coordinates = widest
+              Groups = [ "all", widest ]
+              UsesMnist = components |> List.exists (fun c -> TaskSpec.usesMnist c.Task)
+              SecondOrder = false
+              Train =
+                fun data seed index _ steps device dtype ->
+                    let c = components[pick components seed index]
+                    TaskSpec.trainProblem data c.Task seed index c.Functions steps device dtype
+              HeldOut =
+                fun data split seed _ steps device dtype ->
+                    [ for k, c in List.indexed components do
+                          if c.Validation > 0 then
+                              yield! TaskSpec.heldOut data c.Task split (seed + 7919UL * uint64 k) c.Validation steps device dtype ] }

@@ -413,3 +413,31 @@ namespace L2L
         val learned:
           backend: Backend -> t: TaskSpec -> phis: Phi list -> Optimizer
 
+
+    /// One task of a meta-training mixture: drawn for a trajectory with probability proportional to
+    /// Weight, with Functions functions side by side (quadratics; 1 for a network), and Validation
+    /// held-out functions (networks) in the mixture's validation problems (0: none).
+    type MixtureComponent =
+        {
+          Task: TaskSpec
+          Weight: float
+          Functions: int
+          Validation: int
+        }
+
+    /// A distribution of tasks to meta-train one φ on (Wichrowska et al. 2017; Metz et al. 2020): each
+    /// trajectory's problem is drawn from one component, chosen from the trajectory's own seed and counter.
+    module Mixture =
+
+        /// What is wrong with a list of components (empty: nothing).
+        val problems: components: MixtureComponent list -> string list
+
+        /// The component of trajectory `index` of a run seeded `seed`.
+        val pick: components: MixtureComponent list -> seed: int64 -> index: int64 -> int
+
+        /// The mixture as a task of one coordinate group (one φ for every parameter of every
+        /// component, a conv net's included). Training problems: one component's, with that
+        /// component's functions (the run's batch of functions is not used). Validation problems:
+        /// each component's held-out ones, seeds apart, in order (validation averages the problems'
+        /// mean losses).
+        val task: components: MixtureComponent list -> TaskSpec

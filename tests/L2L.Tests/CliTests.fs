@@ -61,6 +61,15 @@ let tests =
             let never = L2L.Cli.Paper.retrainOnce false
             Expect.isFalse (never "mnist" || never "quadratic") "without --retrain, never"
         testCase "unknown task" <| fun () -> expectUsageError [ "train"; "--task"; "rosenbrock"; "--out"; tmpDir () ] "unknown task 'rosenbrock'"
+        testCase "mixture: missing, malformed, stray" <| fun () ->
+            expectUsageError [ "train"; "--task"; "mixture"; "--out"; tmpDir () ] "--task mixture needs --mixture"
+            expectUsageError [ "train"; "--task"; "mixture"; "--mixture"; "quadratic:10+rosenbrock"; "--out"; tmpDir () ] "mixture task 'rosenbrock'"
+            expectUsageError [ "train"; "--task"; "mixture"; "--mixture"; "quadratic:0"; "--out"; tmpDir () ] "dimension '0'"
+            expectUsageError [ "train"; "--task"; "mixture"; "--mixture"; "mnist:tanh"; "--out"; tmpDir () ] "unknown activation 'tanh'"
+            expectUsageError [ "train"; "--task"; "mixture"; "--mixture"; "quadratic:10*-1"; "--out"; tmpDir () ] "weight '-1'"
+            expectUsageError [ "train"; "--task"; "quadratic"; "--mixture"; "quadratic:10"; "--out"; tmpDir () ] "--mixture goes with --task mixture"
+        testCase "curriculum: not increasing" <| fun () ->
+            expectUsageError [ "train"; "--task"; "quadratic"; "--curriculum"; "200,150"; "--out"; tmpDir () ] "curriculum horizons must increase"
         testCase "steps ≤ 0" <| fun () -> expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--steps"; "0" ] "steps"
         testCase "unroll not dividing the horizon" <| fun () ->
             expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--unroll"; "30" ] "unroll 30 does not divide the horizon 100"
