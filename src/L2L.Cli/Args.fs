@@ -20,6 +20,8 @@ type TrainArgs =
     | Hidden of units: int
     | Layers of n: int
     | Preprocessing of kind: string
+    | Betas of betas: string
+    | Beta2 of beta2: float
     | P of p: float
     | Dim of d: int
     | Mlp_Hidden of widths: string
@@ -59,7 +61,9 @@ type TrainArgs =
             | Memory_Steps _ -> "ntm-bfgs: the steps whose writes the memory keeps (the oldest dropped beyond them); default 100."
             | Hidden _ -> "hidden units per layer of m_φ; default 20."
             | Layers _ -> "layers of m_φ; default 2."
-            | Preprocessing _ -> "gradient preprocessing: logsign or none; default logsign."
+            | Preprocessing _ -> "gradient preprocessing: logsign, none or moments (Adam-normalised averages of ∇ at the time scales of --betas, and ∇, over √v̂ with --beta2); default logsign."
+            | Betas _ -> "with --preprocessing moments: the time scales β of the averages of ∇, e.g. 0.5,0.9,0.99 (the default)."
+            | Beta2 _ -> "with --preprocessing moments: β2 of the average of ∇²; default 0.999."
             | P _ -> "p of the logsign preprocessing; default 10."
             | Dim _ -> "quadratic dimension; default 10."
             | Mlp_Hidden _ -> "mnist: hidden layer widths, e.g. 20 or 20,20; default 20."

@@ -254,7 +254,19 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         | None
         | Some "logsign" -> LogSign(a.GetResult(TrainArgs.P, 10.0))
         | Some "none" -> Identity
-        | Some other -> fail "unknown preprocessing '%s' (expected logsign or none)" other
+        | Some "moments" ->
+            let betas =
+                match a.TryGetResult TrainArgs.Betas with
+                | None -> [ 0.5; 0.9; 0.99 ]
+                | Some text ->
+                    text.Split(',', StringSplitOptions.RemoveEmptyEntries ||| StringSplitOptions.TrimEntries)
+                    |> Array.map (fun b ->
+                        match Double.TryParse(b, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+                        | true, v -> v
+                        | _ -> fail "--betas '%s': '%s' is not a number" text b)
+                    |> List.ofArray
+            NormalizedMoments(betas, a.GetResult(TrainArgs.Beta2, 0.999))
+        | Some other -> fail "unknown preprocessing '%s' (expected logsign, none or moments)" other
     let architecture =
         match a.TryGetResult TrainArgs.Architecture with
         | None -> d.Lstm.Architecture

@@ -163,6 +163,15 @@ module CheckpointSettings =
         match s.Lstm.Preprocessing with
         | LogSign p -> w.WriteNumber("logsign_p", p)
         | Identity -> w.WriteNull("logsign_p")
+        | NormalizedMoments(betas, beta2) ->
+            w.WriteNull("logsign_p")
+            w.WriteStartObject("moments")
+            w.WriteStartArray("betas")
+            for b in betas do
+                w.WriteNumberValue(b)
+            w.WriteEndArray()
+            w.WriteNumber("beta2", beta2)
+            w.WriteEndObject()
         w.WriteNumber("out_scale", s.Lstm.OutScale)
         w.WriteNumber("forget_bias", s.Lstm.ForgetBias)
         w.WriteEndObject()
@@ -227,7 +236,10 @@ module CheckpointSettings =
                 | _ -> Architecture.Lstm
               Layers = Field.int32 l "layers"
               Hidden = Field.int32 l "hidden"
-              Preprocessing = (if p.ValueKind = JsonValueKind.Null then Identity else LogSign(Field.double l "logsign_p"))
+              Preprocessing =
+                match l.TryGetProperty "moments" with
+                | true, m -> NormalizedMoments([ for b in (Field.get m "betas").EnumerateArray() -> b.GetDouble() ], Field.double m "beta2")
+                | _ -> if p.ValueKind = JsonValueKind.Null then Identity else LogSign(Field.double l "logsign_p")
               OutScale = Field.double l "out_scale"
               ForgetBias = Field.double l "forget_bias"
               Averaged = orZero l "averaged"

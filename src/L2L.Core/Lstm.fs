@@ -118,9 +118,7 @@ module LstmConfig =
           elif c.Reads <> 0 || c.Writes <> 0 || c.MemorySteps <> 0 then "read and write heads and memory steps are for ntm-bfgs only"
           if not (Double.IsFinite c.OutScale) || c.OutScale <= 0.0 then "out-scale must be a positive number"
           if not (Double.IsFinite c.ForgetBias) then "forget-bias must be finite"
-          match c.Preprocessing with
-          | LogSign p when not (Double.IsFinite p) || p <= 0.0 -> "preprocessing p must be positive"
-          | _ -> () ]
+          yield! Preprocess.problems c.Preprocessing ]
         |> function
             | [] -> Ok c
             | errs -> Error errs
@@ -164,6 +162,9 @@ type LstmState =
       /// ntm-bfgs: the last read results i [R; n], the memory's write vectors a and b [S·W; n] of the
       /// last S steps (the oldest first); empty for the others.
       Memory: Tensor list
+      /// The preprocessing's own state (Preprocess.zeros: the moments' averages and bias
+      /// corrections); empty for the stateless ones.
+      Stats: Tensor list
       /// θ holds this many functions' coordinates, in equal contiguous blocks (a meta-batch): the
       /// averaging cells and the memory work within each block, never across functions.
       Functions: int }
@@ -293,7 +294,9 @@ module Phi =
 module internal PhiKernel =
     /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
     /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
-    let wholeStep (phi: Phi) = phi.Config.Architecture = Architecture.Lstm
+    let wholeStep (phi: Phi) =
+        phi.Config.Architecture = Architecture.Lstm
+        && (match phi.Config.Preprocessing with NormalizedMoments _ -> false | _ -> true)
 
     /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
     let layers (phi: Phi) = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
@@ -302,7 +305,8 @@ module internal PhiKernel =
     let logSignP (phi: Phi) =
         match phi.Config.Preprocessing with
         | LogSign p -> Some p
-        | Identity -> None
+        | Identity
+        | NormalizedMoments _ -> None
 
 /// Several φ side by side (one per coordinate group of a task), as one list of tensors.
 module Phis =
@@ -330,26 +334,30 @@ module LstmState =
             if c.Architecture = Architecture.NtmBfgs then
                 [ rows c.Reads; rows (c.MemorySteps * c.Writes); rows (c.MemorySteps * c.Writes) ]
             else []
+          Stats = Preprocess.zeros c.Preprocessing n phi.WOut.dtype phi.WOut.device
           Functions = functions }
 
-    let tensors (s: LstmState) = s.H @ s.C @ s.Memory
+    let tensors (s: LstmState) = s.H @ s.C @ s.Memory @ s.Stats
 
     /// Rebuilds a state of configuration c from the tensors of `tensors`.
     let ofTensors (c: LstmConfig) (functions: int) (ts: Tensor list) =
         let k = c.Layers
         let cs = if Architecture.hasCellState c.Architecture then k else 0
-        if ts.Length <> k + cs + (if c.Architecture = Architecture.NtmBfgs then 3 else 0) then
+        let memory = if c.Architecture = Architecture.NtmBfgs then 3 else 0
+        let stats = match c.Preprocessing with NormalizedMoments _ -> 2 | _ -> 0
+        if ts.Length <> k + cs + memory + stats then
             invalidArg "ts" (sprintf "%d tensors are not the state of a %d-layer %s" ts.Length k (Architecture.name c.Architecture))
         if functions < 1 || ts.Head.shape[1] % int64 functions <> 0L then
             invalidArg "functions" (sprintf "%d coordinates do not split into %d functions" ts.Head.shape[1] functions)
         { H = List.take k ts
           C = ts |> List.skip k |> List.take cs
-          Memory = ts |> List.skip (k + cs)
+          Memory = ts |> List.skip (k + cs) |> List.take memory
+          Stats = ts |> List.skip (k + cs + memory)
           Functions = functions }
 
     /// The same state with each tensor replaced by f.
     let map (f: Tensor -> Tensor) (s: LstmState) =
-        { s with H = s.H |> List.map f; C = s.C |> List.map f; Memory = s.Memory |> List.map f }
+        { s with H = s.H |> List.map f; C = s.C |> List.map f; Memory = s.Memory |> List.map f; Stats = s.Stats |> List.map f }
 
     let detach (s: LstmState) = map (fun t -> t.detach()) s
 
@@ -476,4 +484,6 @@ module LstmReference =
 
     /// m_φ on a raw gradient: (φ, ∇_t, h_t) -> (g_t, h_{t+1}).  grad: [n] -> g: [n]
     let step (phi: Phi) (state: LstmState) (grad: Tensor) : Tensor * LstmState =
-        forward phi state (Preprocess.apply phi.Config.Preprocessing grad)
+        let x, stats = Preprocess.step phi.Config.Preprocessing state.Stats grad
+        let g, next = forward phi state x
+        g, { next with Stats = stats }

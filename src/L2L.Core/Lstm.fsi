@@ -145,6 +145,10 @@ namespace L2L
           /// last S steps (the oldest first); empty for the others.
           Memory: Tensor list
 
+          /// The preprocessing's own state (Preprocess.zeros: the moments' averages and bias
+          /// corrections); empty for the stateless ones.
+          Stats: Tensor list
+
           /// θ holds this many functions' coordinates, in equal contiguous blocks (a meta-batch): the
           /// averaging cells and the memory work within each block, never across functions.
           Functions: int
@@ -193,13 +197,15 @@ namespace L2L
     module internal PhiKernel =
 
         /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
-        /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
+        /// this φ: the paper's LSTM with a stateless preprocessing only; the other architectures fuse
+        /// their cells alone.
         val wholeStep: phi: Phi -> bool
 
         /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
         val layers: phi: Phi -> (Tensor * Tensor * Tensor) list
 
-        /// The kernel's preprocessing parameter: p of the log-sign preprocessing, None for the identity.
+        /// The kernel's preprocessing parameter: p of the log-sign preprocessing, None for the identity
+        /// (and for the moments, which the kernel does not compute).
         val logSignP: phi: Phi -> float option
 
     /// Several φ side by side (one per coordinate group of a task), as one list of tensors.

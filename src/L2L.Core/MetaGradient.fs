@@ -69,7 +69,7 @@ module FirstOrder =
                 v.DetachFromDisposeScope() |> ignore
                 v
             let stateOf (t: Tensor) =
-                { H = [ for l in 0 .. k - 1 -> views t l ]; C = [ for l in 0 .. k - 1 -> views t (k + l) ]; Memory = []; Functions = 1 }
+                { H = [ for l in 0 .. k - 1 -> views t l ]; C = [ for l in 0 .. k - 1 -> views t (k + l) ]; Memory = []; Stats = []; Functions = 1 }
             let states = make [| int64 (u - 1); 2L * int64 k; int64 h; n |]
             let feats = make [| int64 u; features; n |]
             let grads = make [| 2L; 2L * int64 k; int64 h; n |]

@@ -41,4 +41,6 @@ module Lstm =
                     (Backend.kernelThreads b) (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C grad
             g, { state with H = hs; C = cs }
         else
-            forward b phi state (Preprocess.apply phi.Config.Preprocessing grad)
+            let x, stats = Preprocess.step phi.Config.Preprocessing state.Stats grad
+            let g, next = forward b phi state x
+            g, { next with Stats = stats }

@@ -44,6 +44,7 @@ module OptState =
             [ for k, h in List.indexed l.H -> sprintf "%s.lstm.h.%d" prefix k, h ]
             @ [ for k, c in List.indexed l.C -> sprintf "%s.lstm.c.%d" prefix k, c ]
             @ [ for k, m in List.indexed l.Memory -> sprintf "%s.lstm.mem.%d" prefix k, m ]
+            @ [ for k, m in List.indexed l.Stats -> sprintf "%s.lstm.stat.%d" prefix k, m ]
         | Groups gs -> gs |> List.mapi (fun i g -> named (sprintf "%s.group.%d" prefix i) g) |> List.concat
 
     /// The same state with each tensor replaced by f (name, tensor): a detach, a copy, a tensor read
@@ -60,7 +61,8 @@ module OptState =
                     { l with
                         H = l.H |> List.mapi (fun k h -> f (sprintf "%s.lstm.h.%d" prefix k) h)
                         C = l.C |> List.mapi (fun k c -> f (sprintf "%s.lstm.c.%d" prefix k) c)
-                        Memory = l.Memory |> List.mapi (fun k m -> f (sprintf "%s.lstm.mem.%d" prefix k) m) }
+                        Memory = l.Memory |> List.mapi (fun k m -> f (sprintf "%s.lstm.mem.%d" prefix k) m)
+                        Stats = l.Stats |> List.mapi (fun k m -> f (sprintf "%s.lstm.stat.%d" prefix k) m) }
             | Groups gs -> Groups(gs |> List.mapi (fun i g -> mapNamed (sprintf "%s.group.%d" prefix i) f g))
         { s with Memory = memory }
 
@@ -178,7 +180,10 @@ module Learned =
               "out_scale", phi.Config.OutScale
               match phi.Config.Preprocessing with
               | LogSign p -> "p", p
-              | Identity -> "p", 0.0 ]
+              | Identity -> "p", 0.0
+              | NormalizedMoments(betas, beta2) ->
+                  yield! betas |> List.mapi (fun i b -> sprintf "beta%d" (i + 1), b)
+                  "beta2", beta2 ]
           Init = fun functions theta -> { Step = 0; Memory = Recurrent(LstmState.zeros phi functions (theta.numel())) }
           Update =
             fun s grad ->

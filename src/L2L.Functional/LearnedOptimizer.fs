@@ -41,7 +41,16 @@ type LearnedOptions(name: string, phi: Phi) as this =
             w.Write(c.MemorySteps)
         w.Write(c.Layers)
         w.Write(c.Hidden)
-        w.Write(match c.Preprocessing with LogSign p -> p | Preprocessing.Identity -> Double.NaN)
+        match c.Preprocessing with
+        | LogSign p -> w.Write(p)
+        | Preprocessing.Identity -> w.Write(Double.NaN)
+        | NormalizedMoments(betas, beta2) ->
+            // −∞ (no log-sign p is negative) marks the moments: their time scales follow
+            w.Write(Double.NegativeInfinity)
+            w.Write(betas.Length)
+            for b in betas do
+                w.Write(b)
+            w.Write(beta2)
         w.Write(c.OutScale)
         w.Write(c.ForgetBias)
 
@@ -58,10 +67,18 @@ type LearnedOptions(name: string, phi: Phi) as this =
             else Architecture.Lstm, Array.zeroCreate 4, first
         let hidden = r.ReadInt32()
         let p = r.ReadDouble()
+        let pre =
+            if Double.IsNaN p then Preprocessing.Identity
+            elif Double.IsNegativeInfinity p then
+                let count = r.ReadInt32()
+                if count < 1 || count > 8 then raise (InvalidDataException(sprintf "%d time scales of the moments" count))
+                let betas = List.init count (fun _ -> r.ReadDouble())
+                NormalizedMoments(betas, r.ReadDouble())
+            else LogSign p
         { Architecture = architecture
           Layers = layers
           Hidden = hidden
-          Preprocessing = (if Double.IsNaN p then Preprocessing.Identity else LogSign p)
+          Preprocessing = pre
           OutScale = r.ReadDouble()
           ForgetBias = r.ReadDouble()
           Averaged = counts[0]
@@ -194,12 +211,13 @@ type LearnedParameterState internal (p: Parameter, group: GroupRuntime, index: i
     let columns (t: Tensor) = t.narrow(1L, group.Offset index, group.Size index)
 
     /// The state's tensors in the saved order: per layer h, then c where the cell keeps one; then
-    /// ntm-bfgs's read results and memory.
+    /// ntm-bfgs's read results and memory; then the moments' averages and corrections.
     static member internal PerLayer(s: LstmState) : Tensor list =
         [ for k in 0 .. s.H.Length - 1 do
               yield s.H[k]
               if not s.C.IsEmpty then yield s.C[k]
-          yield! s.Memory ]
+          yield! s.Memory
+          yield! s.Stats ]
 
     /// The optimizer steps taken by this parameter's group.
     member _.Step = group.State.Step

@@ -190,7 +190,7 @@ module JobSpec =
                 match prop root "optimizer" with
                 | None -> d.Lstm
                 | Some o when o.ValueKind = JsonValueKind.Object ->
-                    unknown o (set [ "architecture"; "averaged"; "reads"; "writes"; "memorySteps"; "layers"; "hidden"; "preprocessing"; "p"; "outScale"; "forgetBias" ]) "optimizer."
+                    unknown o (set [ "architecture"; "averaged"; "reads"; "writes"; "memorySteps"; "layers"; "hidden"; "preprocessing"; "p"; "betas"; "beta2"; "outScale"; "forgetBias" ]) "optimizer."
                     let arch =
                         match prop o "architecture" with
                         | None -> d.Lstm.Architecture
@@ -208,8 +208,18 @@ module JobSpec =
                         | None -> LogSign(floatField o "optimizer." "p" 10.0)
                         | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "logsign" -> LogSign(floatField o "optimizer." "p" 10.0)
                         | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "none" -> Identity
+                        | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "moments" ->
+                            let betas =
+                                match prop o "betas" with
+                                | None -> [ 0.5; 0.9; 0.99 ]
+                                | Some b when b.ValueKind = JsonValueKind.Array && b.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number) ->
+                                    [ for x in b.EnumerateArray() -> x.GetDouble() ]
+                                | Some _ ->
+                                    errors.Add "optimizer.betas must be an array of numbers"
+                                    [ 0.9 ]
+                            NormalizedMoments(betas, floatField o "optimizer." "beta2" 0.999)
                         | Some v ->
-                            errors.Add(sprintf "optimizer.preprocessing '%s' is not logsign or none" (v.ToString()))
+                            errors.Add(sprintf "optimizer.preprocessing '%s' is not logsign, none or moments" (v.ToString()))
                             d.Lstm.Preprocessing
                     { Architecture = arch
                       Layers = intField o "optimizer." "layers" d.Lstm.Layers

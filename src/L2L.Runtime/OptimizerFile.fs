@@ -57,6 +57,13 @@ module OptimizerFile =
             w.WriteString("preprocessing", "logsign")
             w.WriteNumber("p", p)
         | Identity -> w.WriteString("preprocessing", "none")
+        | NormalizedMoments(betas, beta2) ->
+            w.WriteString("preprocessing", "moments")
+            w.WriteStartArray("betas")
+            for b in betas do
+                w.WriteNumberValue(b)
+            w.WriteEndArray()
+            w.WriteNumber("beta2", beta2)
         w.WriteNumber("out_scale", c.OutScale)
         w.WriteNumber("forget_bias", c.ForgetBias)
 
@@ -158,7 +165,17 @@ module OptimizerFile =
                 | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "logsign" ->
                     num "p" (Some 10.0) |> Result.map LogSign
                 | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "none" -> Ok Identity
-                | Some v -> Error(at + sprintf "config.preprocessing '%s' is not 'logsign' or 'none'" (v.ToString()))
+                | Some v when v.ValueKind = JsonValueKind.String && v.GetString() = "moments" ->
+                    match tryProp cfg "betas" with
+                    | Some b when b.ValueKind = JsonValueKind.Array && b.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number) ->
+                        num "beta2" None
+                        |> Result.map (fun beta2 -> NormalizedMoments([ for x in b.EnumerateArray() -> x.GetDouble() ], beta2))
+                        |> Result.bind (fun pre ->
+                            match Preprocess.problems pre with
+                            | [] -> Ok pre
+                            | e :: _ -> Error(at + "config: " + e))
+                    | _ -> Error(at + "config.betas (the moments' time scales) is missing or not an array of numbers")
+                | Some v -> Error(at + sprintf "config.preprocessing '%s' is not 'logsign', 'none' or 'moments'" (v.ToString()))
                 | None -> Error(at + "config.preprocessing is missing")
             let arch =
                 match tryProp cfg "architecture" with

@@ -75,6 +75,7 @@ let private replay (c: LstmConfig) (cells: TorchSharp.Modules.LSTMCell list) (ou
                   let logPart = a.clamp_min((1e-38).ToScalar()).log() / p
                   torch.stack([| torch.where(big, logPart, torch.full_like(g, (-1.0).ToScalar())); torch.where(big, g.sign(), g * exp p) |], 1L)
               | Preprocessing.Identity -> g.unsqueeze(1L)
+              | NormalizedMoments _ -> failwith "the reference implementation here has no moments"
           let mutable x = x0
           state <-
               [ for cell, (h, cs) in List.zip cells state ->

@@ -29,7 +29,7 @@ let problemOf (cfg: LstmConfig) (n: int64) (seed: int64) =
     use gen = Seeds.generator seed 3UL 0L
     let hidden = int64 cfg.Hidden
     let rnd (scale: float) = torch.rand([| hidden; n |], generator = gen).Sub(0.5).Mul(scale).requires_grad_(true)
-    let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ]; Memory = []; Functions = 1 }
+    let state = { H = [ for _ in 1 .. cfg.Layers -> rnd 1.6 ]; C = [ for _ in 1 .. cfg.Layers -> rnd 4.0 ]; Memory = []; Stats = []; Functions = 1 }
     let magnitudes = torch.rand([| n |], generator = gen).Mul(12.0).Sub(10.0)
     let grad = torch.randn([| n |], generator = gen).mul(magnitudes.Mul(log 10.0).exp())
     phi, state, grad
@@ -75,6 +75,7 @@ let gruProblemOf (hidden: int) (layers: int) (n: int64) (seed: int64) =
         { H = [ for _ in 1 .. layers -> torch.rand([| int64 hidden; n |], generator = gen).Sub(0.5).Mul(1.6).requires_grad_(true) ]
           C = []
           Memory = []
+          Stats = []
           Functions = 1 }
     let magnitudes = torch.rand([| n |], generator = gen).Mul(12.0).Sub(10.0)
     let grad = torch.randn([| n |], generator = gen).mul(magnitudes.Mul(log 10.0).exp())
