@@ -294,9 +294,7 @@ module Phi =
 module internal PhiKernel =
     /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
     /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
-    let wholeStep (phi: Phi) =
-        phi.Config.Architecture = Architecture.Lstm
-        && (match phi.Config.Preprocessing with NormalizedMoments _ -> false | _ -> true)
+    let wholeStep (phi: Phi) = phi.Config.Architecture = Architecture.Lstm
 
     /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
     let layers (phi: Phi) = [ for l in phi.Layers -> l.Wih, l.Whh, l.B ]
@@ -305,8 +303,9 @@ module internal PhiKernel =
     let logSignP (phi: Phi) =
         match phi.Config.Preprocessing with
         | LogSign p -> Some p
-        | Identity
-        | NormalizedMoments _ -> None
+        | Identity -> None
+        // the moments keep a state: computed outside, handed to the kernel as its features
+        | NormalizedMoments _ -> Some Double.PositiveInfinity
 
 /// Several φ side by side (one per coordinate group of a task), as one list of tensors.
 module Phis =

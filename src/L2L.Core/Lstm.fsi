@@ -197,15 +197,14 @@ namespace L2L
     module internal PhiKernel =
 
         /// Whether the whole-step kernels (`LstmKernel.step*`, the closed-form meta-gradient's) compute
-        /// this φ: the paper's LSTM with a stateless preprocessing only; the other architectures fuse
-        /// their cells alone.
+        /// this φ: the paper's LSTM only; the other architectures fuse their cells alone.
         val wholeStep: phi: Phi -> bool
 
         /// φ's layers as the fused kernel takes them: (wih, whh, b) per layer.
         val layers: phi: Phi -> (Tensor * Tensor * Tensor) list
 
-        /// The kernel's preprocessing parameter: p of the log-sign preprocessing, None for the identity
-        /// (and for the moments, which the kernel does not compute).
+        /// The kernel's preprocessing parameter: p of the log-sign preprocessing, None for the identity,
+        /// +∞ for the moments (computed outside with `Preprocess.step`, handed to the kernel as features).
         val logSignP: phi: Phi -> float option
 
     /// Several φ side by side (one per coordinate group of a task), as one list of tensors.

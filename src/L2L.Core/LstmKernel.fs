@@ -183,8 +183,14 @@ let cell (threads: int) (wih: Tensor) (whh: Tensor) (b: Tensor) (x: Tensor) (h: 
 /// parameter (NaN: the identity).
 let private stepPassInto (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
                          (hs: Tensor list) (cs: Tensor list) (grad: Tensor) (x: Tensor) (hOut: Tensor list) (cOut: Tensor list) : Tensor =
+    // p = +∞: `grad` is already the features [features; n] (computed outside, e.g. the moments'),
+    // and `x` is that same tensor: the kernel reads it instead of preprocessing
+    let given = Double.IsPositiveInfinity p
+    if given && not (obj.ReferenceEquals(x, grad) || address x = address grad) then
+        invalidArg "x" "with the features given, x is the features tensor itself"
     let grad = grad.contiguous()
-    let n = grad.shape[0]
+    let x = if given then grad else x
+    let n = if given then grad.shape[1] else grad.shape[0]
     let features = x.shape[0]
     let hs = hs |> List.map (fun t -> t.contiguous())
     let cs = cs |> List.map (fun t -> t.contiguous())
@@ -192,7 +198,7 @@ let private stepPassInto (threads: int) (layers: (Tensor * Tensor * Tensor) list
     let weights = layers |> List.map (fun (wih: Tensor, whh: Tensor, b: Tensor) -> wih.contiguous(), whh.contiguous(), b.contiguous())
     let wOut = wOut.contiguous()
     CoordinatewiseLstm.Step(
-        n, int (hs.Head.shape[0]), int features, p, ptr grad,
+        n, int (hs.Head.shape[0]), int features, (if given then nan else p), (if given then NativePtr.nullPtr else ptr grad),
         hs |> List.map address |> List.toArray, cs |> List.map address |> List.toArray,
         weights |> List.map (fun (w, _, _) -> address w) |> List.toArray,
         weights |> List.map (fun (_, w, _) -> address w) |> List.toArray,
@@ -207,12 +213,15 @@ let private fresh (t: Tensor) = Spare.empty t.shape t.dtype t.device
 /// The number of features m_φ's preprocessing gives a coordinate (`p`: NaN for the identity).
 let private featureCount (p: float) = if Double.IsNaN p then 1L else 2L
 
+/// Whether `p` says the features are given (+∞) rather than a gradient to preprocess.
+let private featuresGiven (p: float) = Double.IsPositiveInfinity p
+
 /// m_φ's whole step in one kernel pass (no autograd): g [n], h'_l, c'_l [H; n] and the preprocessed
 /// features x [features; n], from the raw gradient [n] and the state h_l, c_l. `p`: the log-sign
 /// preprocessing's parameter (NaN: the identity).
 let private stepPass (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (p: float)
                      (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list * Tensor =
-    let x = Spare.empty [| featureCount p; grad.shape[0] |] grad.dtype grad.device
+    let x = if featuresGiven p then grad.contiguous() else Spare.empty [| featureCount p; grad.shape[0] |] grad.dtype grad.device
     let hOut = hs |> List.map (fun t -> fresh t)
     let cOut = cs |> List.map (fun t -> fresh t)
     let g = stepPassInto threads layers wOut bOut outScale p hs cs grad x hOut cOut
@@ -350,8 +359,9 @@ let stepDifferentiable (threads: int) (layers: (Tensor * Tensor * Tensor) list) 
 /// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
 let step (threads: int) (layers: (Tensor * Tensor * Tensor) list) (wOut: Tensor) (bOut: Tensor) (outScale: float) (logSignP: float option)
          (hs: Tensor list) (cs: Tensor list) (grad: Tensor) : Tensor * Tensor list * Tensor list =
-    let g, hOut, cOut, x = stepPass threads layers wOut bOut outScale (defaultArg logSignP nan) hs cs grad
-    Spare.give x
+    let p = defaultArg logSignP nan
+    let g, hOut, cOut, x = stepPass threads layers wOut bOut outScale p hs cs grad
+    if not (featuresGiven p) then Spare.give x
     g, hOut, cOut
 
 /// `step` that also returns the preprocessed features x [features; n], for `stepBackward`.

@@ -139,7 +139,8 @@ type StepFunction =
     override Name: string
 
 /// m_φ's whole step, differentiable in φ and the state (not in ∇): g [n] and the new state from the
-/// raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
+/// raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity;
+/// Some +∞: `grad` is the features [features; n] already, computed outside, e.g. the moments').
 val stepDifferentiable:
   threads: int ->
     layers: (Tensor * Tensor * Tensor) list ->
@@ -151,7 +152,8 @@ val stepDifferentiable:
     cs: Tensor list -> grad: Tensor -> Tensor * Tensor list * Tensor list
 
 /// m_φ's whole step in one kernel pass, for evaluation (no autograd graph): g [n] and the new
-/// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity).
+/// state from the raw gradient [n]. `logSignP` is the preprocessing's p (None: the identity;
+/// Some +∞: `grad` is the features [features; n] already, computed outside, e.g. the moments').
 val step:
   threads: int ->
     layers: (Tensor * Tensor * Tensor) list ->

@@ -108,25 +108,42 @@ module FirstOrder =
         let mutable grad = tr.Grad
         let mutable metaLoss = 0.0
         let mutable last = 0.0
+        let stateful = not states[0].Stats.IsEmpty
         for j in 1 .. u do
             let w = MetaLoss.weight cfg.Weights j u
             let out =
                 if j < u then ws.States[j - 1]
-                else LstmState.zeros phi states[0].Functions n
-            let theta', grad', dt, f =
-                Scope.run (fun (th: Tensor, gr: Tensor, dt: Tensor, _) -> [ th; gr; dt ] |> List.filter (isNull >> not)) (fun () ->
-                    let g = LstmKernel.stepInto threads layers phi.WOut phi.BOut phi.Config.OutScale p states[j - 1].H states[j - 1].C grad ws.Features[j - 1] out.H out.C
+                else
+                    // the carried state: h, c fresh; the preprocessing's state comes from the step
+                    let z = LstmState.zeros phi states[0].Functions n
+                    for t in z.Stats do
+                        t.Dispose()
+                    { z with Stats = [] }
+            let theta', grad', dt, f, stats =
+                Scope.run (fun (th: Tensor, gr: Tensor, dt: Tensor, _, stats: Tensor list) -> stats @ ([ th; gr; dt ] |> List.filter (isNull >> not))) (fun () ->
+                    // a stateful preprocessing (the moments) is computed here, its features written
+                    // where the kernel reads them
+                    let input, stats =
+                        if stateful then
+                            let x, stats = Preprocess.step phi.Config.Preprocessing states[j - 1].Stats grad
+                            ws.Features[j - 1].copy_(x) |> ignore
+                            ws.Features[j - 1], stats
+                        else grad, []
+                    let g = LstmKernel.stepInto threads layers phi.WOut phi.BOut phi.Config.OutScale p states[j - 1].H states[j - 1].C input ws.Features[j - 1] out.H out.C
                     let theta' = Update.apply theta g
                     let losses, grad' = lossGrad (tr.Step + j) theta'
                     let f = losses.sum().ToDouble()
                     // dL/dθ_{s+j}
                     let dt = if w = 0.0 then null elif cfg.LogLoss then grad'.Mul(w / f) else grad'.Mul(w / b)
-                    theta', grad', dt, f)
+                    theta', grad', dt, f, stats)
             if j > 1 then
                 theta.Dispose()
                 grad.Dispose()
+                // the averages of steps before this one are not needed again (the trajectory's own stay)
+                for t in states[j - 1].Stats do
+                    t.Dispose()
             if w <> 0.0 then metaLoss <- metaLoss + (if cfg.LogLoss then w * log (f / b) else w * f / b)
-            states[j] <- out
+            states[j] <- { out with Stats = stats }
             dTheta[j - 1] <- dt
             theta <- theta'
             grad <- grad'

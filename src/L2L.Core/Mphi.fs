@@ -36,10 +36,15 @@ module Lstm =
             && not (torch.is_grad_enabled () && grad.requires_grad)
             && LstmKernel.supports (grad :: Phi.tensors phi @ LstmState.tensors state)
         if whole then
+            // the stateful preprocessing (the moments) outside the kernel, its features handed in
+            let input, stats =
+                match phi.Config.Preprocessing with
+                | NormalizedMoments _ -> Preprocess.step phi.Config.Preprocessing state.Stats grad
+                | _ -> grad, state.Stats
             let g, hs, cs =
                 (if torch.is_grad_enabled () then LstmKernel.stepDifferentiable else LstmKernel.step)
-                    (Backend.kernelThreads b) (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C grad
-            g, { state with H = hs; C = cs }
+                    (Backend.kernelThreads b) (PhiKernel.layers phi) phi.WOut phi.BOut phi.Config.OutScale (PhiKernel.logSignP phi) state.H state.C input
+            g, { state with H = hs; C = cs; Stats = stats }
         else
             let x, stats = Preprocess.step phi.Config.Preprocessing state.Stats grad
             let g, next = forward b phi state x

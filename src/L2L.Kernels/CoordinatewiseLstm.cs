@@ -120,7 +120,8 @@ public static unsafe class CoordinatewiseLstm
     /// preprocessing (log-sign with parameter p, or the identity when p is NaN) into x
     /// [features; n], every layer's cell (layer l > 0 reading layer l − 1's fresh h' while it is in
     /// cache), and the output g [n] = outScale·(bout + wout·h'_top). The pointer arrays hold one entry
-    /// per layer. Outputs are written, inputs only read.
+    /// per layer. Outputs are written, inputs only read. With grad null, x holds the features already
+    /// (a preprocessing computed by the caller) and is read.
     /// </summary>
     public static void Step(long n, int hidden, int features, double p, float* grad,
         IntPtr[] h, IntPtr[] c, IntPtr[] wih, IntPtr[] whh, IntPtr[] b, float* wout, float* bout, float outScale,
@@ -209,6 +210,8 @@ public static unsafe class CoordinatewiseLstm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Preprocess<V>(in StepArgs s, long j) where V : struct, IVec<V>
     {
+        // no gradient: the features are in x already (computed by the caller)
+        if (s.Grad == null) return;
         V grad = V.Load(s.Grad + j);
         if (float.IsNaN(s.P))
         {

@@ -99,12 +99,33 @@ let tests =
                 Expect.contains named "opt.lstm.stat.0" "named for checkpoints"
                 Expect.equal (LstmState.ofTensors cfg 1 (LstmState.tensors last)).Stats.Length 2 "rebuilt from its tensors")
 
-        testCase "meta-training on the moments: first order through autograd, reproducible, resumable" <| fun () ->
+        testCase "the closed-form meta-gradient on the moments is autograd's, and carries the averages" <| fun () ->
+            scoped (fun () ->
+                let cfg = { smallMeta with Lstm = { smallMeta.Lstm with Preprocessing = pre } }
+                let s0 = MetaTrain.init cfg
+                let start () = MetaLoss.start (TaskSpec.learned cfg.Backend cfg.Task s0.Phis) (Shard.problem cfg TaskData.none 0 0L) 0L
+                let tr = start ()
+                Expect.isTrue (MetaGradient.usesClosedForm cfg.Backend cfg.Unroll s0.Phis tr) "the closed form applies"
+                // two truncations in a row, so the second starts from carried averages
+                let l1, g1, c1 = FirstOrder.metaGradient 1 cfg.Unroll s0.Phis.Head tr
+                let l2, g2, c2 = FirstOrder.metaGradient 1 cfg.Unroll s0.Phis.Head c1
+                let a1, ga1, d1 = MetaGradient.autograd backend cfg.Unroll cfg.Task s0.Phis (start ())
+                let a2, ga2, d2 = MetaGradient.autograd backend cfg.Unroll cfg.Task s0.Phis d1
+                for (l: Tensor), (a: Tensor) in [ l1, a1; l2, a2 ] do
+                    Expect.floatClose Accuracy.medium (l.ToDouble()) (a.ToDouble()) "L(φ)"
+                for gs, gas in [ g1, ga1; g2, ga2 ] do
+                    for (g: Tensor), (ga: Tensor) in List.zip gs gas do
+                        let scale = 1e-3 + (ga.abs().max().ToDouble())
+                        Expect.isLessThan (maxAbsDiff (toArray g) (toArray ga) / scale) 1e-4 "dL/dφ"
+                let stats (t: Trajectory) = (OptState.recurrent t.Opt).Stats |> List.map toArray
+                for a, b in List.zip (stats c2) (stats d2) do
+                    Expect.isLessThan (maxAbsDiff a b) 1e-5 "the carried averages"
+                Expect.isGreaterThan (abs (List.head (stats c2)).[0]) 0.0 "the averages moved")
+
+        testCase "meta-training on the moments: reproducible, resumable" <| fun () ->
             scoped (fun () ->
                 let cfg = { smallMeta with Lstm = { smallMeta.Lstm with Preprocessing = pre }; MetaIterations = 10 }
                 let s0 = MetaTrain.init cfg
-                let tr = MetaLoss.start (TaskSpec.learned cfg.Backend cfg.Task s0.Phis) (Shard.problem cfg TaskData.none 0 0L) 0L
-                Expect.isFalse (MetaGradient.usesClosedForm cfg.Backend cfg.Unroll s0.Phis tr) "the closed form is for the stateless preprocessings"
                 let run n = MetaTrain.run { cfg with MetaIterations = n } TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
                 let a = run 10
                 let b = run 10
