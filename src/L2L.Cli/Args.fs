@@ -185,7 +185,7 @@ type PaperArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, mnist-conv, or all."
+            | Experiment _ -> "quadratics, mnist, mnist-generalization, mnist-sweep, mnist-conv, variants, or all (those); beyond (one learned optimizer against tuned baselines on five tasks, apart: hours)."
             | Root _ -> "the paper directory; default paper."
             | Retrain -> "train the optimizers again even where paper/optimizers holds one with the same settings."
             | Data_Dir _ -> "MNIST data directory."

@@ -168,6 +168,7 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
           "meta_iterations", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
           "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode)
+          "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode)
           "final_horizon", JsonValue.Create(MetaConfig.horizon cfg final.Stage)
           "random_scaling", JsonValue.Create(cfg.RandomScaling)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)

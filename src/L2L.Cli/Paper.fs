@@ -41,9 +41,26 @@ let private expected (cfg: MetaConfig) : (string * string) list =
       "validate_every", string cfg.ValidateEvery
       "validation_functions", string cfg.ValidationFunctions ]
 
+/// The settings later than the first files, which record them only when they are not the default:
+/// (field, its value in `cfg`, the default's), as JSON text.
+let private later (cfg: MetaConfig) : (string * string * string) list =
+    let ints (xs: int list) = "[" + (xs |> List.map string |> String.concat ",") + "]"
+    [ "random_scaling", cfg.RandomScaling.ToString("R", Globalization.CultureInfo.InvariantCulture), "0"
+      "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then "null" else ints cfg.Curriculum.Horizons), "null"
+      "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then "null" else string cfg.Curriculum.Patience), "null" ]
+
 /// True when an optimizer file's "training" object records exactly the settings of `cfg`.
 let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
     not (isNull training)
+    && later cfg
+       |> List.forall (fun (k, v, dflt) ->
+           let recorded =
+               match training[k] with
+               | null -> dflt
+               | x when x.GetValueKind() = JsonValueKind.Number && k = "random_scaling" ->
+                   x.GetValue<float>().ToString("R", Globalization.CultureInfo.InvariantCulture)
+               | x -> x.ToJsonString()
+           recorded = v)
     && expected cfg
        |> List.forall (fun (k, v) ->
            match training[k] with
@@ -196,6 +213,63 @@ let private variants (runtime: RuntimeSettings) (root: string) (optimizer: strin
     let o = JsonObject()
     o["rows"] <- rows
     AtomicFile.writeText (Path.Combine(dir, "results.json")) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
+    printfn "→ %s" dir
+
+/// `paper beyond`'s single learned optimizer: m_φ on the Adam-normalised moments, meta-trained on a
+/// mixture of the tasks it is evaluated on (the conv net excepted: it is evaluated, never trained on),
+/// with random scaling and the unroll-length curriculum (paper/README.md measures each ingredient).
+let beyondComponents : MixtureComponent list =
+    [ { Task = Quadratic 10; Weight = 1.0; Functions = 128; Validation = 100 }
+      { Task = Quadratic 50; Weight = 1.0; Functions = 128; Validation = 100 }
+      { Task = mnistTask; Weight = 2.0; Functions = 1; Validation = 3 }
+      { Task = Mlp { Hidden = [ 20 ]; Activation = Relu; Batch = 128 }; Weight = 2.0; Functions = 1; Validation = 3 } ]
+
+let beyondConfig =
+    let task = Mixture.task beyondComponents
+    let d = Defaults.meta task
+    { d with
+        Lstm = { mnistConfig.Lstm with Preprocessing = NormalizedMoments([ 0.5; 0.9; 0.99 ], 0.999) }
+        RandomScaling = 1.0
+        Curriculum = { Horizons = [ 200; 500; 1000 ]; Patience = 4 }
+        MetaIterations = 8000
+        ValidateEvery = 250 }
+
+/// The tasks of `paper beyond`: (results folder, title, settings, whether one φ serves several
+/// groups). The MLPs twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps
+/// with them tuned at step 1000.
+let beyondTasks =
+    let relu = Mlp { Hidden = [ 20 ]; Activation = Relu; Batch = 128 }
+    let long (s: EvalSettings) = { s with Steps = 1000; TuneSteps = 1000 }
+    let quad d = { Defaults.evaluation (Quadratic d) with TuneSteps = 100 }
+    [ "mnist-relu", "MNIST 784-20-10 ReLU, 10 fresh runs", { mnistEval relu with TuneSteps = 100 }
+      "mnist-relu-1000", "MNIST 784-20-10 ReLU, 1000 steps (baselines tuned at step 1000)", long (mnistEval relu)
+      "mnist-sigmoid", "MNIST 784-20-10 sigmoid, 10 fresh runs", { mnistEval mnistTask with TuneSteps = 100 }
+      "mnist-sigmoid-1000", "MNIST 784-20-10 sigmoid, 1000 steps (baselines tuned at step 1000)", long (mnistEval mnistTask)
+      "mnist-conv", "MNIST conv net, one φ for all its parameters, 10 fresh runs", { mnistEval convTask with TuneSteps = 100 }
+      "quadratic-10", "Quadratics (10-d), 1000 fresh functions", quad 10
+      "quadratic-50", "Quadratics (50-d), 1000 fresh functions", quad 50 ]
+
+/// Runs `paper beyond`: trains (or reuses) optimizers/general.json, evaluates it unchanged on every
+/// task of `beyondTasks` into results/beyond/<task>/, and writes results/beyond/results.json
+/// ({"tasks": [...]}: each task's evaluation, as `tools/l2l evaluate` writes it, with its name).
+let private beyond (runtime: RuntimeSettings) (root: string) (optimizer: string -> MetaConfig -> Phi list * float) =
+    let phis, seconds = optimizer "general" beyondConfig
+    let phi = List.exactlyOne phis
+    let dir = Path.Combine(root, "results", "beyond")
+    let tasks = JsonArray()
+    for name, title, settings in beyondTasks do
+        say (sprintf "\n--- beyond: %s" name)
+        // one φ for every coordinate group (the conv net's two)
+        let groupPhis = TaskSpec.groups settings.Task |> List.map (fun _ -> phi)
+        evaluateInto runtime (Path.Combine(dir, name)) title settings groupPhis (trainingInfo "general" beyondConfig seconds) |> ignore
+        let o = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, name, "results.json"))).AsObject()
+        o["name"] <- JsonValue.Create(name)
+        tasks.Add(o)
+    let all = JsonObject()
+    all["optimizer"] <- JsonValue.Create("optimizers/general.json")
+    all["meta_training_seconds"] <- JsonValue.Create(seconds)
+    all["tasks"] <- tasks
+    AtomicFile.writeText (Path.Combine(dir, "results.json")) (all.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
     printfn "→ %s" dir
 
 /// The tables of paper/README.md (between its markers), rebuilt from paper/results.
@@ -370,7 +444,8 @@ let run (runtime: RuntimeSettings) (root: string) (name: string) (retrain: strin
             (trainingInfo "mnist-conv" convConfig secs)
         |> ignore
     | "variants" -> variants runtime root optimizer
-    | other -> fail "unknown experiment '%s' (known: %s, all)" other (String.concat ", " experiments)
+    | "beyond" -> beyond runtime root optimizer
+    | other -> fail "unknown experiment '%s' (known: %s, all; beyond)" other (String.concat ", " experiments)
 
 /// With --retrain, each optimizer is trained once per command: the experiments after the first that
 /// needs it (mnist, mnist-generalization and mnist-sweep share one) reuse the file it wrote.
