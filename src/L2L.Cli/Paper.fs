@@ -341,6 +341,29 @@ let tables (root: string) : string =
             sb.AppendLine(sprintf "| %s | %s | %d | %.0f s | %.0f | %s | %s |" (row["task"].GetValue<string>()) (row["architecture"].GetValue<string>())
                               (row["meta_iterations"].GetValue<int>()) (f "meta_training_seconds") (f "evaluation_steps_per_second") (cell 100) (cell last)) |> ignore
         sb.AppendLine() |> ignore
+    match read (Path.Combine(results, "beyond", "results.json")) with
+    | None -> ()
+    | Some r ->
+        sb.AppendLine("#### Beyond the paper: one learned optimizer against the tuned baselines (`paper beyond`)").AppendLine() |> ignore
+        sb.AppendLine(sprintf "φ: `%s`, meta-trained in %.0f s. Ratio: the learned optimizer's mean loss over the best tuned baseline's at that step (bold: below 1)."
+                          (r["optimizer"].GetValue<string>()) (r["meta_training_seconds"].GetValue<float>())).AppendLine() |> ignore
+        sb.AppendLine("| task | step | learned optimizer | best tuned baseline | its loss | ratio |").AppendLine("|---|---|---|---|---|---|") |> ignore
+        for t in r["tasks"].AsArray() do
+            let steps = t["steps"].GetValue<int>()
+            let at (o: JsonNode) (field: string) (s: int) = match o[field] with null -> None | f -> (match f[string s] with null -> None | v -> Some(v.GetValue<float>()))
+            let optimizers = t["optimizers"].AsArray() |> List.ofSeq
+            let lstm = optimizers |> List.find (fun o -> o["name"].GetValue<string>() = "lstm")
+            let baselines = optimizers |> List.filter (fun o -> o["name"].GetValue<string>() <> "lstm")
+            for s in (if steps >= 1000 then [ steps ] else [ 100; steps ]) do
+                match at lstm "loss_at" s with
+                | None -> ()
+                | Some l ->
+                    let best = baselines |> List.minBy (fun o -> at o "loss_at" s |> Option.defaultValue infinity)
+                    let b = at best "loss_at" s |> Option.defaultValue nan
+                    let ci (o: JsonNode) = match at o "ci95_at" s with Some c -> sprintf " ± %.4f" c | None -> ""
+                    sb.AppendLine(sprintf "| %s | %d | %.4f%s | %s | %.4f%s | %s |" (t["name"].GetValue<string>()) s l (ci lstm) (best["name"].GetValue<string>()) b (ci best)
+                                      (if l < b then sprintf "**%.2f**" (l / b) else sprintf "%.2f" (l / b))) |> ignore
+        sb.AppendLine() |> ignore
     sb.ToString()
 
 /// Rewrites the part of paper/README.md between `<!-- tables -->` and `<!-- /tables -->`.
