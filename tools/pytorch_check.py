@@ -43,13 +43,27 @@ class Mphi(torch.nn.Module):
         self.pre = config["preprocessing"]
         self.p = float(config.get("p", 10.0))
         self.out_scale = float(config["out_scale"])
-        inputs = 2 if self.pre == "logsign" else 1
+        self.betas = [float(b) for b in config.get("betas", [])]
+        self.beta2 = float(config.get("beta2", 0.999))
+        inputs = {"logsign": 2, "moments": len(self.betas) + 1}.get(self.pre, 1)
         self.cells = torch.nn.ModuleList(
             [torch.nn.LSTMCell(inputs if k == 0 else h, h) for k in range(layers)])
         self.out = torch.nn.Linear(h, 1)
         state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         self.load_state_dict(state, strict=True)
         self.to(dtype)
+
+    def moments(self, g, stats):
+        """Adam-normalised moments: bias-corrected averages of g (each beta) and g^2 (beta2), over
+        sqrt(v) + 1e-8, then g over the same; stats = (averages, step)."""
+        avg, t = stats
+        decay = torch.tensor(self.betas + [self.beta2], dtype=g.dtype).unsqueeze(1)
+        avg = decay * avg + (1 - decay) * torch.cat([g.unsqueeze(0).expand(len(self.betas), -1), (g * g).unsqueeze(0)])
+        t += 1
+        hat = avg / (1 - decay ** t)
+        rms = hat[-1].sqrt() + 1e-8
+        x = torch.cat([hat[:-1], g.unsqueeze(0)]) / rms
+        return x.t(), (avg, t)
 
     def features(self, g):
         if self.pre != "logsign":
@@ -62,13 +76,17 @@ class Mphi(torch.nn.Module):
         return torch.stack([x1, x2], dim=1)
 
     def forward(self, g, state):
-        x = self.features(g)
+        cells, stats = state
+        if self.pre == "moments":
+            x, stats = self.moments(g, stats)
+        else:
+            x = self.features(g)
         new = []
-        for cell, (h, c) in zip(self.cells, state):
+        for cell, (h, c) in zip(self.cells, cells):
             h, c = cell(x, (h, c))
             new.append((h, c))
             x = h
-        return self.out_scale * self.out(x).squeeze(1), new
+        return self.out_scale * self.out(x).squeeze(1), (new, stats)
 
 
 def main():
@@ -90,7 +108,8 @@ def main():
     m = Mphi(config, phi, prefix, dtype)
     n = grads.shape[1]
     h = int(config["hidden"])
-    state = [(torch.zeros(n, h, dtype=dtype), torch.zeros(n, h, dtype=dtype)) for _ in m.cells]
+    state = ([(torch.zeros(n, h, dtype=dtype), torch.zeros(n, h, dtype=dtype)) for _ in m.cells],
+             (torch.zeros(len(m.betas) + 1, n, dtype=dtype), 0))
     worst = 0.0
     with torch.no_grad():
         for t in range(grads.shape[0]):

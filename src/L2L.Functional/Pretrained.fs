@@ -61,10 +61,23 @@ module Pretrained =
     /// The optimizer file's text (paper/optimizers/<name>.json) of a pretrained optimizer.
     let optimizerText (name: string) : string = resource (fst (lookup name))
 
-    /// What the results file says of each optimizer: name, hyper-parameters, loss_at, ci95_at,
+    /// What a results file says of each optimizer: name, hyper-parameters, loss_at, ci95_at,
     /// test_acc_at (each run's values and the curves stay in paper/results/).
-    let private summary (results: string) : JsonObject =
-        let root = JsonNode.Parse(results).AsObject()
+    let rec private summarize (root: JsonObject) : JsonObject =
+      match tryNode root "tasks" with
+      | Some tasks ->
+          // several evaluations (paper beyond): each task's, with its name
+          let o = JsonObject()
+          let all = JsonArray()
+          for t in tasks.AsArray() do
+              let s = summarize (t.AsObject())
+              match tryNode (t.AsObject()) "name" with
+              | Some n -> s["name"] <- n.DeepClone()
+              | None -> ()
+              all.Add(s)
+          o["tasks"] <- all
+          o
+      | None ->
         let o = JsonObject()
         for key in [ "task"; "steps"; "runs"; "seed"; "tune_seed"; "tune_runs"; "tune_steps"; "description" ] do
             match tryNode root key with
@@ -80,6 +93,8 @@ module Pretrained =
             optimizers.Add(s)
         o["optimizers"] <- optimizers
         o
+
+    let private summary (results: string) : JsonObject = summarize (JsonNode.Parse(results).AsObject())
 
     /// A shipped optimizer by name, its φ on the device and dtype given.
     let loadOn (name: string) (device: torch.Device) (dtype: torch.ScalarType) : Pretrained =
