@@ -38,6 +38,8 @@ type TrainArgs =
     | Sum_Loss
     | Random_Scaling of a: float
     | Curriculum of horizons: string
+    | Imitation of probability: float
+    | Imitation_Lr of lr: float
     | Mixture of tasks: string
     | Curriculum_Patience of n: int
     | Device of device: string
@@ -80,6 +82,8 @@ type TrainArgs =
             | Random_Scaling _ -> "meta-train on f(c ⊙ θ), log c uniform in [−A, A] per coordinate and trajectory (0: none, the default)."
             | Sum_Loss -> "meta-loss Σ f(θ_t), the paper's (the default for quadratic)."
             | Mixture _ -> "with --task mixture: the tasks each trajectory is drawn from, joined by +: quadratic:D, mnist:sigmoid|relu[:W,W...], mnist-conv, each optionally *WEIGHT (default 1); e.g. quadratic:10+quadratic:50+mnist:sigmoid+mnist:relu. One φ for every parameter; quadratics 128 functions a problem, 100 in validation; networks 3 in validation, the conv net 1."
+            | Imitation _ -> "the share of trajectories on which m_φ learns to match Adam's steps on Adam's own trajectory (½‖g − g_Adam‖²/‖g_Adam‖² per step), drawn per trajectory; default 0 (none)."
+            | Imitation_Lr _ -> "Adam's learning rate on the imitation trajectories; default 0.01."
             | Curriculum _ -> "later horizons, e.g. 200,500,1000: after --curriculum-patience validations without a new best, training moves on to the next from the best φ (none by default)."
             | Curriculum_Patience _ -> "validations without a new best before the curriculum's next horizon (or, at its last, the end of training); default 3."
             | Device _ -> "cpu, cuda or auto; default cpu."

@@ -170,6 +170,7 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
           "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode)
           "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode)
           "final_horizon", JsonValue.Create(MetaConfig.horizon cfg final.Stage)
+          "imitation", (if cfg.Imitation.Probability = 0.0 then null else JsonNode.Parse(sprintf "{\"probability\":%s,\"lr\":%s}" (cfg.Imitation.Probability.ToString("R", Globalization.CultureInfo.InvariantCulture)) (cfg.Imitation.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture))))
           "random_scaling", JsonValue.Create(cfg.RandomScaling)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
           "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
@@ -300,6 +301,7 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         BatchFunctions = (if TaskSpec.usesMnist task then d.BatchFunctions else a.GetResult(TrainArgs.Batch_Functions, d.BatchFunctions))
         MetaIterations = a.GetResult(TrainArgs.Meta_Iterations, d.MetaIterations)
         RandomScaling = a.GetResult(TrainArgs.Random_Scaling, d.RandomScaling)
+        Imitation = { Probability = a.GetResult(TrainArgs.Imitation, 0.0); Lr = a.GetResult(TrainArgs.Imitation_Lr, ImitationConfig.none.Lr) }
         Curriculum =
             { Horizons = a.TryGetResult TrainArgs.Curriculum |> Option.map (counts "curriculum" "200,500,1000") |> Option.defaultValue []
               Patience = a.GetResult(TrainArgs.Curriculum_Patience, d.Curriculum.Patience) }

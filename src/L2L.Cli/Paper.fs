@@ -47,7 +47,11 @@ let private later (cfg: MetaConfig) : (string * string * string) list =
     let ints (xs: int list) = "[" + (xs |> List.map string |> String.concat ",") + "]"
     [ "random_scaling", cfg.RandomScaling.ToString("R", Globalization.CultureInfo.InvariantCulture), "0"
       "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then "null" else ints cfg.Curriculum.Horizons), "null"
-      "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then "null" else string cfg.Curriculum.Patience), "null" ]
+      "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then "null" else string cfg.Curriculum.Patience), "null"
+      "imitation",
+      (if cfg.Imitation.Probability = 0.0 then "null"
+       else JsonNode.Parse(sprintf "{\"probability\":%s,\"lr\":%s}" (cfg.Imitation.Probability.ToString("R", Globalization.CultureInfo.InvariantCulture)) (cfg.Imitation.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture))).ToJsonString()),
+      "null" ]
 
 /// True when an optimizer file's "training" object records exactly the settings of `cfg`.
 let recordsSettings (training: JsonNode) (cfg: MetaConfig) =

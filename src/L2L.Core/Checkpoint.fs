@@ -103,6 +103,7 @@ type CheckpointSettings =
       Shards: int
       RandomScaling: float
       Curriculum: Curriculum
+      Imitation: ImitationConfig
       Seed: int64
       DType: string }
 
@@ -116,6 +117,7 @@ module CheckpointSettings =
           Shards = cfg.Shards
           RandomScaling = cfg.RandomScaling
           Curriculum = cfg.Curriculum
+          Imitation = cfg.Imitation
           Seed = cfg.Seed
           DType = string cfg.DType }
 
@@ -188,6 +190,11 @@ module CheckpointSettings =
             w.WriteStartObject("curriculum")
             ints "horizons" s.Curriculum.Horizons
             w.WriteNumber("patience", s.Curriculum.Patience)
+            w.WriteEndObject()
+        if s.Imitation.Probability > 0.0 then
+            w.WriteStartObject("imitation")
+            w.WriteNumber("probability", s.Imitation.Probability)
+            w.WriteNumber("lr", s.Imitation.Lr)
             w.WriteEndObject()
         w.WriteNumber("seed", s.Seed)
         w.WriteString("dtype", s.DType)
@@ -263,6 +270,10 @@ module CheckpointSettings =
             match e.TryGetProperty "curriculum" with
             | true, c -> { Horizons = Field.int32s c "horizons"; Patience = Field.int32 c "patience" }
             | _ -> Curriculum.none
+          Imitation =
+            match e.TryGetProperty "imitation" with
+            | true, m -> { Probability = Field.double m "probability"; Lr = Field.double m "lr" }
+            | _ -> ImitationConfig.none
           Seed = Field.int64 e "seed"
           DType = Field.string e "dtype" }
 
@@ -276,6 +287,8 @@ module CheckpointSettings =
           if a.Shards <> b.Shards then "shards"
           if a.RandomScaling <> b.RandomScaling then "random scaling"
           if a.Curriculum <> b.Curriculum then "curriculum"
+          // the learning rate matters only when there is imitation
+          if a.Imitation.Probability <> b.Imitation.Probability || (a.Imitation.Probability > 0.0 && a.Imitation.Lr <> b.Imitation.Lr) then "imitation"
           if a.Seed <> b.Seed then "seed"
           if a.DType <> b.DType then "dtype" ]
 
@@ -491,7 +504,6 @@ module Checkpoint =
                             else
                                 let index = Field.int64 t "index"
                                 let step = Field.int32 t "step"
-                                let opt = TaskSpec.learned cfg.Backend cfg.Task template
                                 let others =
                                     match t.TryGetProperty "shards" with
                                     | true, _ -> Field.array t "shards"
@@ -501,6 +513,7 @@ module Checkpoint =
                                 [ for k, e in List.indexed (t :: others) ->
                                     // shard k's problem, rebuilt from its counter; shard 0's tensors are traj.*
                                     let problem = Shard.problem cfg data k index
+                                    let opt = Shard.optimizer cfg cfg.Backend template k index
                                     let prefix = if k = 0 then "traj" else sprintf "traj%d" k
                                     { Problem = problem
                                       Index = index

@@ -34,6 +34,7 @@ namespace L2L
           Shards: int
           RandomScaling: float
           Curriculum: Curriculum
+          Imitation: ImitationConfig
           Seed: int64
           DType: string
         }

@@ -22,6 +22,7 @@ module Defaults =
           Shards = 1
           RandomScaling = 0.0
           Curriculum = Curriculum.none
+          Imitation = ImitationConfig.none
           MetaIterations = 5000
           MetaLr = 0.003
           ValidateEvery = 250

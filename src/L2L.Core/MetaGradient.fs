@@ -201,3 +201,78 @@ module MetaGradient =
             FirstOrder.metaGradient (Backend.kernelThreads backend) unroll phis.Head tr
         else
             autograd backend unroll task phis tr
+
+/// Imitation of a hand-designed optimizer's updates (Chen et al. 2020): on an imitation trajectory
+/// the optimizee follows the teacher (e.g. Adam), m_φ runs beside it on the same gradients, and the
+/// truncation's loss is Σ_j w_j · ½‖g_φ − g_teacher‖² / ‖g_teacher‖²: relative, so it weighs alike on
+/// every problem and at every step size, and mixes with the meta-loss of the other trajectories.
+module Imitation =
+    /// The learner beside the teacher: the teacher's step is the one applied; both states advance.
+    let optimizer (learner: Optimizer) (teacher: Optimizer) : Optimizer =
+        { Name = "imitation"
+          Hyper = teacher.Hyper
+          Init = fun functions theta -> { Step = 0; Memory = Imitating(learner.Init functions theta, teacher.Init functions theta) }
+          Update =
+            fun s grad ->
+                match s.Memory with
+                | Imitating(l, t) ->
+                    // both have taken the outer state's steps (checkpoints keep that count only)
+                    let struct (_, l') = learner.Update { l with Step = s.Step } grad
+                    let struct (g, t') = teacher.Update { t with Step = s.Step } grad
+                    struct (g, { Step = s.Step + 1; Memory = Imitating(l', t') })
+                | other -> invalidArg "s" (sprintf "not an imitation state: %s" (other.GetType().Name)) }
+
+    /// Whether a trajectory is an imitation one (its state holds a learner and a teacher).
+    let applies (tr: Trajectory) = match tr.Opt.Memory with Imitating _ -> true | _ -> false
+
+    /// The imitation loss of one truncation, its gradient in `parameters` (φ's tensors, in order) and
+    /// the trajectory carried on (the teacher's). Through autograd; ∇ carries no graph.
+    let metaGradient (unroll: UnrollConfig) (learner: Optimizer) (teacher: Optimizer) (parameters: Tensor list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
+        // differentiated here, whatever the caller's autograd mode
+        use _ = torch.enable_grad()
+        let l0, t0 =
+            match tr.Opt.Memory with
+            | Imitating(l, t) -> l, t
+            | _ -> invalidArg "tr" "not an imitation trajectory"
+        let b = float tr.Problem.Functions
+        let gradAt (t: int) (theta: Tensor) =
+            match tr.Problem.LossGrad with
+            | Some lossGrad ->
+                use _ = torch.no_grad()
+                lossGrad t theta
+            | None ->
+                let leaf = theta.detach().requires_grad_(true)
+                let losses = tr.Problem.Losses t leaf
+                let g = torch.autograd.grad([| losses.sum() |], [| leaf |])[0]
+                losses.detach(), g.detach()
+        let mutable theta = tr.Theta.detach()
+        let mutable grad = tr.Grad
+        let mutable l = l0
+        let mutable t = t0
+        let mutable loss = torch.zeros([||], dtype = theta.dtype, device = theta.device)
+        let mutable last = tr.Loss
+        for j in 1 .. unroll.Unroll do
+            let step = tr.Opt.Step + j - 1
+            let struct (gLearner, l') = learner.Update { l with Step = step } grad
+            let struct (gTeacher, t') = (use _ = torch.no_grad() in teacher.Update { t with Step = step } grad)
+            let w = MetaLoss.weight unroll.Weights j unroll.Unroll
+            if w <> 0.0 then
+                let d = gLearner.sub(gTeacher)
+                let scale = gTeacher.mul(gTeacher).sum().ClampMin(1e-30)
+                loss <- loss.Add(d.mul(d).sum().div(scale).Mul(0.5 * w))
+            theta <- (use _ = torch.no_grad() in Update.apply theta gTeacher)
+            let losses, grad' = gradAt (tr.Step + j) theta
+            last <- losses.sum().ToDouble() / b
+            grad <- grad'
+            l <- l'
+            t <- t'
+        let grads = torch.autograd.grad([| loss |], List.toArray parameters, allow_unused = true)
+        let grads = Seq.zip parameters grads |> Seq.map (fun (p, g) -> if isNull g then torch.zeros_like(p) else g) |> List.ofSeq
+        let carried =
+            { tr with
+                Step = tr.Step + unroll.Unroll
+                Theta = theta.detach().requires_grad_(true)
+                Grad = grad
+                Opt = OptState.detach { Step = tr.Opt.Step + unroll.Unroll; Memory = Imitating(l, t) }
+                Loss = last }
+        loss.detach(), grads, carried

@@ -52,3 +52,22 @@ namespace L2L
             phis: Phi list ->
             tr: Trajectory -> Tensor * Tensor list * Trajectory
 
+
+    /// Imitation of a hand-designed optimizer's updates (Chen et al. 2020): on an imitation trajectory
+    /// the optimizee follows the teacher (e.g. Adam), m_φ runs beside it on the same gradients, and the
+    /// truncation's loss is Σ_j w_j · ½‖g_φ − g_teacher‖² / ‖g_teacher‖²: relative, so it weighs alike
+    /// on every problem and at every step size, and mixes with the meta-loss of the other trajectories.
+    module Imitation =
+
+        /// The learner beside the teacher: the teacher's step is the one applied; both states advance.
+        val optimizer: learner: Optimizer -> teacher: Optimizer -> Optimizer
+
+        /// Whether a trajectory is an imitation one (its state holds a learner and a teacher).
+        val applies: tr: Trajectory -> bool
+
+        /// The imitation loss of one truncation, its gradient in `parameters` (φ's tensors, in order)
+        /// and the trajectory carried on (the teacher's). Through autograd; ∇ carries no graph.
+        val metaGradient:
+          unroll: UnrollConfig ->
+            learner: Optimizer ->
+            teacher: Optimizer -> parameters: Tensor list -> tr: Trajectory -> Tensor * Tensor list * Trajectory

@@ -22,6 +22,15 @@ module Curriculum =
     /// No curriculum.
     let none = { Horizons = []; Patience = 3 }
 
+/// Imitation of Adam's updates (Chen et al. 2020): each trajectory is an imitation one with
+/// probability Probability (drawn from its seed and counter), the optimizee then following Adam with
+/// learning rate Lr and m_φ learning to match its steps (`Imitation.metaGradient`).
+type ImitationConfig = { Probability: float; Lr: float }
+
+module ImitationConfig =
+    /// No imitation.
+    let none = { Probability = 0.0; Lr = 0.01 }
+
 /// Everything that defines a meta-training run.
 type MetaConfig =
     { Task: TaskSpec
@@ -43,6 +52,8 @@ type MetaConfig =
       RandomScaling: float
       /// Later horizons, entered when validation stalls (none: one horizon throughout).
       Curriculum: Curriculum
+      /// Trajectories spent imitating Adam (none: every trajectory runs m_φ).
+      Imitation: ImitationConfig
       /// Meta-iterations (= φ updates = truncations) to run.
       MetaIterations: int
       MetaLr: float
@@ -90,6 +101,12 @@ module MetaConfig =
               | None -> ()
               if c.ValidateEvery < 1 then "a curriculum advances on validation: validate-every must be ≥ 1"
           if c.Curriculum.Patience < 1 then "curriculum patience must be ≥ 1"
+          if not (c.Imitation.Probability >= 0.0 && c.Imitation.Probability <= 1.0) then
+              sprintf "imitation probability must be in [0, 1], not %g" c.Imitation.Probability
+          if not (Double.IsFinite c.Imitation.Lr) || c.Imitation.Lr <= 0.0 then "imitation lr (Adam's) must be a positive number"
+          if c.Imitation.Probability > 0.0 then
+              if (TaskSpec.groups c.Task).Length > 1 then "imitation is for tasks of one coordinate group"
+              if c.Unroll.SecondOrder then "imitation is first order (its trajectories are the teacher's)"
           if c.BatchFunctions < 1 then "batch functions must be ≥ 1"
           if c.Shards < 1 then "shards must be ≥ 1"
           elif c.BatchFunctions >= 1 && c.BatchFunctions % c.Shards <> 0 then
@@ -198,10 +215,29 @@ module Shard =
             let c = u.Mul(2.0 * cfg.RandomScaling).Sub(float cfg.RandomScaling).exp().to_type(p.Theta0.dtype).``to``(p.Theta0.device)
             Problem.scaled c p
 
-    /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.
+    /// The teacher of imitation trajectories: Adam at the configured learning rate.
+    let teacher (cfg: MetaConfig) = Baselines.adam cfg.Imitation.Lr 0.9 0.999 1e-8
+
+    /// Whether shard k's trajectory number `index` imitates Adam (drawn from the shard's seed and the
+    /// counter; never when the probability is 0).
+    let imitating (cfg: MetaConfig) (k: int) (index: int64) =
+        cfg.Imitation.Probability > 0.0
+        && (use gen = Seeds.generator (seed cfg k) 0x494D4954UL index
+            torch.rand([| 1L |], dtype = torch.ScalarType.Float64, generator = gen).ToDouble() < cfg.Imitation.Probability)
+
+    /// The optimizer of shard k's trajectory `index`: m_φ, or m_φ beside Adam when it imitates.
+    let optimizer (cfg: MetaConfig) (backend: Backend) (phis: Phi list) (k: int) (index: int64) : Optimizer =
+        let learned = TaskSpec.learned backend cfg.Task phis
+        if imitating cfg k index then Imitation.optimizer learned (teacher cfg) else learned
+
+    /// One shard's truncation in this process: `MetaGradient.compute` (or, on an imitation trajectory,
+    /// `Imitation.metaGradient`) with libtorch's step threads.
     let computeOne (cfg: MetaConfig) (phis: Phi list) (tr: Trajectory) : Tensor * Tensor list * Trajectory =
         let backend = Backend.resolve cfg.Backend
-        Backend.inSteps backend (fun () -> MetaGradient.compute backend cfg.Unroll cfg.Task phis tr)
+        Backend.inSteps backend (fun () ->
+            if Imitation.applies tr then
+                Imitation.metaGradient cfg.Unroll (TaskSpec.learned backend cfg.Task phis) (teacher cfg) (Phis.tensors phis) tr
+            else MetaGradient.compute backend cfg.Unroll cfg.Task phis tr)
 
     /// Every shard in this process, one after another.
     let local (cfg: MetaConfig) : ShardCompute = fun phis trs -> trs |> List.map (computeOne cfg phis)
@@ -262,7 +298,7 @@ module MetaTrain =
             | Some tr -> tr :: s.ShardTrajectories
             | None ->
                 [ for k in 0 .. cfg.Shards - 1 ->
-                    MetaLoss.start (TaskSpec.learned backend cfg.Task s.Phis) (Shard.problem cfg data k s.Trajectories) s.Trajectories ]
+                    MetaLoss.start (Shard.optimizer cfg backend s.Phis k s.Trajectories) (Shard.problem cfg data k s.Trajectories) s.Trajectories ]
         let results = compute s.Phis trs
         if results.Length <> trs.Length then
             invalidOp (sprintf "the shard computation gave %d results for %d shards" results.Length trs.Length)

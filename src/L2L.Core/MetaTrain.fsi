@@ -25,6 +25,20 @@ namespace L2L
         /// No curriculum.
         val none: Curriculum
 
+    /// Imitation of Adam's updates (Chen et al. 2020): each trajectory is an imitation one with
+    /// probability Probability (drawn from its seed and counter), the optimizee then following Adam
+    /// with learning rate Lr and m_φ learning to match its steps (`Imitation.metaGradient`).
+    type ImitationConfig =
+        {
+          Probability: float
+          Lr: float
+        }
+
+    module ImitationConfig =
+
+        /// No imitation.
+        val none: ImitationConfig
+
     /// Everything that defines a meta-training run.
     type MetaConfig =
         {
@@ -52,6 +66,9 @@ namespace L2L
 
           /// Later horizons, entered when validation stalls (none: one horizon throughout).
           Curriculum: Curriculum
+
+          /// Trajectories spent imitating Adam (none: every trajectory runs m_φ).
+          Imitation: ImitationConfig
 
           /// Meta-iterations (= φ updates = truncations) to run.
           MetaIterations: int
@@ -177,7 +194,18 @@ namespace L2L
         /// randomly scaled when cfg.RandomScaling > 0 (the factors drawn from the same seed and counter).
         val problem: cfg: MetaConfig -> data: TaskData -> k: int -> index: int64 -> Problem
 
-        /// One shard's truncation in this process: `MetaGradient.compute` with libtorch's step threads.
+        /// The teacher of imitation trajectories: Adam at the configured learning rate.
+        val teacher: cfg: MetaConfig -> Optimizer
+
+        /// Whether shard k's trajectory number `index` imitates Adam (drawn from the shard's seed and
+        /// the counter; never when the probability is 0).
+        val imitating: cfg: MetaConfig -> k: int -> index: int64 -> bool
+
+        /// The optimizer of shard k's trajectory `index`: m_φ, or m_φ beside Adam when it imitates.
+        val optimizer: cfg: MetaConfig -> backend: Backend -> phis: Phi list -> k: int -> index: int64 -> Optimizer
+
+        /// One shard's truncation in this process: `MetaGradient.compute` (or, on an imitation
+        /// trajectory, `Imitation.metaGradient`) with libtorch's step threads.
         val computeOne: cfg: MetaConfig -> phis: Phi list -> tr: Trajectory -> Tensor * Tensor list * Trajectory
 
         /// Every shard in this process, one after another.

@@ -18,6 +18,8 @@ type OptMemory =
     | Recurrent of LstmState
     /// Several optimizers side by side, one per block of θ (Learned.grouped), in θ's order.
     | Groups of OptState list
+    /// A learner run beside a teacher on the teacher's trajectory (imitation): both states.
+    | Imitating of Learner: OptState * Teacher: OptState
 
 /// An optimizer's state: its step count and its memory.
 and OptState = { Step: int; Memory: OptMemory }
@@ -32,6 +34,7 @@ module OptState =
         | Moments(m, v) -> [ m; v ]
         | Recurrent l -> LstmState.tensors l
         | Groups gs -> gs |> List.collect tensors
+        | Imitating(l, t) -> tensors l @ tensors t
 
     /// Each tensor with its name under `prefix` (`prefix.v`, `prefix.lstm.h.0`, `prefix.group.1.lstm.c.0`, ...).
     let rec named (prefix: string) (s: OptState) : (string * Tensor) list =
@@ -46,6 +49,7 @@ module OptState =
             @ [ for k, m in List.indexed l.Memory -> sprintf "%s.lstm.mem.%d" prefix k, m ]
             @ [ for k, m in List.indexed l.Stats -> sprintf "%s.lstm.stat.%d" prefix k, m ]
         | Groups gs -> gs |> List.mapi (fun i g -> named (sprintf "%s.group.%d" prefix i) g) |> List.concat
+        | Imitating(l, t) -> named (prefix + ".learner") l @ named (prefix + ".teacher") t
 
     /// The same state with each tensor replaced by f (name, tensor): a detach, a copy, a tensor read
     /// back from a checkpoint by its name.
@@ -64,6 +68,7 @@ module OptState =
                         Memory = l.Memory |> List.mapi (fun k m -> f (sprintf "%s.lstm.mem.%d" prefix k) m)
                         Stats = l.Stats |> List.mapi (fun k m -> f (sprintf "%s.lstm.stat.%d" prefix k) m) }
             | Groups gs -> Groups(gs |> List.mapi (fun i g -> mapNamed (sprintf "%s.group.%d" prefix i) f g))
+            | Imitating(l, t) -> Imitating(mapNamed (prefix + ".learner") f l, mapNamed (prefix + ".teacher") f t)
         { s with Memory = memory }
 
     let map (f: Tensor -> Tensor) (s: OptState) = mapNamed "" (fun _ t -> f t) s

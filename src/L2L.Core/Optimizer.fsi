@@ -21,6 +21,9 @@ namespace L2L
         /// Several optimizers side by side, one per block of θ (Learned.grouped), in θ's order.
         | Groups of OptState list
 
+        /// A learner run beside a teacher on the teacher's trajectory (imitation): both states.
+        | Imitating of Learner: OptState * Teacher: OptState
+
     /// An optimizer's state: its step count and its memory.
     and OptState =
         {

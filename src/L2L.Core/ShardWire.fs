@@ -104,7 +104,7 @@ module ShardWire =
                 [ for t in Phis.tensors template -> (next r device "φ" t).requires_grad_(true) ]
         let problem = Shard.problem cfg data k index
         let backend = Backend.resolve cfg.Backend
-        let opt = TaskSpec.learned backend cfg.Task phis
+        let opt = Shard.optimizer cfg backend phis k index
         let fresh =
             { Problem = problem
               Index = index

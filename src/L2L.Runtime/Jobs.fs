@@ -62,7 +62,7 @@ module JobSpec =
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
               "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed"; "randomScaling"
-              "curriculum" ]
+              "curriculum"; "imitation" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field. A task
     /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
@@ -279,6 +279,15 @@ module JobSpec =
                 | Some _ ->
                     errors.Add "curriculum must be an object {\"horizons\": [...], \"patience\": N}"
                     Curriculum.none
+            let imitation =
+                match prop root "imitation" with
+                | None -> ImitationConfig.none
+                | Some v when v.ValueKind = JsonValueKind.Object ->
+                    unknown v (set [ "probability"; "lr" ]) "imitation."
+                    { Probability = floatField v "imitation." "probability" 0.0; Lr = floatField v "imitation." "lr" ImitationConfig.none.Lr }
+                | Some _ ->
+                    errors.Add "imitation must be an object {\"probability\": P, \"lr\": LR}"
+                    ImitationConfig.none
             let meta =
                 { d with
                     Task = task
@@ -289,6 +298,7 @@ module JobSpec =
                     Shards = shards
                     RandomScaling = floatField root "" "randomScaling" 0.0
                     Curriculum = curriculum
+                    Imitation = imitation
                     MetaIterations =
                         match prop root "metaIterations" with
                         | None ->
