@@ -221,7 +221,7 @@ let private variants (runtime: RuntimeSettings) (root: string) (optimizer: strin
 
 /// `paper beyond`'s single learned optimizer: m_φ on the Adam-normalised moments, meta-trained on a
 /// mixture of the tasks it is evaluated on (the conv net excepted: it is evaluated, never trained on),
-/// with random scaling and the unroll-length curriculum (paper/README.md measures each ingredient).
+/// with a third of the trajectories imitating Adam (paper/README.md measures each ingredient).
 let beyondComponents : MixtureComponent list =
     [ { Task = Quadratic 10; Weight = 1.0; Functions = 128; Validation = 100 }
       { Task = Quadratic 50; Weight = 1.0; Functions = 128; Validation = 100 }
@@ -233,10 +233,9 @@ let beyondConfig =
     let d = Defaults.meta task
     { d with
         Lstm = { mnistConfig.Lstm with Preprocessing = NormalizedMoments([ 0.5; 0.9; 0.99 ], 0.999) }
-        RandomScaling = 1.0
-        Curriculum = { Horizons = [ 200; 500; 1000 ]; Patience = 4 }
-        MetaIterations = 8000
-        ValidateEvery = 250 }
+        Imitation = { Probability = 0.3; Lr = 0.03 }
+        MetaIterations = 3000
+        ValidateEvery = 100 }
 
 /// The tasks of `paper beyond`: (results folder, title, settings, whether one φ serves several
 /// groups). The MLPs twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps
