@@ -165,7 +165,9 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
         [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
           "coordinates", JsonValue.Create(TaskSpec.coordinates cfg.Task)
           "description", JsonValue.Create(TaskSpec.describe cfg.Task)
-          "meta_iterations", JsonValue.Create(final.Iteration)
+          // the budget; a curriculum (or the fault policy) may end training before it
+          "meta_iterations", JsonValue.Create(cfg.MetaIterations)
+          "meta_iterations_done", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
           "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode)
           "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode)
