@@ -225,7 +225,7 @@ type ExportArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (quadratic, mnist, mnist-conv)."
+            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (quadratic, mnist, mnist-conv, general)."
             | Format _ -> "safetensors (φ in PyTorch's nn.LSTMCell and nn.Linear layout, the configuration in the metadata) or json (the optimizer file); default safetensors."
             | Out _ -> "the file to write."
 

@@ -41,9 +41,12 @@ module Pretrained =
     let private entries =
         [ "quadratic", ("L2L.Pretrained.quadratic.json", "L2L.Pretrained.quadratic.results.json")
           "mnist", ("L2L.Pretrained.mnist.json", "L2L.Pretrained.mnist.results.json")
-          "mnist-conv", ("L2L.Pretrained.mnist-conv.json", "L2L.Pretrained.mnist-conv.results.json") ]
+          "mnist-conv", ("L2L.Pretrained.mnist-conv.json", "L2L.Pretrained.mnist-conv.results.json")
+          "general", ("L2L.Pretrained.general.json", "L2L.Pretrained.general.results.json") ]
 
-    /// The names of the optimizers shipped: quadratic, mnist, mnist-conv.
+    /// The names of the optimizers shipped: quadratic, mnist, mnist-conv (the paper's reproduction) and
+    /// general (`paper beyond`: one φ on the Adam-normalised moments for quadratics, MLPs and conv nets;
+    /// its Results hold each task's evaluation under "tasks").
     let names = entries |> List.map fst
 
     let private resource (name: string) : string =

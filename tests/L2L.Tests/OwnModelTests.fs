@@ -174,8 +174,8 @@ let tests =
 
         testCase "pretrained optimizers: listed, loaded by name with their φ as committed and their paper results" <| fun () ->
             scoped (fun () ->
-                Expect.equal Pretrained.names [ "quadratic"; "mnist"; "mnist-conv" ] "the shipped optimizers"
-                for name, results in [ "quadratic", "quadratics"; "mnist", "mnist"; "mnist-conv", "mnist-conv" ] do
+                Expect.equal Pretrained.names [ "quadratic"; "mnist"; "mnist-conv"; "general" ] "the shipped optimizers"
+                for name, results in [ "quadratic", "quadratics"; "mnist", "mnist"; "mnist-conv", "mnist-conv"; "general", "beyond" ] do
                     use p = Pretrained.load name
                     match OptimizerFile.loadGroups (Path.Combine("paper", "optimizers", name + ".json")) torch.CPU f32 with
                     | Error e -> failtest e
@@ -186,8 +186,17 @@ let tests =
                                 Expect.equal (toArray x) (toArray y) (name + ": φ as committed")
                     Expect.isGreaterThan (p.Groups |> List.sumBy (fun (_, k, _) -> k)) 0 (name + ": the coordinates it was trained on")
                     use doc = Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine("paper", "results", results, "results.json")))
-                    let lstm = doc.RootElement.GetProperty("optimizers").EnumerateArray() |> Seq.find (fun o -> o.GetProperty("name").GetString() = "lstm")
-                    let shipped = p.Results["optimizers"].AsArray() |> Seq.find (fun o -> o["name"].GetValue<string>() = "lstm")
+                    // general's results: one evaluation per task (its first here)
+                    let measured, summary =
+                        match doc.RootElement.TryGetProperty "tasks" with
+                        | true, tasks ->
+                            let first = tasks.EnumerateArray() |> Seq.head
+                            let shippedTask = p.Results["tasks"].AsArray() |> Seq.head
+                            Expect.equal (shippedTask["name"].GetValue<string>()) (first.GetProperty("name").GetString()) (name + ": the task's name")
+                            first, shippedTask
+                        | _ -> doc.RootElement, p.Results :> Text.Json.Nodes.JsonNode
+                    let lstm = measured.GetProperty("optimizers").EnumerateArray() |> Seq.find (fun o -> o.GetProperty("name").GetString() = "lstm")
+                    let shipped = summary["optimizers"].AsArray() |> Seq.find (fun o -> o["name"].GetValue<string>() = "lstm")
                     let lossAt: Text.Json.Nodes.JsonNode = shipped["loss_at"]
                     let shippedLoss = lossAt["200"].GetValue<float>()
                     Expect.equal shippedLoss (lstm.GetProperty("loss_at").GetProperty("200").GetDouble()) (name + ": results as measured")
