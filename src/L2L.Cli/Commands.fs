@@ -98,6 +98,20 @@ let progress = lazy (ProgressReporter.ForConsole())
 /// A line of output (above the progress line when there is one).
 let say (text: string) = progress.Value.Line text
 
+/// The training record's settings that came after the first optimizer files (null where unused):
+/// random scaling, the curriculum and imitation.
+let laterSettings (cfg: MetaConfig) : (string * JsonNode) list =
+    let imitation () =
+        let o = JsonObject()
+        o["probability"] <- JsonValue.Create(cfg.Imitation.Probability)
+        o["lr"] <- JsonValue.Create(cfg.Imitation.Lr)
+        o :> JsonNode
+    let curriculum = not cfg.Curriculum.Horizons.IsEmpty
+    [ "random_scaling", JsonValue.Create(cfg.RandomScaling) :> JsonNode
+      "curriculum", (if curriculum then JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode else null)
+      "curriculum_patience", (if curriculum then JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode else null)
+      "imitation", (if cfg.Imitation.Probability > 0.0 then imitation () else null) ]
+
 /// The TensorBoard scalars of a meta-training run, the same tags as a worker job's.
 let private tensorboardTags = [ "meta_loss"; "validation_loss"; "meta_lr"; "steps_per_s" ]
 
@@ -169,11 +183,8 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
           "meta_iterations", JsonValue.Create(cfg.MetaIterations)
           "meta_iterations_done", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
-          "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode)
-          "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then null else JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode)
+          yield! laterSettings cfg
           "final_horizon", JsonValue.Create(MetaConfig.horizon cfg final.Stage)
-          "imitation", (if cfg.Imitation.Probability = 0.0 then null else JsonNode.Parse(sprintf "{\"probability\":%s,\"lr\":%s}" (cfg.Imitation.Probability.ToString("R", Globalization.CultureInfo.InvariantCulture)) (cfg.Imitation.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture))))
-          "random_scaling", JsonValue.Create(cfg.RandomScaling)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
           "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
           "log_loss", JsonValue.Create(cfg.Unroll.LogLoss)

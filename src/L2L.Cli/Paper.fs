@@ -41,30 +41,17 @@ let private expected (cfg: MetaConfig) : (string * string) list =
       "validate_every", string cfg.ValidateEvery
       "validation_functions", string cfg.ValidationFunctions ]
 
-/// The settings later than the first files, which record them only when they are not the default:
-/// (field, its value in `cfg`, the default's), as JSON text.
-let private later (cfg: MetaConfig) : (string * string * string) list =
-    let ints (xs: int list) = "[" + (xs |> List.map string |> String.concat ",") + "]"
-    [ "random_scaling", cfg.RandomScaling.ToString("R", Globalization.CultureInfo.InvariantCulture), "0"
-      "curriculum", (if cfg.Curriculum.Horizons.IsEmpty then "null" else ints cfg.Curriculum.Horizons), "null"
-      "curriculum_patience", (if cfg.Curriculum.Horizons.IsEmpty then "null" else string cfg.Curriculum.Patience), "null"
-      "imitation",
-      (if cfg.Imitation.Probability = 0.0 then "null"
-       else JsonNode.Parse(sprintf "{\"probability\":%s,\"lr\":%s}" (cfg.Imitation.Probability.ToString("R", Globalization.CultureInfo.InvariantCulture)) (cfg.Imitation.Lr.ToString("R", Globalization.CultureInfo.InvariantCulture))).ToJsonString()),
-      "null" ]
-
-/// True when an optimizer file's "training" object records exactly the settings of `cfg`.
+/// True when an optimizer file's "training" object records exactly the settings of `cfg`. The later
+/// settings (random scaling, curriculum, imitation) are absent from the first files: absent, they are
+/// the defaults'.
 let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
+    let defaults = laterSettings { cfg with RandomScaling = 0.0; Curriculum = Curriculum.none; Imitation = ImitationConfig.none }
     not (isNull training)
-    && later cfg
-       |> List.forall (fun (k, v, dflt) ->
-           let recorded =
-               match training[k] with
-               | null -> dflt
-               | x when x.GetValueKind() = JsonValueKind.Number && k = "random_scaling" ->
-                   x.GetValue<float>().ToString("R", Globalization.CultureInfo.InvariantCulture)
-               | x -> x.ToJsonString()
-           recorded = v)
+    && List.forall2
+        (fun (k: string, v: JsonNode) (_, dflt: JsonNode) ->
+            let recorded = match training[k] with null -> dflt | x -> x
+            JsonNode.DeepEquals(recorded, v))
+        (laterSettings cfg) defaults
     && expected cfg
        |> List.forall (fun (k, v) ->
            match training[k] with

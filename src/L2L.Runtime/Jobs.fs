@@ -107,6 +107,24 @@ module JobSpec =
                 | Some _ ->
                     errors.Add(sprintf "%s%s must be true or false" where name)
                     dflt
+            /// A non-empty array of positive integers (None: absent or anything else).
+            let positiveInts (e: JsonElement option) =
+                match e with
+                | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
+                              && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
+                    Some [ for x in h.EnumerateArray() -> x.GetInt32() ]
+                | _ -> None
+            /// A top-level object of settings: absent, the default; an object, `parse` of it (fields
+            /// outside `fields` reported); anything else, "NAME must be an object SHAPE".
+            let section (name: string) (fields: string list) (shape: string) (dflt: 'T) (parse: JsonElement -> 'T) =
+                match prop root name with
+                | None -> dflt
+                | Some v when v.ValueKind = JsonValueKind.Object ->
+                    unknown v (set fields) (name + ".")
+                    parse v
+                | Some _ ->
+                    errors.Add(sprintf "%s must be an object%s" name shape)
+                    dflt
             unknown root topFields ""
             let id =
                 match prop root "id" with
@@ -147,12 +165,10 @@ module JobSpec =
                         Quadratic(intField t "task." "dim" 10)
                     | Some n when n.ValueKind = JsonValueKind.String && n.GetString() = "mnist" ->
                         let hidden =
-                            match prop t "hidden" with
-                            | None -> [ 20 ]
-                            | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
-                                          && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
-                                [ for x in h.EnumerateArray() -> x.GetInt32() ]
-                            | Some _ ->
+                            match prop t "hidden", positiveInts (prop t "hidden") with
+                            | None, _ -> [ 20 ]
+                            | Some _, Some widths -> widths
+                            | Some _, None ->
                                 errors.Add "task.hidden must be a non-empty array of positive widths"
                                 [ 20 ]
                         let activation =
@@ -243,51 +259,23 @@ module JobSpec =
                     errors.Add "optimizer must be an object"
                     d.Lstm
             let faults =
-                match prop root "faults" with
-                | None -> d.Faults
-                | Some f when f.ValueKind = JsonValueKind.Object ->
-                    unknown f (set [ "lrFactor"; "maxConsecutive" ]) "faults."
+                section "faults" [ "lrFactor"; "maxConsecutive" ] "" d.Faults (fun f ->
                     { LrFactor = floatField f "faults." "lrFactor" d.Faults.LrFactor
-                      MaxConsecutive = intField f "faults." "maxConsecutive" d.Faults.MaxConsecutive }
-                | Some _ ->
-                    errors.Add "faults must be an object"
-                    d.Faults
+                      MaxConsecutive = intField f "faults." "maxConsecutive" d.Faults.MaxConsecutive })
             let horizon = intField root "" "horizon" d.Horizon
-            let shards =
-                match prop root "distributed" with
-                | None -> 1
-                | Some v when v.ValueKind = JsonValueKind.Object ->
-                    unknown v (set [ "shards" ]) "distributed."
-                    intField v "distributed." "shards" 1
-                | Some _ ->
-                    errors.Add "distributed must be an object {\"shards\": K}"
-                    1
+            let shards = section "distributed" [ "shards" ] " {\"shards\": K}" 1 (fun v -> intField v "distributed." "shards" 1)
             let curriculum =
-                match prop root "curriculum" with
-                | None -> Curriculum.none
-                | Some v when v.ValueKind = JsonValueKind.Object ->
-                    unknown v (set [ "horizons"; "patience" ]) "curriculum."
+                section "curriculum" [ "horizons"; "patience" ] " {\"horizons\": [...], \"patience\": N}" Curriculum.none (fun v ->
                     let horizons =
-                        match prop v "horizons" with
-                        | Some h when h.ValueKind = JsonValueKind.Array && h.GetArrayLength() > 0
-                                      && (h.EnumerateArray() |> Seq.forall (fun x -> x.ValueKind = JsonValueKind.Number && (let ok, v = x.TryGetInt32() in ok && v >= 1))) ->
-                            [ for x in h.EnumerateArray() -> x.GetInt32() ]
-                        | _ ->
+                        match positiveInts (prop v "horizons") with
+                        | Some hs -> hs
+                        | None ->
                             errors.Add "curriculum.horizons must be a non-empty array of positive horizons"
                             []
-                    { Horizons = horizons; Patience = intField v "curriculum." "patience" Curriculum.none.Patience }
-                | Some _ ->
-                    errors.Add "curriculum must be an object {\"horizons\": [...], \"patience\": N}"
-                    Curriculum.none
+                    { Horizons = horizons; Patience = intField v "curriculum." "patience" Curriculum.none.Patience })
             let imitation =
-                match prop root "imitation" with
-                | None -> ImitationConfig.none
-                | Some v when v.ValueKind = JsonValueKind.Object ->
-                    unknown v (set [ "probability"; "lr" ]) "imitation."
-                    { Probability = floatField v "imitation." "probability" 0.0; Lr = floatField v "imitation." "lr" ImitationConfig.none.Lr }
-                | Some _ ->
-                    errors.Add "imitation must be an object {\"probability\": P, \"lr\": LR}"
-                    ImitationConfig.none
+                section "imitation" [ "probability"; "lr" ] " {\"probability\": P, \"lr\": LR}" ImitationConfig.none (fun v ->
+                    { Probability = floatField v "imitation." "probability" 0.0; Lr = floatField v "imitation." "lr" ImitationConfig.none.Lr })
             let meta =
                 { d with
                     Task = task

@@ -8,8 +8,6 @@ open L2L.Tests.Helpers
 
 let cfg = { smallMeta with MetaIterations = 12; ValidateEvery = 4 }
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 let metrics = [ { Iteration = 1; MetaLoss = 2.5; TrainLoss = 0.5; Validation = nan } ]
 
 let expectError (bytes: byte[]) (expected: CheckpointError) =

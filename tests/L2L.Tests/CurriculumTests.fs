@@ -16,8 +16,6 @@ let cfg =
         ValidationFunctions = 32
         Curriculum = { Horizons = [ 20; 40 ]; Patience = 2 } }
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 /// Every state and report of a run, with φ, the best φ and the meta-optimizer's step counts copied out.
 let observed (c: MetaConfig) (validation: Problem list) =
     let seen = ResizeArray()

@@ -17,6 +17,9 @@ let tensorOf (xs: float[]) (dtype: torch.ScalarType) =
 
 let toArray = Tensors.toArray
 
+/// φ's values, every tensor in order, as one array (for bit-for-bit comparisons).
+let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
+
 let maxAbsDiff (a: float[]) (b: float[]) =
     Array.map2 (fun x y -> abs (x - y)) a b |> Array.fold max 0.0
 

@@ -11,8 +11,6 @@ open L2L.Tests.Helpers
 
 let cfg = { smallMeta with Imitation = { Probability = 1.0; Lr = 0.05 } }
 
-let values (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 [<Tests>]
 let tests =
     testList "imitation" [
@@ -79,7 +77,7 @@ let tests =
                 Expect.isFalse (Shard.imitating { c with Imitation = ImitationConfig.none } 0 3L) "none without a probability"
                 let run n = MetaTrain.run { c with MetaIterations = n } TaskData.none ignore (fun () -> false) (MetaTrain.init c)
                 let straight = run 24
-                Expect.sequenceEqual (values (run 24).Phis) (values straight.Phis) "the same φ twice"
+                Expect.sequenceEqual (phiValues (run 24).Phis) (phiValues straight.Phis) "the same φ twice"
                 // stop inside an imitation trajectory and resume from the checkpoint
                 let imitated = [ 0L .. 5L ] |> List.find (Shard.imitating c 0)
                 let n = int imitated * (c.Horizon / c.Unroll.Unroll) + 2
@@ -90,7 +88,7 @@ let tests =
                 | Ok(resumed, _) ->
                     Expect.isTrue (resumed.Trajectory |> Option.exists Imitation.applies) "resumed as one"
                     let finished = MetaTrain.run c TaskData.none ignore (fun () -> false) resumed
-                    Expect.sequenceEqual (values finished.Phis) (values straight.Phis) "resumed: the same φ"
+                    Expect.sequenceEqual (phiValues finished.Phis) (phiValues straight.Phis) "resumed: the same φ"
                 match Checkpoint.decode { c with Imitation = ImitationConfig.none } TaskData.none (Checkpoint.encode c partial []) with
                 | Ok _ -> failtest "resumed without imitation"
                 | Error e -> Expect.stringContains (CheckpointError.describe e) "imitation" "named")

@@ -10,8 +10,6 @@ open L2L.Tests.Helpers
 let trainFor (cfg: MetaConfig) =
     MetaTrain.run cfg TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 [<Tests>]
 let tests =
     testList "meta-training" [

@@ -15,8 +15,6 @@ let mixture = Mixture.task components
 
 let cfg = { smallMeta with Task = mixture; BatchFunctions = 1; MetaIterations = 40; ValidateEvery = 8 }
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 [<Tests>]
 let tests =
     testList "mixture" [

@@ -129,15 +129,14 @@ let tests =
                 let run n = MetaTrain.run { cfg with MetaIterations = n } TaskData.none ignore (fun () -> false) (MetaTrain.init cfg)
                 let a = run 10
                 let b = run 10
-                let values (s: TrainState) = Phis.tensors s.Phis |> List.map toArray |> Array.concat
-                Expect.sequenceEqual (values a) (values b) "the same φ twice"
-                Expect.isTrue (values a |> Array.forall Double.IsFinite) "finite"
+                Expect.sequenceEqual (phiValues a.Phis) (phiValues b.Phis) "the same φ twice"
+                Expect.isTrue (phiValues a.Phis |> Array.forall Double.IsFinite) "finite"
                 let partial = run 7
                 match Checkpoint.decode cfg TaskData.none (Checkpoint.encode cfg partial []) with
                 | Error e -> failtest (CheckpointError.describe e)
                 | Ok(resumed, _) ->
                     let finished = MetaTrain.run cfg TaskData.none ignore (fun () -> false) resumed
-                    Expect.sequenceEqual (values finished) (values a) "resumed mid-trajectory: the same φ"
+                    Expect.sequenceEqual (phiValues finished.Phis) (phiValues a.Phis) "resumed mid-trajectory: the same φ"
                     TrainState.dispose finished
                 match Checkpoint.decode { cfg with Lstm = { cfg.Lstm with Preprocessing = NormalizedMoments([ 0.5 ], 0.999) } } TaskData.none (Checkpoint.encode cfg partial []) with
                 | Ok _ -> failtest "resumed with other moments"

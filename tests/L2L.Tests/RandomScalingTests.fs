@@ -11,8 +11,6 @@ open L2L.Tests.Helpers
 
 let cfg = { smallMeta with MetaIterations = 10; ValidateEvery = 5; RandomScaling = 2.0 }
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 [<Tests>]
 let tests =
     testList "random scaling" [

@@ -12,8 +12,6 @@ open TorchSharp
 
 let cfg = { smallMeta with MetaIterations = 10; ValidateEvery = 5; Shards = 4 }
 
-let phiValues (phis: Phi list) = Phis.tensors phis |> List.map toArray |> Array.concat
-
 /// Meta-trains cfg from its start with `compute`, the validation as the worker does it.
 let train (cfg: MetaConfig) (compute: ShardCompute) (from: TrainState) =
     let validation = if cfg.ValidateEvery > 0 then Some(MetaTrain.validationProblem cfg TaskData.none) else None
