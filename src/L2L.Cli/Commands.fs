@@ -20,6 +20,17 @@ let private orFail (r: Result<'T, string list>) =
     | Ok v -> v
     | Error errs -> fail "%s" (String.concat "; " errs)
 
+/// An optimizer file's text: an existing file, else a pretrained optimizer's name.
+let optimizerText (spec: string) : string =
+    if File.Exists spec then
+        try
+            File.ReadAllText spec
+        with e -> raise (IOException(sprintf "%s: %s" spec ((e.Message.Split('\n')[0]).Trim())))
+    elif List.contains spec Pretrained.names then
+        Pretrained.optimizerText spec
+    else
+        fail "no optimizer file '%s', nor a pretrained optimizer of that name (known: %s)" spec (String.Join(", ", Pretrained.names))
+
 /// The task settings of `train` and `evaluate`, as given on the command line.
 type TaskArgs =
     { Name: string
@@ -118,8 +129,16 @@ let private tensorboardTags = [ "meta_loss"; "validation_loss"; "meta_lr"; "step
 /// Meta-trains and writes DIR/optimizer.json, DIR/train-log.csv and DIR/train.json (the log
 /// rewritten at every validation and at the end), TensorBoard event files in DIR/events
 /// (meta_loss, validation_loss, meta_lr, steps_per_s) and DIR/train-curves.png and .svg.
-let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * TrainState =
+/// `init`: the optimizer the run starts from (its name or file, and its φ; None: a fresh draw).
+let trainFrom (cfg: MetaConfig) (data: TaskData) (outDir: string) (init: (string * Phi list) option) : Phi list * TrainState =
     let cfg = MetaConfig.validate cfg |> orFail
+    let state0 =
+        match init with
+        | None -> MetaTrain.init cfg
+        | Some(name, phis) ->
+            match MetaTrain.initFrom cfg phis with
+            | Ok s -> s
+            | Error e -> fail "--init %s: %s" name e
     Directory.CreateDirectory outDir |> ignore
     let logPath = Path.Combine(outDir, "train-log.csv")
     let log = Text.StringBuilder()
@@ -132,7 +151,7 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
             cfg.Lstm.Layers cfg.Lstm.Hidden (Architecture.name cfg.Lstm.Architecture) (Preprocess.describe cfg.Lstm.Preprocessing) cfg.Lstm.OutScale
             (TaskSpec.name cfg.Task) cfg.MetaIterations (cfg.MetaIterations * cfg.Unroll.Unroll / cfg.Horizon)
             cfg.Horizon cfg.Unroll.Unroll cfg.MetaLr cfg.Seed)
-    let state0 = MetaTrain.init cfg
+    init |> Option.iter (fun (name, _) -> say (sprintf "starting from the optimizer %s" name))
     let events = torch.utils.tensorboard.SummaryWriter(Path.Combine(outDir, "events"))
     let metaLosses = ResizeArray<float * float>()
     let validations = ResizeArray<float * float>()
@@ -184,6 +203,7 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
           "meta_iterations_done", JsonValue.Create(final.Iteration)
           "horizon", JsonValue.Create(cfg.Horizon)
           yield! laterSettings cfg
+          "init", (match init with Some(name, _) -> JsonValue.Create(name) :> JsonNode | None -> null)
           "final_horizon", JsonValue.Create(MetaConfig.horizon cfg final.Stage)
           "unroll", JsonValue.Create(cfg.Unroll.Unroll)
           "second_order", JsonValue.Create(cfg.Unroll.SecondOrder)
@@ -205,6 +225,9 @@ let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * Train
     say (sprintf "done in %.0fs: best φ at iteration %d (validation f(θ_%d) %s), %d skipped updates → %s"
              seconds final.BestIteration (MetaConfig.horizon cfg final.Stage) (fmt final.BestLoss) skipped (Path.Combine(outDir, "optimizer.json")))
     best, final
+
+/// Meta-trains from a fresh φ (see `trainFrom`).
+let train (cfg: MetaConfig) (data: TaskData) (outDir: string) : Phi list * TrainState = trainFrom cfg data outDir None
 
 /// Evaluates φ (and the tuned baselines) on fresh portable problems; prints a table; returns results.
 let evaluate (s: EvalSettings) (data: TaskData) (phi: Phi list) : EvaluationResults =
@@ -325,10 +348,44 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         Device = parseDevice (a.TryGetResult TrainArgs.Device)
         Backend = backend }
 
+/// The option, if it sets m_φ's architecture (with --init, m_φ's settings are the optimizer's).
+let private architectureOption (arg: TrainArgs) =
+    match arg with
+    | TrainArgs.Architecture _ -> Some "--architecture"
+    | TrainArgs.Averaged _ -> Some "--averaged"
+    | TrainArgs.Reads _ -> Some "--reads"
+    | TrainArgs.Writes _ -> Some "--writes"
+    | TrainArgs.Memory_Steps _ -> Some "--memory-steps"
+    | TrainArgs.Hidden _ -> Some "--hidden"
+    | TrainArgs.Layers _ -> Some "--layers"
+    | TrainArgs.Preprocessing _ -> Some "--preprocessing"
+    | TrainArgs.Betas _ -> Some "--betas"
+    | TrainArgs.Beta2 _ -> Some "--beta2"
+    | TrainArgs.P _ -> Some "--p"
+    | TrainArgs.Out_Scale _ -> Some "--out-scale"
+    | _ -> None
+
+/// --init's optimizer: its name or file, and its φ (one per group in the file) on cfg's device and dtype.
+let private startingPhis (spec: string) (cfg: MetaConfig) : string * Phi list =
+    let text = optimizerText spec
+    match OptimizerFile.ofJsonGroups text (DeviceChoice.resolve cfg.Device) cfg.DType with
+    | Error e -> raise (InvalidDataException(sprintf "%s: %s" spec e))
+    | Ok groups -> spec, groups |> List.map (fun (_, _, phi) -> phi)
+
 let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
-    let cfg = metaConfigOf a settings.Backend |> MetaConfig.validate |> orFail
+    let cfg = metaConfigOf a settings.Backend
+    let cfg, init =
+        match a.TryGetResult TrainArgs.Init with
+        | None -> cfg, None
+        | Some spec ->
+            match a.GetAllResults() |> List.tryPick architectureOption with
+            | Some o -> fail "--init takes m_φ's settings from its optimizer: drop %s" o
+            | None ->
+                let name, phis = startingPhis spec cfg
+                { cfg with Lstm = phis.Head.Config }, Some(name, phis)
+    let cfg = MetaConfig.validate cfg |> orFail
     let data = dataFor settings cfg.Task cfg.Device
-    train cfg data (a.GetResult TrainArgs.Out) |> ignore
+    trainFrom cfg data (a.GetResult TrainArgs.Out) init |> ignore
     0
 
 let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =

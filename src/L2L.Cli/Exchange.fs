@@ -10,17 +10,6 @@ open L2L
 open L2L.Cli.Args
 open L2L.Cli.Commands
 
-/// An optimizer file's text: an existing file, else a pretrained optimizer's name.
-let optimizerText (spec: string) : string =
-    if File.Exists spec then
-        try
-            File.ReadAllText spec
-        with e -> raise (IOException(sprintf "%s: %s" spec ((e.Message.Split('\n')[0]).Trim())))
-    elif List.contains spec Pretrained.names then
-        Pretrained.optimizerText spec
-    else
-        fail "no optimizer file '%s', nor a pretrained optimizer of that name (known: %s)" spec (String.Join(", ", Pretrained.names))
-
 let private bad (what: string) (message: string) = raise (InvalidDataException(sprintf "%s: %s" what message))
 
 /// l2l export: the optimizer as safetensors (or as its JSON file).

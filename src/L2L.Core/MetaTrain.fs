@@ -261,16 +261,17 @@ module MetaTrain =
     /// A detached copy of φ that requires grad (for keeping the best φ).
     let snapshot (phis: Phi list) = phis |> List.map (Phi.map (fun t -> t.detach().clone().requires_grad_(true)))
 
-    let init (cfg: MetaConfig) : TrainState =
+    let private checkSecondOrder (cfg: MetaConfig) =
       match cfg.Task with
       | Custom t when cfg.Unroll.SecondOrder && not t.SecondOrder ->
           invalidArg "cfg" (sprintf "task '%s' gives f and ∇ only: meta-train it first order (second order needs ∂∇/∂θ)" t.Name)
       | _ -> ()
+
+    /// The state before the first meta-iteration, from φ made by `phis` (inside the state's scope).
+    let private startAt (cfg: MetaConfig) (phis: unit -> Phi list) : TrainState =
+      checkSecondOrder cfg
       Tensors.build TrainState.tensors (fun () ->
-        let device = DeviceChoice.resolve cfg.Device
-        use gen = Seeds.generator cfg.Seed 0UL 0L
-        // one φ per coordinate group, drawn in turn from the same generator
-        let phis = [ for _ in TaskSpec.groups cfg.Task -> Phi.init cfg.Lstm device cfg.DType gen ]
+        let phis = phis ()
         let adam = metaOptimizer cfg.MetaLr
         { Phis = phis
           MetaOpt = Phis.tensors phis |> List.map (adam.Init 1)
@@ -286,6 +287,30 @@ module MetaTrain =
           Faults = 0
           Stage = 0
           Stale = 0 })
+
+    let init (cfg: MetaConfig) : TrainState =
+      startAt cfg (fun () ->
+        let device = DeviceChoice.resolve cfg.Device
+        use gen = Seeds.generator cfg.Seed 0UL 0L
+        // one φ per coordinate group, drawn in turn from the same generator
+        [ for _ in TaskSpec.groups cfg.Task -> Phi.init cfg.Lstm device cfg.DType gen ])
+
+    let initFrom (cfg: MetaConfig) (phis: Phi list) : Result<TrainState, string> =
+      let groups = TaskSpec.groups cfg.Task
+      let given = List.length phis
+      if given <> 1 && given <> groups.Length then
+          Error(sprintf "the starting optimizer has %d m_φ but task '%s' has %d coordinate groups (give 1, for all of them, or %d)"
+                    given (TaskSpec.name cfg.Task) groups.Length groups.Length)
+      else
+      match phis |> List.tryFind (fun p -> p.Config <> cfg.Lstm) with
+      | Some p ->
+          Error(sprintf "the starting optimizer's m_φ (%d×%d %s, %s) is not the one configured (%d×%d %s, %s)"
+                    p.Config.Layers p.Config.Hidden (Architecture.name p.Config.Architecture) (Preprocess.describe p.Config.Preprocessing)
+                    cfg.Lstm.Layers cfg.Lstm.Hidden (Architecture.name cfg.Lstm.Architecture) (Preprocess.describe cfg.Lstm.Preprocessing))
+      | None ->
+          let device = DeviceChoice.resolve cfg.Device
+          let copy (p: Phi) = p |> Phi.map (fun t -> t.detach().clone().``to``(cfg.DType).``to``(device).requires_grad_(true))
+          Ok(startAt cfg (fun () -> [ for k in 0 .. groups.Length - 1 -> copy (if given = 1 then phis.Head else phis[k]) ]))
 
     /// One meta-iteration: one truncation of the current trajectory of every shard (starting new ones
     /// when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old state's

@@ -225,6 +225,12 @@ namespace L2L
 
         val init: cfg: MetaConfig -> TrainState
 
+        /// The state of a run that starts from trained φ instead of a fresh draw (a warm start: a
+        /// pretrained optimizer fine-tuned on another task): copies of `phis` on cfg's device and dtype,
+        /// one per coordinate group (a single φ starts every group), and a fresh meta-optimizer. Error
+        /// when their count does not fit the task or an m_φ is not the configured one (cfg.Lstm).
+        val initFrom: cfg: MetaConfig -> phis: Phi list -> Result<TrainState,string>
+
         /// One meta-iteration: one truncation of the current trajectory of every shard (starting new
         /// ones when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old
         /// state's tensors are left as they were (the caller disposes what it no longer needs).

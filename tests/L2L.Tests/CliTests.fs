@@ -179,6 +179,26 @@ let tests =
                     let s = sqrt ((runs |> Array.sumBy (fun x -> (x - mean) ** 2.0)) / 19.0)
                     Expect.floatClose Accuracy.high (o.GetProperty("ci95_at").GetProperty(k).GetDouble()) (2.093024 * s / sqrt 20.0) "ci95_at: t_{19} s/√N"
     
+        testCase "l2l train --init: starts from a pretrained optimizer, records it; bad uses are one line" <| fun () ->
+            let d = tmpDir ()
+            let code, out, err =
+                cli [ "train"; "--task"; "quadratic"; "--out"; d; "--init"; "quadratic"; "--meta-iterations"; "5"; "--steps"; "10"; "--unroll"; "5"
+                      "--validate-every"; "5"; "--validation-functions"; "16"; "--threads"; "2" ]
+            Expect.equal code 0 (sprintf "train succeeded: %s" err)
+            Expect.stringContains out "starting from the optimizer quadratic" "says where it starts"
+            let training = Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(d, "train.json")))
+            Expect.equal (training["init"].GetValue<string>()) "quadratic" "the training record names it"
+            let pretrained = (L2L.Pretrained.load "quadratic").Groups |> List.map (fun (_, _, p) -> p)
+            match L2L.OptimizerFile.load (Path.Combine(d, "optimizer.json")) TorchSharp.torch.CPU TorchSharp.torch.ScalarType.Float32 with
+            | Error e -> failtest e
+            | Ok phi ->
+                Expect.equal phi.Config pretrained.Head.Config "m_φ's settings are the pretrained one's"
+                // five meta-iterations at meta-lr 0.003 move φ a little from where it started
+                Expect.isLessThan (maxAbsDiff (phiValues [ phi ]) (phiValues pretrained)) 0.05 "near the pretrained φ, not a fresh draw"
+            expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--init"; "quadratic"; "--hidden"; "6" ] "drop --hidden"
+            expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--init"; "no-such-optimizer" ] "no optimizer file 'no-such-optimizer'"
+            expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--init"; "mnist-conv" ] "coordinate groups"
+
         testCase "submit validates the spec, drops it for the worker; status lists it; cancel marks it" <| fun () ->
             let d = tmpDir ()
             Directory.CreateDirectory d |> ignore
