@@ -87,7 +87,7 @@ type TrainArgs =
             | Imitation_Lr _ -> "Adam's learning rate on the imitation trajectories; default 0.01."
             | Curriculum _ -> "later horizons, e.g. 200,500,1000: after --curriculum-patience validations without a new best, training moves on to the next from the best φ (none by default)."
             | Curriculum_Patience _ -> "validations without a new best before the curriculum's next horizon (or, at its last, the end of training); default 3."
-            | Init _ -> "start from a trained optimizer instead of a fresh φ (fine-tuning it on this task): an optimizer file or a pretrained optimizer's name (quadratic, mnist, mnist-conv, general). m_φ's settings are its own (no --architecture, --hidden, --layers, --preprocessing, ... with it); a single φ starts every coordinate group."
+            | Init _ -> "start from a trained optimizer instead of a fresh φ (fine-tuning it on this task): an optimizer file or a pretrained optimizer's name (" + String.concat ", " L2L.Pretrained.names + "). m_φ's settings are its own (no --architecture, --hidden, --layers, --preprocessing, ... with it); a single φ starts every coordinate group."
             | Device _ -> "cpu, cuda or auto; default cpu."
             | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."
 
@@ -116,7 +116,7 @@ type EvaluateArgs =
         member this.Usage =
             match this with
             | Task _ -> "task family: quadratic, mnist or mnist-conv."
-            | Optimizer _ -> "a trained optimizer file (optimizer.json)."
+            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (" + String.concat ", " L2L.Pretrained.names + ")."
             | Steps _ -> "optimizee steps S; default 200."
             | Runs _ -> "fresh problems N (quadratic: functions, default 1000; mnist: networks, default 10)."
             | Dim _ -> "quadratic dimension; default 10."
@@ -227,7 +227,7 @@ type ExportArgs =
     interface IArgParserTemplate with
         member this.Usage =
             match this with
-            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (quadratic, mnist, mnist-conv, general)."
+            | Optimizer _ -> "a trained optimizer file (optimizer.json), or the name of a pretrained one (" + String.concat ", " L2L.Pretrained.names + ")."
             | Format _ -> "safetensors (φ in PyTorch's nn.LSTMCell and nn.Linear layout, the configuration in the metadata) or json (the optimizer file); default safetensors."
             | Out _ -> "the file to write."
 

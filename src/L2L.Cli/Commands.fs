@@ -388,8 +388,18 @@ let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
     trainFrom cfg data (a.GetResult TrainArgs.Out) init |> ignore
     0
 
+/// The φ of an optimizer file, or of a pretrained optimizer by name, for `task`.
 let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
-    match OptimizerFile.loadFor path task (DeviceChoice.resolve device) torch.ScalarType.Float32 with
+    let loaded =
+        if not (File.Exists path) && List.contains path Pretrained.names then
+            OptimizerFile.ofJsonGroups (Pretrained.optimizerText path) (DeviceChoice.resolve device) torch.ScalarType.Float32
+            |> Result.bind (fun groups ->
+                OptimizerFile.forTask task groups
+                |> Result.mapError (fun e ->
+                    OptimizerFile.disposeGroups groups
+                    sprintf "pretrained optimizer '%s': %s" path e))
+        else OptimizerFile.loadFor path task (DeviceChoice.resolve device) torch.ScalarType.Float32
+    match loaded with
     | Ok phi -> phi
     | Error e -> fail "%s" e
 

@@ -199,6 +199,16 @@ let tests =
             expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--init"; "no-such-optimizer" ] "no optimizer file 'no-such-optimizer'"
             expectUsageError [ "train"; "--task"; "quadratic"; "--out"; tmpDir (); "--init"; "mnist-conv" ] "coordinate groups"
 
+        testCase "evaluate takes a pretrained optimizer by name" <| fun () ->
+            let out = Path.Combine(tmpDir (), "results.json")
+            let code, _, err = cli [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "quadratic"; "--steps"; "10"; "--runs"; "8"; "--out"; out ]
+            Expect.equal code 0 (sprintf "evaluate succeeded: %s" err)
+            use doc = Text.Json.JsonDocument.Parse(File.ReadAllText out)
+            let names = [ for o in doc.RootElement.GetProperty("optimizers").EnumerateArray() -> o.GetProperty("name").GetString() ]
+            Expect.equal names [ "lstm" ] "the learned optimizer alone"
+            // the conv net's two φ do not fit a task of one coordinate group
+            expectUsageError [ "evaluate"; "--task"; "quadratic"; "--optimizer"; "mnist-conv"; "--out"; out ] "pretrained optimizer 'mnist-conv'"
+
         testCase "submit validates the spec, drops it for the worker; status lists it; cancel marks it" <| fun () ->
             let d = tmpDir ()
             Directory.CreateDirectory d |> ignore
