@@ -136,7 +136,7 @@ let trainFrom (cfg: MetaConfig) (data: TaskData) (outDir: string) (init: (string
         match init with
         | None -> MetaTrain.init cfg
         | Some(name, phis) ->
-            match MetaTrain.initFrom cfg phis with
+            match MetaTrain.initFrom cfg data phis with
             | Ok s -> s
             | Error e -> fail "--init %s: %s" name e
     Directory.CreateDirectory outDir |> ignore

@@ -61,18 +61,22 @@ let recordsSettings (training: JsonNode) (cfg: MetaConfig) =
                let s = if x.GetValueKind() = JsonValueKind.String then x.GetValue<string>() else x.ToJsonString()
                if k = "meta_lr" then Double.Parse(s, Globalization.CultureInfo.InvariantCulture) = cfg.MetaLr else s = v)
 
-/// φ trained with `cfg`: read from `paper/optimizers/<name>.json` when it records the same settings
-/// (m_φ's hyper-parameters and every training setting), else trained now and saved there.
-let optimizer (runtime: RuntimeSettings) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
+/// φ trained with `cfg`, from a fresh draw or, with `init`, from another optimizer of paper/optimizers
+/// (its name and φ): read from `paper/optimizers/<name>.json` when it records the same settings (m_φ's
+/// hyper-parameters, every training setting and the optimizer it started from), else trained now and
+/// saved there.
+let optimizerFrom (runtime: RuntimeSettings) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) (init: (string * Phi list) option) : Phi list * float =
     let cfg = { cfg with Backend = runtime.Backend }
     let path = Path.Combine(root, "optimizers", name + ".json")
+    let initName = init |> Option.map fst
     let existing =
         if retrain || not (File.Exists path) then None
         else
             try
                 let node = JsonNode.Parse(File.ReadAllText path)
                 let training = node["training"]
-                if not (recordsSettings training cfg) then None
+                let recordedInit = match training["init"] with null -> None | v -> Some(v.GetValue<string>())
+                if not (recordsSettings training cfg) || recordedInit <> initName then None
                 else
                     match OptimizerFile.loadFor path cfg.Task (DeviceChoice.resolve cfg.Device) cfg.DType with
                     | Ok phis when phis |> List.forall (fun p -> p.Config = cfg.Lstm) -> Some(phis, training["seconds"].GetValue<float>())
@@ -84,7 +88,7 @@ let optimizer (runtime: RuntimeSettings) (root: string) (name: string) (cfg: Met
         phi, seconds
     | None ->
         let dir = Path.Combine(Path.GetTempPath(), "l2l-paper-" + Guid.NewGuid().ToString("N"))
-        let phi, final = train cfg (dataOf runtime cfg.Task) dir
+        let phi, final = trainFrom cfg (dataOf runtime cfg.Task) dir init
         let node = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "optimizer.json")))
         let seconds = (node["training"]["seconds"]).GetValue<float>()
         AtomicFile.write path (File.ReadAllBytes(Path.Combine(dir, "optimizer.json"))) |> ignore
@@ -93,6 +97,10 @@ let optimizer (runtime: RuntimeSettings) (root: string) (name: string) (cfg: Met
         let kept = MetaTrain.snapshot phi
         TrainState.dispose final
         kept, seconds
+
+/// φ trained with `cfg` from a fresh draw (see `optimizerFrom`).
+let optimizer (runtime: RuntimeSettings) (root: string) (name: string) (cfg: MetaConfig) (retrain: bool) : Phi list * float =
+    optimizerFrom runtime root name cfg retrain None
 
 /// Evaluates and writes results.json, curves.csv and the figure into `dir`.
 let private evaluateInto (runtime: RuntimeSettings) (dir: string) (title: string) (settings: EvalSettings) (phi: Phi list) (extra: (string * JsonNode) list) =

@@ -295,23 +295,6 @@ module MetaTrain =
         // one φ per coordinate group, drawn in turn from the same generator
         [ for _ in TaskSpec.groups cfg.Task -> Phi.init cfg.Lstm device cfg.DType gen ])
 
-    let initFrom (cfg: MetaConfig) (phis: Phi list) : Result<TrainState, string> =
-      let groups = TaskSpec.groups cfg.Task
-      let given = List.length phis
-      if given <> 1 && given <> groups.Length then
-          Error(sprintf "the starting optimizer has %d m_φ but task '%s' has %d coordinate groups (give 1, for all of them, or %d)"
-                    given (TaskSpec.name cfg.Task) groups.Length groups.Length)
-      else
-      match phis |> List.tryFind (fun p -> p.Config <> cfg.Lstm) with
-      | Some p ->
-          Error(sprintf "the starting optimizer's m_φ (%d×%d %s, %s) is not the one configured (%d×%d %s, %s)"
-                    p.Config.Layers p.Config.Hidden (Architecture.name p.Config.Architecture) (Preprocess.describe p.Config.Preprocessing)
-                    cfg.Lstm.Layers cfg.Lstm.Hidden (Architecture.name cfg.Lstm.Architecture) (Preprocess.describe cfg.Lstm.Preprocessing))
-      | None ->
-          let device = DeviceChoice.resolve cfg.Device
-          let copy (p: Phi) = p |> Phi.map (fun t -> t.detach().clone().``to``(cfg.DType).``to``(device).requires_grad_(true))
-          Ok(startAt cfg (fun () -> [ for k in 0 .. groups.Length - 1 -> copy (if given = 1 then phis.Head else phis[k]) ]))
-
     /// One meta-iteration: one truncation of the current trajectory of every shard (starting new ones
     /// when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old state's
     /// tensors are left as they were (the caller disposes what it no longer needs).
@@ -395,6 +378,29 @@ module MetaTrain =
 
     /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
     let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) = validateAt cfg cfg.Horizon problems phis
+
+    let initFrom (cfg: MetaConfig) (data: TaskData) (phis: Phi list) : Result<TrainState, string> =
+      let groups = TaskSpec.groups cfg.Task
+      let given = List.length phis
+      if given <> 1 && given <> groups.Length then
+          Error(sprintf "the starting optimizer has %d m_φ but task '%s' has %d coordinate groups (give 1, for all of them, or %d)"
+                    given (TaskSpec.name cfg.Task) groups.Length groups.Length)
+      else
+      match phis |> List.tryFind (fun p -> p.Config <> cfg.Lstm) with
+      | Some p ->
+          Error(sprintf "the starting optimizer's m_φ (%d×%d %s, %s) is not the one configured (%d×%d %s, %s)"
+                    p.Config.Layers p.Config.Hidden (Architecture.name p.Config.Architecture) (Preprocess.describe p.Config.Preprocessing)
+                    cfg.Lstm.Layers cfg.Lstm.Hidden (Architecture.name cfg.Lstm.Architecture) (Preprocess.describe cfg.Lstm.Preprocessing))
+      | None ->
+          let device = DeviceChoice.resolve cfg.Device
+          let copy (p: Phi) = p |> Phi.map (fun t -> t.detach().clone().``to``(cfg.DType).``to``(device).requires_grad_(true))
+          let s = startAt cfg (fun () -> [ for k in 0 .. groups.Length - 1 -> copy (if given = 1 then phis.Head else phis[k]) ])
+          if cfg.ValidateEvery = 0 then Ok s
+          else
+              // the starting φ is the one to beat: kept if training never validates better
+              let problems = validationProblem cfg data
+              try Ok { s with BestLoss = validate cfg problems s.Phis }
+              finally problems |> List.iter Problem.dispose
 
     /// After Patience stale validations: the next curriculum stage from the best φ, with a fresh
     /// meta-optimizer, fresh trajectories and the best φ's validation at the new horizon as the loss

@@ -225,12 +225,6 @@ namespace L2L
 
         val init: cfg: MetaConfig -> TrainState
 
-        /// The state of a run that starts from trained φ instead of a fresh draw (a warm start: a
-        /// pretrained optimizer fine-tuned on another task): copies of `phis` on cfg's device and dtype,
-        /// one per coordinate group (a single φ starts every group), and a fresh meta-optimizer. Error
-        /// when their count does not fit the task or an m_φ is not the configured one (cfg.Lstm).
-        val initFrom: cfg: MetaConfig -> phis: Phi list -> Result<TrainState,string>
-
         /// One meta-iteration: one truncation of the current trajectory of every shard (starting new
         /// ones when needed), computed by `compute`, then one Adam step on φ. Pure in the state: the old
         /// state's tensors are left as they were (the caller disposes what it no longer needs).
@@ -256,6 +250,14 @@ namespace L2L
         /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
         val validate:
           cfg: MetaConfig -> problems: Problem list -> phis: Phi list -> float
+
+        /// The state of a run that starts from trained φ instead of a fresh draw (a warm start: a
+        /// pretrained optimizer fine-tuned on another task): copies of `phis` on cfg's device and dtype,
+        /// one per coordinate group (a single φ starts every group), and a fresh meta-optimizer. With
+        /// validation, the starting φ's validation loss is the one to beat (it is kept if training never
+        /// does better). Error when their count does not fit the task or an m_φ is not the configured
+        /// one (cfg.Lstm).
+        val initFrom: cfg: MetaConfig -> data: TaskData -> phis: Phi list -> Result<TrainState,string>
 
         /// One meta-iteration in its own dispose scope, with validation when it is due (keeping the best
         /// φ); the replaced state's tensors are disposed. `validation` is the held-out problem (None when

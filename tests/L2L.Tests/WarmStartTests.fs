@@ -2,6 +2,7 @@
 /// from copies of it with a fresh meta-optimizer, and from a fresh draw's φ is the fresh run itself.
 module L2L.Tests.WarmStartTests
 
+open System
 open Expecto
 open L2L
 open L2L.Tests.Helpers
@@ -18,12 +19,29 @@ let tests =
                 let given = MetaTrain.snapshot fresh.Phis
                 let a = runToEnd c fresh
                 let b =
-                    match MetaTrain.initFrom c given with
+                    match MetaTrain.initFrom c TaskData.none given with
                     | Ok s -> runToEnd c s
                     | Error e -> failtest e
                 Expect.equal (phiValues b.Phis) (phiValues a.Phis) "the same φ after 12 meta-iterations"
-                Expect.equal (phiValues b.Best) (phiValues a.Best) "the same best φ"
-                Expect.equal b.BestLoss a.BestLoss "the same validation")
+                // the warm start also validates its starting φ, the one to beat
+                let problems = MetaTrain.validationProblem c TaskData.none
+                let v0 = MetaTrain.validate c problems given
+                problems |> List.iter Problem.dispose
+                Expect.equal b.BestLoss (min v0 a.BestLoss) "the best validation: the fresh run's, or the starting φ's"
+                if a.BestLoss < v0 then Expect.equal (phiValues b.Best) (phiValues a.Best) "the same best φ")
+
+        testCase "the starting φ is kept when training never validates better" <| fun () ->
+            scoped (fun () ->
+                // a meta-learning rate too small to move φ: no validation improves on the start
+                let c = { smallMeta with MetaIterations = 6; ValidateEvery = 2; MetaLr = 1e-30 }
+                let start = (MetaTrain.init { c with Seed = 3L }).Phis
+                match MetaTrain.initFrom c TaskData.none start with
+                | Error e -> failtest e
+                | Ok s ->
+                    Expect.isTrue (Double.IsFinite s.BestLoss) "the starting φ validated"
+                    let final = runToEnd c s
+                    Expect.equal final.BestIteration 0 "kept from iteration 0"
+                    Expect.equal (phiValues final.Best) (phiValues start) "the starting φ")
 
         testCase "starts from copies of the given φ with a fresh meta-optimizer; the given φ is untouched" <| fun () ->
             scoped (fun () ->
@@ -31,7 +49,7 @@ let tests =
                 // a trained φ: the end of a short run of another seed
                 let trained = runToEnd { c with Seed = 7L } (MetaTrain.init { c with Seed = 7L })
                 let before = phiValues trained.Phis
-                match MetaTrain.initFrom c trained.Phis with
+                match MetaTrain.initFrom c TaskData.none trained.Phis with
                 | Error e -> failtest e
                 | Ok s ->
                     Expect.equal (phiValues s.Phis) before "starts at the given φ"
@@ -44,9 +62,9 @@ let tests =
 
         testCase "one φ starts every coordinate group; copies, not shared tensors" <| fun () ->
             scoped (fun () ->
-                let c = { Defaults.meta Defaults.convTask with Lstm = smallMeta.Lstm }
+                let c = { Defaults.meta Defaults.convTask with Lstm = smallMeta.Lstm; ValidateEvery = 0 }
                 let phi = (MetaTrain.init smallMeta).Phis
-                match MetaTrain.initFrom c phi with
+                match MetaTrain.initFrom c TaskData.none phi with
                 | Error e -> failtest e
                 | Ok s ->
                     Expect.equal s.Phis.Length 2 "the conv net's two groups"
@@ -59,9 +77,9 @@ let tests =
         testCase "refused: a count that fits no group layout, another m_φ" <| fun () ->
             scoped (fun () ->
                 let phi = (MetaTrain.init smallMeta).Phis.Head
-                match MetaTrain.initFrom smallMeta [ phi; phi ] with
+                match MetaTrain.initFrom smallMeta TaskData.none [ phi; phi ] with
                 | Ok _ -> failtest "two φ for a task of one group"
                 | Error e -> Expect.stringContains e "coordinate groups" "names the mismatch"
-                match MetaTrain.initFrom { smallMeta with Lstm = { smallMeta.Lstm with Hidden = 6 } } [ phi ] with
+                match MetaTrain.initFrom { smallMeta with Lstm = { smallMeta.Lstm with Hidden = 6 } } TaskData.none [ phi ] with
                 | Ok _ -> failtest "an m_φ of 8 hidden units for one of 6"
                 | Error e -> Expect.stringContains e "not the one configured" "names the mismatch") ]
