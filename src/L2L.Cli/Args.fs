@@ -42,6 +42,7 @@ type TrainArgs =
     | Imitation_Lr of lr: float
     | Mixture of tasks: string
     | Curriculum_Patience of n: int
+    | Curriculum_Validate_All
     | Init of optimizer: string
     | Device of device: string
     | Threads of n: int
@@ -87,6 +88,7 @@ type TrainArgs =
             | Imitation_Lr _ -> "Adam's learning rate on the imitation trajectories; default 0.01."
             | Curriculum _ -> "later horizons, e.g. 200,500,1000: after --curriculum-patience validations without a new best, training moves on to the next from the best φ (none by default)."
             | Curriculum_Patience _ -> "validations without a new best before the curriculum's next horizon (or, at its last, the end of training); default 3."
+            | Curriculum_Validate_All -> "with --curriculum: validate φ at every horizon reached so far (the geometric mean of the mean final losses at each), so that the φ kept is good at all of them; default: at the current horizon only."
             | Init _ -> "start from a trained optimizer instead of a fresh φ (fine-tuning it on this task): an optimizer file or a pretrained optimizer's name (" + String.concat ", " L2L.Pretrained.names + "). m_φ's settings are its own (no --architecture, --hidden, --layers, --preprocessing, ... with it); a single φ starts every coordinate group."
             | Device _ -> "cpu, cuda or auto; default cpu."
             | Threads _ -> "threads of the fused LSTM kernel and of libtorch (whose count $L2L_TORCH_THREADS sets apart); default: the number of cores."

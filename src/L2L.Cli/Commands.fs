@@ -121,6 +121,7 @@ let laterSettings (cfg: MetaConfig) : (string * JsonNode) list =
     [ "random_scaling", JsonValue.Create(cfg.RandomScaling) :> JsonNode
       "curriculum", (if curriculum then JsonArray(cfg.Curriculum.Horizons |> List.map (fun h -> JsonValue.Create h :> JsonNode) |> Array.ofList) :> JsonNode else null)
       "curriculum_patience", (if curriculum then JsonValue.Create(cfg.Curriculum.Patience) :> JsonNode else null)
+      "curriculum_validate_all", (if curriculum && cfg.Curriculum.ValidateAll then JsonValue.Create(true) :> JsonNode else null)
       "imitation", (if cfg.Imitation.Probability > 0.0 then imitation () else null) ]
 
 /// The TensorBoard scalars of a meta-training run, the same tags as a worker job's.
@@ -340,7 +341,8 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         Imitation = { Probability = a.GetResult(TrainArgs.Imitation, 0.0); Lr = a.GetResult(TrainArgs.Imitation_Lr, ImitationConfig.none.Lr) }
         Curriculum =
             { Horizons = a.TryGetResult TrainArgs.Curriculum |> Option.map (counts "curriculum" "200,500,1000") |> Option.defaultValue []
-              Patience = a.GetResult(TrainArgs.Curriculum_Patience, d.Curriculum.Patience) }
+              Patience = a.GetResult(TrainArgs.Curriculum_Patience, d.Curriculum.Patience)
+              ValidateAll = a.Contains TrainArgs.Curriculum_Validate_All }
         MetaLr = a.GetResult(TrainArgs.Meta_Lr, d.MetaLr)
         ValidateEvery = a.GetResult(TrainArgs.Validate_Every, d.ValidateEvery)
         ValidationFunctions = a.GetResult(TrainArgs.Validation_Functions, d.ValidationFunctions)

@@ -222,7 +222,7 @@ let beyondConfig =
     { mnistConfig with
         Lstm = { mnistConfig.Lstm with Preprocessing = NormalizedMoments([ 0.5; 0.9; 0.99 ], 0.999) }
         Imitation = { Probability = 0.3; Lr = 0.03 }
-        Curriculum = { Horizons = [ 200; 500; 1000 ]; Patience = 3 }
+        Curriculum = { Horizons = [ 200; 500; 1000 ]; Patience = 3; ValidateAll = false }
         MetaIterations = 4000 }
 
 /// The tasks of `paper beyond`: (results folder, title, settings, whether one φ serves several

@@ -190,6 +190,8 @@ module CheckpointSettings =
             w.WriteStartObject("curriculum")
             ints "horizons" s.Curriculum.Horizons
             w.WriteNumber("patience", s.Curriculum.Patience)
+            // written only when set, so that other runs' checkpoints are what they always were
+            if s.Curriculum.ValidateAll then w.WriteBoolean("validate_all", true)
             w.WriteEndObject()
         if s.Imitation.Probability > 0.0 then
             w.WriteStartObject("imitation")
@@ -268,7 +270,10 @@ module CheckpointSettings =
           RandomScaling = (match e.TryGetProperty "random_scaling" with | true, _ -> Field.double e "random_scaling" | _ -> 0.0)
           Curriculum =
             match e.TryGetProperty "curriculum" with
-            | true, c -> { Horizons = Field.int32s c "horizons"; Patience = Field.int32 c "patience" }
+            | true, c ->
+                { Horizons = Field.int32s c "horizons"
+                  Patience = Field.int32 c "patience"
+                  ValidateAll = (match c.TryGetProperty "validate_all" with | true, v -> v.GetBoolean() | _ -> false) }
             | _ -> Curriculum.none
           Imitation =
             match e.TryGetProperty "imitation" with

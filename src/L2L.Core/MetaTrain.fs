@@ -15,12 +15,13 @@ type FaultPolicy = { LrFactor: float; MaxConsecutive: int }
 /// The unroll-length curriculum (Chen et al. 2020): meta-training starts at the run's horizon; after
 /// Patience validations in a row without a new best, it moves on to the next of Horizons from the best
 /// φ so far, with a fresh meta-optimizer; when the last stage stalls, training ends. Horizons empty:
-/// no curriculum (the paper's setting).
-type Curriculum = { Horizons: int list; Patience: int }
+/// no curriculum (the paper's setting). ValidateAll: φ is validated at every horizon reached so far
+/// (the geometric mean of the mean f(θ_T) at each), not at the current one only.
+type Curriculum = { Horizons: int list; Patience: int; ValidateAll: bool }
 
 module Curriculum =
     /// No curriculum.
-    let none = { Horizons = []; Patience = 3 }
+    let none = { Horizons = []; Patience = 3; ValidateAll = false }
 
 /// Imitation of Adam's updates (Chen et al. 2020): each trajectory is an imitation one with
 /// probability Probability (drawn from its seed and counter), the optimizee then following Adam with
@@ -362,11 +363,9 @@ module MetaTrain =
     let validationProblem (cfg: MetaConfig) (data: TaskData) : Problem list =
         TaskSpec.heldOut data cfg.Task TrainSplit cfg.ValidationSeed cfg.ValidationFunctions (MetaConfig.maxHorizon cfg) (DeviceChoice.resolve cfg.Device) cfg.DType
 
-    /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data;
-    /// problems of different sizes, a mixture's, are averaged per problem).
-    let validateAt (cfg: MetaConfig) (horizon: int) (problems: Problem list) (phis: Phi list) =
-        let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems horizon
-        let full = r.Full[horizon]
+    /// The mean of per-function losses over the validation problems (problems of different sizes, a
+    /// mixture's, are averaged per problem); +∞ when not finite.
+    let private meanOver (problems: Problem list) (full: float array) =
         let sizes = problems |> List.map (fun p -> p.Functions)
         let v =
             if List.distinct sizes |> List.length <= 1 then Evaluate.mean full
@@ -375,6 +374,23 @@ module MetaTrain =
                 let offsets = List.scan (+) 0 sizes
                 List.map2 (fun o n -> Evaluate.mean full[o .. o + n - 1]) (List.take sizes.Length offsets) sizes |> List.average
         if Double.IsFinite v then v else Double.PositiveInfinity
+
+    /// Mean f(θ_T) of m_φ over the validation problems at horizon T (each function's loss on all its data;
+    /// problems of different sizes, a mixture's, are averaged per problem).
+    let validateAt (cfg: MetaConfig) (horizon: int) (problems: Problem list) (phis: Phi list) =
+        let r = Evaluate.run cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems horizon
+        meanOver problems r.Full[horizon]
+
+    let validateStage (cfg: MetaConfig) (stage: int) (problems: Problem list) (phis: Phi list) =
+        let stage = min stage (MetaConfig.stages cfg - 1)
+        if not cfg.Curriculum.ValidateAll || stage = 0 then validateAt cfg (MetaConfig.horizon cfg stage) problems phis
+        else
+            // one run to the stage's horizon, f taken at every horizon so far
+            let horizons = [ for k in 0..stage -> MetaConfig.horizon cfg k ]
+            let r = Evaluate.runAt cfg.Backend (TaskSpec.learned cfg.Backend cfg.Task phis) problems (List.last horizons) horizons
+            let vs = horizons |> List.map (fun h -> meanOver problems r.Full[h])
+            if vs |> List.forall (fun v -> Double.IsFinite v && v > 0.0) then exp (vs |> List.averageBy log)
+            else Double.PositiveInfinity
 
     /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
     let validate (cfg: MetaConfig) (problems: Problem list) (phis: Phi list) = validateAt cfg cfg.Horizon problems phis
@@ -416,7 +432,7 @@ module MetaTrain =
                 MetaOpt = Phis.tensors phis |> List.map (adam.Init 1)
                 Trajectory = None
                 ShardTrajectories = []
-                BestLoss = validateAt cfg (MetaConfig.horizon cfg stage) problems phis
+                BestLoss = validateStage cfg stage problems phis
                 Stale = 0 }
         else
             { s with Stage = MetaConfig.stages cfg }
@@ -431,7 +447,7 @@ module MetaTrain =
                 let n, r = stepWith compute cfg data s
                 match validation with
                 | Some vp when n.Iteration % cfg.ValidateEvery = 0 || n.Iteration = cfg.MetaIterations ->
-                    let v = validateAt cfg (MetaConfig.horizon cfg n.Stage) vp n.Phis
+                    let v = validateStage cfg n.Stage vp n.Phis
                     let n =
                         if v < n.BestLoss then
                             { n with Best = snapshot n.Phis; BestLoss = v; BestIteration = n.Iteration; Stale = 0 }

@@ -18,6 +18,11 @@ namespace L2L
         {
           Horizons: int list
           Patience: int
+
+          /// Validate φ at every horizon reached so far (the geometric mean of the mean f(θ_T) at each
+          /// stage's horizon), so that the φ kept is good at all of them, not at the current one only
+          /// (false: the current horizon, Chen et al.'s).
+          ValidateAll: bool
         }
 
     module Curriculum =
@@ -246,6 +251,12 @@ namespace L2L
         /// problems of different sizes, a mixture's, are averaged per problem).
         val validateAt:
           cfg: MetaConfig -> horizon: int -> problems: Problem list -> phis: Phi list -> float
+
+        /// The validation loss at curriculum stage `stage` (its last stage when past it): `validateAt` the
+        /// stage's horizon or, with Curriculum.ValidateAll, the geometric mean of the mean f(θ_T) at the
+        /// horizons of stages 0..stage (one run to the last).
+        val validateStage:
+          cfg: MetaConfig -> stage: int -> problems: Problem list -> phis: Phi list -> float
 
         /// Mean f(θ_T) of m_φ over the validation problems at the run's horizon.
         val validate:

@@ -265,14 +265,16 @@ module JobSpec =
             let horizon = intField root "" "horizon" d.Horizon
             let shards = section "distributed" [ "shards" ] " {\"shards\": K}" 1 (fun v -> intField v "distributed." "shards" 1)
             let curriculum =
-                section "curriculum" [ "horizons"; "patience" ] " {\"horizons\": [...], \"patience\": N}" Curriculum.none (fun v ->
+                section "curriculum" [ "horizons"; "patience"; "validateAll" ] " {\"horizons\": [...], \"patience\": N, \"validateAll\": B}" Curriculum.none (fun v ->
                     let horizons =
                         match positiveInts (prop v "horizons") with
                         | Some hs -> hs
                         | None ->
                             errors.Add "curriculum.horizons must be a non-empty array of positive horizons"
                             []
-                    { Horizons = horizons; Patience = intField v "curriculum." "patience" Curriculum.none.Patience })
+                    { Horizons = horizons
+                      Patience = intField v "curriculum." "patience" Curriculum.none.Patience
+                      ValidateAll = boolField v "curriculum." "validateAll" false })
             let imitation =
                 section "imitation" [ "probability"; "lr" ] " {\"probability\": P, \"lr\": LR}" ImitationConfig.none (fun v ->
                     { Probability = floatField v "imitation." "probability" 0.0; Lr = floatField v "imitation." "lr" ImitationConfig.none.Lr })

@@ -56,16 +56,16 @@ let tests =
                 Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with Seed = cfg.Seed + 1L }) "another seed"
                 // files from before random scaling and the curriculum hold the defaults
                 Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with RandomScaling = 1.0 }) "random scaling not recorded: none"
-                Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with Curriculum = { Horizons = [ 200 ]; Patience = 3 } }) "no curriculum recorded: none"
+                Expect.isFalse (L2L.Cli.Paper.recordsSettings training { cfg with Curriculum = { Horizons = [ 200 ]; Patience = 3; ValidateAll = false } }) "no curriculum recorded: none"
                 // and a file recording them matches only them
                 let later = training.DeepClone()
                 later["random_scaling"] <- Text.Json.Nodes.JsonValue.Create(1.0)
                 later["curriculum"] <- Text.Json.Nodes.JsonArray(Text.Json.Nodes.JsonValue.Create(200), Text.Json.Nodes.JsonValue.Create(500))
                 later["curriculum_patience"] <- Text.Json.Nodes.JsonValue.Create(4)
-                let withLater = { cfg with RandomScaling = 1.0; Curriculum = { Horizons = [ 200; 500 ]; Patience = 4 } }
+                let withLater = { cfg with RandomScaling = 1.0; Curriculum = { Horizons = [ 200; 500 ]; Patience = 4; ValidateAll = false } }
                 Expect.isTrue (L2L.Cli.Paper.recordsSettings later withLater) "random scaling and curriculum recorded"
                 Expect.isFalse (L2L.Cli.Paper.recordsSettings later cfg) "recorded, but the config has none"
-                Expect.isFalse (L2L.Cli.Paper.recordsSettings later { withLater with Curriculum = { Horizons = [ 200; 500 ]; Patience = 3 } }) "another patience"
+                Expect.isFalse (L2L.Cli.Paper.recordsSettings later { withLater with Curriculum = { Horizons = [ 200; 500 ]; Patience = 3; ValidateAll = false } }) "another patience"
         testCase "paper --retrain trains each optimizer once per command" <| fun () ->
             let once = L2L.Cli.Paper.retrainOnce true
             Expect.equal [ for n in [ "quadratic"; "mnist"; "mnist"; "mnist-conv"; "mnist"; "quadratic" ] -> once n ]

@@ -14,7 +14,7 @@ let cfg =
         MetaIterations = 200
         ValidateEvery = 2
         ValidationFunctions = 32
-        Curriculum = { Horizons = [ 20; 40 ]; Patience = 2 } }
+        Curriculum = { Horizons = [ 20; 40 ]; Patience = 2; ValidateAll = false } }
 
 /// Every state and report of a run, with φ, the best φ and the meta-optimizer's step counts copied out.
 let observed (c: MetaConfig) (validation: Problem list) =
@@ -90,6 +90,37 @@ let tests =
                     TrainState.dispose s
                 validation |> List.iter Problem.dispose)
 
+        testCase "validating at every horizon so far: the geometric mean of each horizon's validation" <| fun () ->
+            scoped (fun () ->
+                let c = { cfg with Curriculum = { cfg.Curriculum with ValidateAll = true } }
+                let validation = MetaTrain.validationProblem c TaskData.none
+                let phis = (MetaTrain.init c).Phis
+                let at h = MetaTrain.validateAt c h validation phis
+                Expect.equal (MetaTrain.validateStage c 0 validation phis) (at 10) "stage 0: its own horizon"
+                Expect.floatClose Accuracy.high (MetaTrain.validateStage c 1 validation phis) (sqrt (at 10 * at 20)) "stage 1: over 10 and 20"
+                Expect.floatClose Accuracy.high (MetaTrain.validateStage c 2 validation phis) ((at 10 * at 20 * at 40) ** (1.0 / 3.0)) "stage 2: over 10, 20 and 40"
+                Expect.equal (MetaTrain.validateStage c 5 validation phis) (MetaTrain.validateStage c 2 validation phis) "past the last stage: the last"
+                let plain = { c with Curriculum = { c.Curriculum with ValidateAll = false } }
+                Expect.equal (MetaTrain.validateStage plain 2 validation phis) (at 40) "without it: the current horizon only"
+                // a run keeps the φ best by that measure; it resumes only with the same setting
+                let run = { c with MetaIterations = 30; Curriculum = { c.Curriculum with Patience = 1 } }
+                let final, seen = observed run validation
+                let stageAtBest = seen |> List.pick (fun (r, stage, _, _, _, _, _, _) -> if r.Iteration = final.BestIteration then Some stage else None)
+                if final.BestIteration > 0 && stageAtBest = final.Stage then
+                    Expect.equal final.BestLoss (MetaTrain.validateStage run final.Stage validation final.Best) "the best loss is the kept φ's"
+                let bytes = Checkpoint.encode run final []
+                match Checkpoint.decode { run with Curriculum = { run.Curriculum with ValidateAll = false } } TaskData.none bytes with
+                | Ok _ -> failtest "resumed validating otherwise"
+                | Error e -> Expect.stringContains (CheckpointError.describe e) "curriculum" "named"
+                match Checkpoint.decode run TaskData.none bytes with
+                | Ok(s, _) -> TrainState.dispose s
+                | Error e -> failtest (CheckpointError.describe e)
+                TrainState.dispose final
+                match JobSpec.parse """{"id":"a","task":{"name":"quadratic"},"metaIterations":3,"curriculum":{"horizons":[200,500],"validateAll":true}}""" with
+                | Ok s -> Expect.isTrue s.Meta.Curriculum.ValidateAll "validateAll from a job spec"
+                | Error es -> failtest (String.concat "; " es)
+                validation |> List.iter Problem.dispose)
+
         testCase "without a curriculum, training never leaves its horizon" <| fun () ->
             scoped (fun () ->
                 let c = { cfg with MetaLr = 1e-30; MetaIterations = 16; Curriculum = Curriculum.none }
@@ -105,15 +136,15 @@ let tests =
                 match MetaConfig.validate { cfg with Curriculum = c } with
                 | Ok _ -> failtestf "%A accepted" c
                 | Error es -> Expect.exists es (fun e -> e.StartsWith start) (sprintf "%A: %A" c es)
-            refused { Horizons = [ 20; 20 ]; Patience = 2 } "curriculum horizons must increase"
-            refused { Horizons = [ 10 ]; Patience = 2 } "curriculum horizons must increase"
-            refused { Horizons = [ 22 ]; Patience = 2 } "unroll 5 does not divide the curriculum horizon 22"
-            refused { Horizons = [ 20 ]; Patience = 0 } "curriculum patience must be ≥ 1"
+            refused { Horizons = [ 20; 20 ]; Patience = 2; ValidateAll = false } "curriculum horizons must increase"
+            refused { Horizons = [ 10 ]; Patience = 2; ValidateAll = false } "curriculum horizons must increase"
+            refused { Horizons = [ 22 ]; Patience = 2; ValidateAll = false } "unroll 5 does not divide the curriculum horizon 22"
+            refused { Horizons = [ 20 ]; Patience = 0; ValidateAll = false } "curriculum patience must be ≥ 1"
             match MetaConfig.validate { cfg with ValidateEvery = 0 } with
             | Ok _ -> failtest "a curriculum without validation accepted"
             | Error es -> Expect.exists es (fun e -> e.StartsWith "a curriculum advances on validation") "named"
             match JobSpec.parse """{"id":"a","task":{"name":"quadratic"},"metaIterations":3,"curriculum":{"horizons":[200,500],"patience":4}}""" with
-            | Ok s -> Expect.equal s.Meta.Curriculum { Horizons = [ 200; 500 ]; Patience = 4 } "curriculum"
+            | Ok s -> Expect.equal s.Meta.Curriculum { Horizons = [ 200; 500 ]; Patience = 4; ValidateAll = false } "curriculum"
             | Error es -> failtest (String.concat "; " es)
             for bad in [ """{"horizons":[]}"""; """{"horizons":[50]}"""; """{"horizons":[200],"what":1}"""; "3" ] do
                 match JobSpec.parse (sprintf """{"id":"a","task":{"name":"quadratic"},"metaIterations":3,"curriculum":%s}""" bad) with
