@@ -214,8 +214,8 @@ let private variants (runtime: RuntimeSettings) (root: string) (optimizer: strin
     AtomicFile.writeText (Path.Combine(dir, "results.json")) (o.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
     printfn "→ %s" dir
 
-/// `paper beyond`'s single learned optimizer: m_φ on the Adam-normalised moments, meta-trained on the
-/// paper's MNIST MLPs with a third of the trajectories imitating Adam and the unroll-length
+/// `paper beyond`'s optimizer for neural networks: m_φ on the Adam-normalised moments, meta-trained
+/// on the paper's MNIST MLPs with a third of the trajectories imitating Adam and the unroll-length
 /// curriculum (the combination measured best; paper/README.md measures each ingredient, the task
 /// mixture included).
 let beyondConfig =
@@ -225,40 +225,77 @@ let beyondConfig =
         Curriculum = { Horizons = [ 200; 500; 1000 ]; Patience = 3; ValidateAll = false }
         MetaIterations = 4000 }
 
-/// The tasks of `paper beyond`: (results folder, title, settings, whether one φ serves several
-/// groups). The MLPs twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps
-/// with them tuned at step 1000.
+/// The conv net's: `general` fine-tuned on it (two φ, conv and fully connected parameters, both
+/// starting from general's), at the horizon it is evaluated to, with a smaller meta-learning rate.
+let beyondConvConfig =
+    { convConfig with
+        Lstm = beyondConfig.Lstm
+        Horizon = 200
+        MetaIterations = 600
+        MetaLr = 0.001
+        ValidateEvery = 100
+        ValidationFunctions = 5 }
+
+/// The quadratics': the paper's m_φ (log-sign inputs) with random scaling (A = 1). The moments carry
+/// no scale, and Adam's best learning rate is 10× larger on the quadratics than on the MLPs.
+let beyondQuadraticConfig = { quadraticConfig with RandomScaling = 1.0 }
+
+/// `paper beyond`'s optimizers, one per kind of optimizee: (name, settings, the optimizer it starts
+/// from), in training order.
+let beyondOptimizers =
+    [ "general", beyondConfig, None
+      "general-conv", beyondConvConfig, Some "general"
+      "general-quadratic", beyondQuadraticConfig, None ]
+
+/// The tasks of `paper beyond`: (results folder, title, settings, the optimizer that runs it). The
+/// MLPs twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps with them tuned
+/// at step 1000.
 let beyondTasks =
     let relu = Mlp { Hidden = [ 20 ]; Activation = Relu; Batch = 128 }
     let long (s: EvalSettings) = { s with Steps = 1000; TuneSteps = 1000 }
     let quad d = { Defaults.evaluation (Quadratic d) with TuneSteps = 100 }
-    [ "mnist-relu", "MNIST 784-20-10 ReLU, 10 fresh runs", { mnistEval relu with TuneSteps = 100 }
-      "mnist-relu-1000", "MNIST 784-20-10 ReLU, 1000 steps (baselines tuned at step 1000)", long (mnistEval relu)
-      "mnist-sigmoid", "MNIST 784-20-10 sigmoid, 10 fresh runs", { mnistEval mnistTask with TuneSteps = 100 }
-      "mnist-sigmoid-1000", "MNIST 784-20-10 sigmoid, 1000 steps (baselines tuned at step 1000)", long (mnistEval mnistTask)
-      "mnist-conv", "MNIST conv net, one φ for all its parameters, 10 fresh runs", { mnistEval convTask with TuneSteps = 100 }
-      "quadratic-10", "Quadratics (10-d), 1000 fresh functions", quad 10
-      "quadratic-50", "Quadratics (50-d), 1000 fresh functions", quad 50 ]
+    [ "mnist-relu", "MNIST 784-20-10 ReLU, 10 fresh runs", { mnistEval relu with TuneSteps = 100 }, "general"
+      "mnist-relu-1000", "MNIST 784-20-10 ReLU, 1000 steps (baselines tuned at step 1000)", long (mnistEval relu), "general"
+      "mnist-sigmoid", "MNIST 784-20-10 sigmoid, 10 fresh runs", { mnistEval mnistTask with TuneSteps = 100 }, "general"
+      "mnist-sigmoid-1000", "MNIST 784-20-10 sigmoid, 1000 steps (baselines tuned at step 1000)", long (mnistEval mnistTask), "general"
+      "mnist-conv", "MNIST conv net, general fine-tuned on it (two φ), 10 fresh runs", { mnistEval convTask with TuneSteps = 100 }, "general-conv"
+      "quadratic-10", "Quadratics (10-d), 1000 fresh functions", quad 10, "general-quadratic"
+      "quadratic-50", "Quadratics (50-d), 1000 fresh functions", quad 50, "general-quadratic" ]
 
-/// Runs `paper beyond`: trains (or reuses) optimizers/general.json, evaluates it unchanged on every
-/// task of `beyondTasks` into results/beyond/<task>/, and writes results/beyond/results.json
-/// ({"tasks": [...]}: each task's evaluation, as `tools/l2l evaluate` writes it, with its name).
-let private beyond (runtime: RuntimeSettings) (root: string) (optimizer: string -> MetaConfig -> Phi list * float) =
-    let phis, seconds = optimizer "general" beyondConfig
-    let phi = List.exactlyOne phis
+/// Runs `paper beyond`: trains (or reuses) the optimizers of `beyondOptimizers` in
+/// paper/optimizers/, evaluates each task of `beyondTasks` with its optimizer, unchanged, into
+/// results/beyond/<task>/, and writes results/beyond/results.json ({"optimizers": [...], "tasks":
+/// [...]}: how each optimizer was trained; each task's evaluation, as `tools/l2l evaluate` writes
+/// it, with its name and optimizer).
+let private beyond (runtime: RuntimeSettings) (root: string) (optimizer: string -> MetaConfig -> (string * Phi list) option -> Phi list * float) =
+    let trained = Collections.Generic.Dictionary<string, Phi list * float>()
+    for name, cfg, init in beyondOptimizers do
+        say (sprintf "\n--- beyond: the optimizer %s" name)
+        trained[name] <- optimizer name cfg (init |> Option.map (fun n -> n, fst trained[n]))
     let dir = Path.Combine(root, "results", "beyond")
     let tasks = JsonArray()
-    for name, title, settings in beyondTasks do
-        say (sprintf "\n--- beyond: %s" name)
-        // one φ for every coordinate group (the conv net's two)
-        let groupPhis = TaskSpec.groups settings.Task |> List.map (fun _ -> phi)
-        evaluateInto runtime (Path.Combine(dir, name)) title settings groupPhis (trainingInfo "general" beyondConfig seconds) |> ignore
+    for name, title, settings, optimizerName in beyondTasks do
+        say (sprintf "\n--- beyond: %s (%s)" name optimizerName)
+        let phis, seconds = trained[optimizerName]
+        let _, cfg, _ = beyondOptimizers |> List.find (fun (n, _, _) -> n = optimizerName)
+        // a single φ serves every coordinate group
+        let groupPhis = if phis.Length = 1 then TaskSpec.groups settings.Task |> List.map (fun _ -> phis.Head) else phis
+        evaluateInto runtime (Path.Combine(dir, name)) title settings groupPhis (trainingInfo optimizerName cfg seconds) |> ignore
         let o = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, name, "results.json"))).AsObject()
         o["name"] <- JsonValue.Create(name)
         tasks.Add(o)
+    let optimizers = JsonArray()
+    for name, cfg, init in beyondOptimizers do
+        let o = JsonObject()
+        o["name"] <- JsonValue.Create(name)
+        o["file"] <- JsonValue.Create(sprintf "optimizers/%s.json" name)
+        o["task"] <- JsonValue.Create(TaskSpec.describe cfg.Task)
+        o["init"] <- (match init with Some n -> JsonValue.Create(n) :> JsonNode | None -> null)
+        o["meta_training_seconds"] <- JsonValue.Create(snd trained[name])
+        optimizers.Add(o)
     let all = JsonObject()
-    all["optimizer"] <- JsonValue.Create("optimizers/general.json")
-    all["meta_training_seconds"] <- JsonValue.Create(seconds)
+    all["optimizers"] <- optimizers
+    all["meta_training_seconds"] <- JsonValue.Create(trained.Values |> Seq.sumBy snd)
     all["tasks"] <- tasks
     AtomicFile.writeText (Path.Combine(dir, "results.json")) (all.ToJsonString(JsonSerializerOptions(WriteIndented = true))) |> ignore
     printfn "→ %s" dir
@@ -335,11 +372,19 @@ let tables (root: string) : string =
     match read (Path.Combine(results, "beyond", "results.json")) with
     | None -> ()
     | Some r ->
-        sb.AppendLine("#### Beyond the paper: one learned optimizer against the tuned baselines (`paper beyond`)").AppendLine() |> ignore
-        sb.AppendLine(sprintf "φ: `%s`, meta-trained in %.0f s. Ratio: the learned optimizer's mean loss over the best tuned baseline's at that step (bold: below 1)."
-                          (r["optimizer"].GetValue<string>()) (r["meta_training_seconds"].GetValue<float>())).AppendLine() |> ignore
-        sb.AppendLine("| task | step | learned optimizer | best tuned baseline | its loss | ratio |").AppendLine("|---|---|---|---|---|---|") |> ignore
+        sb.AppendLine("#### Beyond the paper: learned optimizers against the tuned baselines (`paper beyond`)").AppendLine() |> ignore
+        let trainedAs =
+            match r["optimizers"] with
+            | null -> [ sprintf "`%s`, meta-trained in %.0f s" (r["optimizer"].GetValue<string>()) (r["meta_training_seconds"].GetValue<float>()) ]
+            | os ->
+                [ for o in os.AsArray() ->
+                      sprintf "`%s` (%s%s, %.0f s)" (o["file"].GetValue<string>()) (o["task"].GetValue<string>())
+                          (match o["init"] with null -> "" | i -> sprintf ", from %s" (i.GetValue<string>())) (o["meta_training_seconds"].GetValue<float>()) ]
+        sb.AppendLine(sprintf "φ: %s. Ratio: the learned optimizer's mean loss over the best tuned baseline's at that step (bold: below 1)."
+                          (String.concat "; " trainedAs)).AppendLine() |> ignore
+        sb.AppendLine("| task | φ | step | learned optimizer | best tuned baseline | its loss | ratio |").AppendLine("|---|---|---|---|---|---|---|") |> ignore
         for t in r["tasks"].AsArray() do
+            let phi = match t["optimizer"] with null -> "" | o -> Path.GetFileNameWithoutExtension(o.GetValue<string>())
             let steps = t["steps"].GetValue<int>()
             let at (o: JsonNode) (field: string) (s: int) = match o[field] with null -> None | f -> (match f[string s] with null -> None | v -> Some(v.GetValue<float>()))
             let optimizers = t["optimizers"].AsArray() |> List.ofSeq
@@ -352,7 +397,7 @@ let tables (root: string) : string =
                     let best = baselines |> List.minBy (fun o -> at o "loss_at" s |> Option.defaultValue infinity)
                     let b = at best "loss_at" s |> Option.defaultValue nan
                     let ci (o: JsonNode) = match at o "ci95_at" s with Some c -> sprintf " ± %.4f" c | None -> ""
-                    sb.AppendLine(sprintf "| %s | %d | %.4f%s | %s | %.4f%s | %s |" (t["name"].GetValue<string>()) s l (ci lstm) (best["name"].GetValue<string>()) b (ci best)
+                    sb.AppendLine(sprintf "| %s | %s | %d | %.4f%s | %s | %.4f%s | %s |" (t["name"].GetValue<string>()) phi s l (ci lstm) (best["name"].GetValue<string>()) b (ci best)
                                       (if l < b then sprintf "**%.2f**" (l / b) else sprintf "%.2f" (l / b))) |> ignore
         sb.AppendLine() |> ignore
     sb.ToString()
@@ -458,7 +503,7 @@ let run (runtime: RuntimeSettings) (root: string) (name: string) (retrain: strin
             (trainingInfo "mnist-conv" convConfig secs)
         |> ignore
     | "variants" -> variants runtime root optimizer
-    | "beyond" -> beyond runtime root optimizer
+    | "beyond" -> beyond runtime root (fun name cfg init -> optimizerFrom runtime root name cfg (retrain name) init)
     | other -> fail "unknown experiment '%s' (known: %s, all; beyond)" other (String.concat ", " experiments)
 
 /// With --retrain, each optimizer is trained once per command: the experiments after the first that
