@@ -66,18 +66,26 @@ module Pretrained =
 
     /// What a results file says of each optimizer: name, hyper-parameters, loss_at, ci95_at,
     /// test_acc_at (each run's values and the curves stay in paper/results/).
-    let rec private summarize (root: JsonObject) : JsonObject =
+    /// `optimizer`: of several evaluations (paper beyond's tasks), those that ran this optimizer
+    /// (paper/optimizers/<optimizer>.json; a task that names none ran it).
+    let rec private summarize (optimizer: string) (root: JsonObject) : JsonObject =
       match tryNode root "tasks" with
       | Some tasks ->
           // several evaluations (paper beyond): each task's, with its name
           let o = JsonObject()
           let all = JsonArray()
           for t in tasks.AsArray() do
-              let s = summarize (t.AsObject())
-              match tryNode (t.AsObject()) "name" with
-              | Some n -> s["name"] <- n.DeepClone()
-              | None -> ()
-              all.Add(s)
+              let t = t.AsObject()
+              let ran =
+                  match tryNode t "optimizer" with
+                  | Some f -> f.GetValue<string>() = sprintf "optimizers/%s.json" optimizer
+                  | None -> true
+              if ran then
+                  let s = summarize optimizer t
+                  match tryNode t "name" with
+                  | Some n -> s["name"] <- n.DeepClone()
+                  | None -> ()
+                  all.Add(s)
           o["tasks"] <- all
           o
       | None ->
@@ -97,7 +105,7 @@ module Pretrained =
         o["optimizers"] <- optimizers
         o
 
-    let private summary (results: string) : JsonObject = summarize (JsonNode.Parse(results).AsObject())
+    let private summary (optimizer: string) (results: string) : JsonObject = summarize optimizer (JsonNode.Parse(results).AsObject())
 
     /// A shipped optimizer by name, its φ on the device and dtype given.
     let loadOn (name: string) (device: torch.Device) (dtype: torch.ScalarType) : Pretrained =
@@ -124,7 +132,7 @@ module Pretrained =
               Description = description
               Groups = groups
               Training = training
-              Results = summary (resource results) }
+              Results = summary name (resource results) }
 
     /// A shipped optimizer by name (float32, on the CPU): `Pretrained.load "mnist"`.
     let load (name: string) : Pretrained = loadOn name torch.CPU torch.ScalarType.Float32
