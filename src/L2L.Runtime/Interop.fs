@@ -55,7 +55,22 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
     /// A fresh job (its data loaded from the settings' data directory).
     static member Start(spec: JobSpec, settings: RuntimeSettings) =
         let spec = JobSession.WithBackend(spec, settings)
-        new JobSession(spec, SessionData.load spec settings, MetaTrain.init spec.Meta, ResizeArray())
+        let data = SessionData.load spec settings
+        let state =
+            match spec.Init with
+            | None -> MetaTrain.init spec.Meta
+            | Some path ->
+                let device = DeviceChoice.resolve spec.Meta.Device
+                match OptimizerFile.loadGroups path device spec.Meta.DType with
+                | Error e -> raise (ArgumentException(sprintf "init: %s" e))
+                | Ok groups ->
+                    try
+                        match MetaTrain.initFrom spec.Meta data (groups |> List.map (fun (_, _, phi) -> phi)) with
+                        | Ok s -> s
+                        | Error e -> raise (ArgumentException(sprintf "init %s: %s" path e))
+                    finally
+                        OptimizerFile.disposeGroups groups
+        new JobSession(spec, data, state, ResizeArray())
 
     /// A job resumed from checkpoint bytes; throws CheckpointRejected when they cannot be used.
     static member Resume(spec: JobSpec, settings: RuntimeSettings, checkpoint: byte[]) =
@@ -140,7 +155,8 @@ type JobSession private (spec: JobSpec, data: TaskData, initial: TrainState, met
             [ "task", JsonValue.Create(TaskSpec.name cfg.Task)
               "meta_iterations", JsonValue.Create(state.Iteration)
               "best_iteration", JsonValue.Create(state.BestIteration)
-              "seed", JsonValue.Create(cfg.Seed) ]
+              "seed", JsonValue.Create(cfg.Seed)
+              "init", (match spec.Init with Some path -> JsonValue.Create(path) :> JsonNode | None -> null) ]
 
     /// Runs the spec's evaluation on the best φ and writes `path` (the results format); false when the
     /// spec asks for none.

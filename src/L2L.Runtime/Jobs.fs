@@ -21,7 +21,10 @@ type JobSpec =
       /// Checkpoint every this many meta-iterations.
       CheckpointEvery: int
       /// The evaluation run when training ends (None: none).
-      Evaluation: EvalSettings option }
+      Evaluation: EvalSettings option
+      /// The optimizer file meta-training starts from (a warm start; None: a fresh φ). Meta.Lstm is
+      /// its m_φ's settings.
+      Init: string option }
 
 /// A job's lifecycle as recorded in DIR/<id>/status.json.
 type JobState =
@@ -62,7 +65,7 @@ module JobSpec =
     let private topFields =
         set [ "id"; "task"; "metaIterations"; "seed"; "checkpointEvery"; "horizon"; "unroll"; "batchFunctions"; "metaLr"
               "validateEvery"; "validationFunctions"; "secondOrder"; "logLoss"; "optimizer"; "faults"; "evaluation"; "distributed"; "randomScaling"
-              "curriculum"; "imitation" ]
+              "curriculum"; "imitation"; "init" ]
 
     /// Parses and validates a spec; every problem found is reported, each naming its field. A task
     /// is one of the built-in ones or, by its name, one of `catalog` (tasks of one's own, e.g.
@@ -202,8 +205,28 @@ module JobSpec =
                     errors.Add "task must be an object {\"name\":..}"
                     Quadratic 10
             let d = Defaults.meta task
+            // a warm start: m_φ's settings are those of the optimizer file it starts from
+            let init, initLstm =
+                match prop root "init" with
+                | None -> None, None
+                | Some v when v.ValueKind = JsonValueKind.String ->
+                    let path = v.GetString()
+                    if (prop root "optimizer").IsSome then
+                        errors.Add "init takes m_φ's settings from its optimizer file: give no optimizer section with it"
+                    match OptimizerFile.loadGroups path TorchSharp.torch.CPU TorchSharp.torch.ScalarType.Float32 with
+                    | Ok groups ->
+                        let config = groups |> List.map (fun (_, _, phi) -> phi.Config) |> List.head
+                        OptimizerFile.disposeGroups groups
+                        Some path, Some config
+                    | Error e ->
+                        errors.Add(sprintf "init: %s" e)
+                        Some path, None
+                | Some _ ->
+                    errors.Add "init must be the path of an optimizer file"
+                    None, None
             let lstm =
                 match prop root "optimizer" with
+                | _ when initLstm.IsSome -> initLstm.Value
                 | None -> d.Lstm
                 | Some o when o.ValueKind = JsonValueKind.Object ->
                     unknown o (set [ "architecture"; "averaged"; "reads"; "writes"; "memorySteps"; "layers"; "hidden"; "preprocessing"; "p"; "betas"; "beta2"; "outScale"; "forgetBias" ]) "optimizer."
@@ -331,7 +354,7 @@ module JobSpec =
             | Some(Error es) -> errors.AddRange(es |> List.map (fun e -> "evaluation: " + e))
             | _ -> ()
             if errors.Count > 0 then Error(List.ofSeq errors)
-            else Ok { Id = id; Meta = meta; CheckpointEvery = checkpointEvery; Evaluation = evaluation }
+            else Ok { Id = id; Meta = meta; CheckpointEvery = checkpointEvery; Evaluation = evaluation; Init = init }
         with :? JsonException as e ->
             Error [ sprintf "not valid JSON: %s" e.Message ]
 

@@ -51,6 +51,30 @@ let tests =
             | Ok _ -> failtest "accepted 5 conv layers"
             | Error errs -> Expect.exists errs (fun e -> e.Contains "at most 4 conv layers") (sprintf "%A" errs)
 
+        testCase "init: a warm start from an optimizer file, its m_φ's settings; refused with an optimizer section or a bad file" <| fun () ->
+            let path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "l2l-init-" + System.Guid.NewGuid().ToString("N") + ".json")
+            System.IO.File.WriteAllText(path, Pretrained.optimizerText "general")
+            let spec = sprintf """{"id":"w","task":{"name":"quadratic","dim":4},"metaIterations":0,"evaluation":false,"init":%s}""" (System.Text.Json.JsonSerializer.Serialize path)
+            use general = Pretrained.load "general"
+            match parse spec with
+            | Error e -> failtestf "%A" e
+            | Ok s ->
+                Expect.equal s.Init (Some path) "the file"
+                Expect.equal s.Meta.Lstm general.Phis.Head.Config "m_φ's settings are the file's"
+                let settings = { Backend = Backend.defaults; TorchThreads = 1; DataDirectory = ""; TrimEachIteration = false; MemoryTrace = false }
+                use session = JobSession.Start(s, settings)
+                let hash (phis: Phi list) =
+                    Phis.tensors phis |> List.map (fun t -> t.detach().contiguous().bytes.ToArray()) |> Array.concat
+                    |> System.Security.Cryptography.SHA256.HashData |> System.Convert.ToHexString
+                Expect.equal (session.PhiSha256().ToUpperInvariant()) (hash general.Phis) "the session starts at the file's φ"
+            match parse (spec.Replace("\"init\"", "\"optimizer\":{\"hidden\":8},\"init\"")) with
+            | Ok _ -> failtest "init with an optimizer section accepted"
+            | Error es -> Expect.exists es (fun e -> e.Contains "give no optimizer section") (sprintf "%A" es)
+            match parse (spec.Replace(".json", ".missing.json")) with
+            | Ok _ -> failtest "a missing file accepted"
+            | Error es -> Expect.exists es (fun e -> e.StartsWith "init:") (sprintf "%A" es)
+            System.IO.File.Delete path
+
         testCase "not JSON" <| fun () ->
             match parse "{ nope" with
             | Error [ e ] -> Expect.stringContains e "not valid JSON" "message"
