@@ -42,11 +42,14 @@ module Pretrained =
         [ "quadratic", ("L2L.Pretrained.quadratic.json", "L2L.Pretrained.quadratic.results.json")
           "mnist", ("L2L.Pretrained.mnist.json", "L2L.Pretrained.mnist.results.json")
           "mnist-conv", ("L2L.Pretrained.mnist-conv.json", "L2L.Pretrained.mnist-conv.results.json")
-          "general", ("L2L.Pretrained.general.json", "L2L.Pretrained.general.results.json") ]
+          "general", ("L2L.Pretrained.general.json", "L2L.Pretrained.beyond.results.json")
+          "general-conv", ("L2L.Pretrained.general-conv.json", "L2L.Pretrained.beyond.results.json")
+          "general-quadratic", ("L2L.Pretrained.general-quadratic.json", "L2L.Pretrained.beyond.results.json") ]
 
-    /// The names of the optimizers shipped: quadratic, mnist, mnist-conv (the paper's reproduction) and
-    /// general (`paper beyond`: one φ on the Adam-normalised moments for quadratics, MLPs and conv nets;
-    /// its Results hold each task's evaluation under "tasks").
+    /// The names of the optimizers shipped: quadratic, mnist, mnist-conv (the paper's reproduction);
+    /// general, general-conv and general-quadratic (`paper beyond`: m_φ on the Adam-normalised moments
+    /// for neural networks, the same fine-tuned on the conv net with its two parameter groups, and the
+    /// quadratics' own; their Results hold the evaluations of the tasks each ran, under "tasks").
     let names = entries |> List.map fst
 
     let private resource (name: string) : string =
