@@ -350,22 +350,13 @@ let private metaConfigOf (a: ParseResults<TrainArgs>) (backend: Backend) =
         Device = parseDevice (a.TryGetResult TrainArgs.Device)
         Backend = backend }
 
-/// The option, if it sets m_φ's architecture (with --init, m_φ's settings are the optimizer's).
-let private architectureOption (arg: TrainArgs) =
+/// Whether the option sets m_φ's architecture (with --init, m_φ's settings are the optimizer's).
+let private setsArchitecture (arg: TrainArgs) =
     match arg with
-    | TrainArgs.Architecture _ -> Some "--architecture"
-    | TrainArgs.Averaged _ -> Some "--averaged"
-    | TrainArgs.Reads _ -> Some "--reads"
-    | TrainArgs.Writes _ -> Some "--writes"
-    | TrainArgs.Memory_Steps _ -> Some "--memory-steps"
-    | TrainArgs.Hidden _ -> Some "--hidden"
-    | TrainArgs.Layers _ -> Some "--layers"
-    | TrainArgs.Preprocessing _ -> Some "--preprocessing"
-    | TrainArgs.Betas _ -> Some "--betas"
-    | TrainArgs.Beta2 _ -> Some "--beta2"
-    | TrainArgs.P _ -> Some "--p"
-    | TrainArgs.Out_Scale _ -> Some "--out-scale"
-    | _ -> None
+    | TrainArgs.Architecture _ | TrainArgs.Averaged _ | TrainArgs.Reads _ | TrainArgs.Writes _ | TrainArgs.Memory_Steps _
+    | TrainArgs.Hidden _ | TrainArgs.Layers _ | TrainArgs.Preprocessing _ | TrainArgs.Betas _ | TrainArgs.Beta2 _
+    | TrainArgs.P _ | TrainArgs.Out_Scale _ -> true
+    | _ -> false
 
 /// --init's optimizer: its name or file, and its φ (one per group in the file) on cfg's device and dtype.
 let private startingPhis (spec: string) (cfg: MetaConfig) : string * Phi list =
@@ -380,8 +371,8 @@ let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
         match a.TryGetResult TrainArgs.Init with
         | None -> cfg, None
         | Some spec ->
-            match a.GetAllResults() |> List.tryPick architectureOption with
-            | Some o -> fail "--init takes m_φ's settings from its optimizer: drop %s" o
+            match a.GetAllResults() |> List.tryFind setsArchitecture with
+            | Some o -> fail "--init takes m_φ's settings from its optimizer: drop %s" (a.Parser.GetArgumentCaseInfo(o).Name.Value)
             | None ->
                 let name, phis = startingPhis spec cfg
                 { cfg with Lstm = phis.Head.Config }, Some(name, phis)
