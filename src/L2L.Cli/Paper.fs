@@ -372,12 +372,9 @@ let tables (root: string) : string =
     | Some r ->
         sb.AppendLine("#### Beyond the paper: learned optimizers against the tuned baselines (`paper beyond`)").AppendLine() |> ignore
         let trainedAs =
-            match r["optimizers"] with
-            | null -> [ sprintf "`%s`, meta-trained in %.0f s" (r["optimizer"].GetValue<string>()) (r["meta_training_seconds"].GetValue<float>()) ]
-            | os ->
-                [ for o in os.AsArray() ->
-                      sprintf "`%s` (%s%s, %.0f s)" (o["file"].GetValue<string>()) (o["task"].GetValue<string>())
-                          (match o["init"] with null -> "" | i -> sprintf ", from %s" (i.GetValue<string>())) (o["meta_training_seconds"].GetValue<float>()) ]
+            [ for o in r["optimizers"].AsArray() ->
+                  sprintf "`%s` (%s%s, %.0f s)" (o["file"].GetValue<string>()) (o["task"].GetValue<string>())
+                      (match o["init"] with null -> "" | i -> sprintf ", from %s" (i.GetValue<string>())) (o["meta_training_seconds"].GetValue<float>()) ]
         sb.AppendLine(sprintf "φ: %s. Ratio: the learned optimizer's mean loss over the best tuned baseline's at that step (bold: below 1)."
                           (String.concat "; " trainedAs)).AppendLine() |> ignore
         sb.AppendLine("| task | φ | step | learned optimizer | best tuned baseline | its loss | ratio |").AppendLine("|---|---|---|---|---|---|---|") |> ignore
