@@ -358,12 +358,10 @@ let private setsArchitecture (arg: TrainArgs) =
     | TrainArgs.P _ | TrainArgs.Out_Scale _ -> true
     | _ -> false
 
-/// --init's optimizer: its name or file, and its φ (one per group in the file) on cfg's device and dtype.
-let private startingPhis (spec: string) (cfg: MetaConfig) : string * Phi list =
-    let text = optimizerText spec
-    match OptimizerFile.ofJsonGroups text (DeviceChoice.resolve cfg.Device) cfg.DType with
-    | Error e -> raise (InvalidDataException(sprintf "%s: %s" spec e))
-    | Ok groups -> spec, groups |> List.map (fun (_, _, phi) -> phi)
+/// The groups of an optimizer file, or of a pretrained optimizer by name (see `optimizerText`).
+let private optimizerGroups (spec: string) (device: torch.Device) (dtype: torch.ScalarType) =
+    if File.Exists spec then OptimizerFile.loadGroups spec device dtype
+    else OptimizerFile.ofJsonGroups (optimizerText spec) device dtype |> Result.mapError (sprintf "pretrained optimizer '%s': %s" spec)
 
 let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
     let cfg = metaConfigOf a settings.Backend
@@ -374,27 +372,30 @@ let runTrain (settings: RuntimeSettings) (a: ParseResults<TrainArgs>) =
             match a.GetAllResults() |> List.tryFind setsArchitecture with
             | Some o -> fail "--init takes m_φ's settings from its optimizer: drop %s" (a.Parser.GetArgumentCaseInfo(o).Name.Value)
             | None ->
-                let name, phis = startingPhis spec cfg
-                { cfg with Lstm = phis.Head.Config }, Some(name, phis)
+                match optimizerGroups spec (DeviceChoice.resolve cfg.Device) cfg.DType with
+                | Error e -> raise (InvalidDataException e)
+                | Ok groups ->
+                    let phis = groups |> List.map (fun (_, _, phi) -> phi)
+                    { cfg with Lstm = phis.Head.Config }, Some(spec, phis)
     let cfg = MetaConfig.validate cfg |> orFail
     let data = dataFor settings cfg.Task cfg.Device
-    trainFrom cfg data (a.GetResult TrainArgs.Out) init |> ignore
+    try
+        trainFrom cfg data (a.GetResult TrainArgs.Out) init |> ignore
+    finally
+        // the run trains copies of the starting φ
+        init |> Option.iter (fun (_, phis) -> Phis.tensors phis |> List.iter (fun t -> t.Dispose()))
     0
 
 /// The φ of an optimizer file, or of a pretrained optimizer by name, for `task`.
-let private loadPhi (path: string) (task: TaskSpec) (device: DeviceChoice) =
-    let loaded =
-        if not (File.Exists path) && List.contains path Pretrained.names then
-            OptimizerFile.ofJsonGroups (Pretrained.optimizerText path) (DeviceChoice.resolve device) torch.ScalarType.Float32
-            |> Result.bind (fun groups ->
-                OptimizerFile.forTask task groups
-                |> Result.mapError (fun e ->
-                    OptimizerFile.disposeGroups groups
-                    sprintf "pretrained optimizer '%s': %s" path e))
-        else OptimizerFile.loadFor path task (DeviceChoice.resolve device) torch.ScalarType.Float32
-    match loaded with
-    | Ok phi -> phi
+let private loadPhi (spec: string) (task: TaskSpec) (device: DeviceChoice) =
+    match optimizerGroups spec (DeviceChoice.resolve device) torch.ScalarType.Float32 with
     | Error e -> fail "%s" e
+    | Ok groups ->
+        match OptimizerFile.forTask task groups with
+        | Ok phis -> phis
+        | Error e ->
+            OptimizerFile.disposeGroups groups
+            fail "%s '%s': %s" (if File.Exists spec then "optimizer file" else "pretrained optimizer") spec e
 
 let runEvaluate (runtime: RuntimeSettings) (a: ParseResults<EvaluateArgs>) =
     let device = parseDevice (a.TryGetResult EvaluateArgs.Device)

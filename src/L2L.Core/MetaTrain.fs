@@ -262,15 +262,12 @@ module MetaTrain =
     /// A detached copy of φ that requires grad (for keeping the best φ).
     let snapshot (phis: Phi list) = phis |> List.map (Phi.map (fun t -> t.detach().clone().requires_grad_(true)))
 
-    let private checkSecondOrder (cfg: MetaConfig) =
+    /// The state before the first meta-iteration, from φ made by `phis` (inside the state's scope).
+    let private startAt (cfg: MetaConfig) (phis: unit -> Phi list) : TrainState =
       match cfg.Task with
       | Custom t when cfg.Unroll.SecondOrder && not t.SecondOrder ->
           invalidArg "cfg" (sprintf "task '%s' gives f and ∇ only: meta-train it first order (second order needs ∂∇/∂θ)" t.Name)
       | _ -> ()
-
-    /// The state before the first meta-iteration, from φ made by `phis` (inside the state's scope).
-    let private startAt (cfg: MetaConfig) (phis: unit -> Phi list) : TrainState =
-      checkSecondOrder cfg
       Tensors.build TrainState.tensors (fun () ->
         let phis = phis ()
         let adam = metaOptimizer cfg.MetaLr
