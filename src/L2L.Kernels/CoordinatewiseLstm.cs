@@ -43,10 +43,15 @@ public static unsafe class CoordinatewiseLstm
         Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 1;
 
     /// <summary>
-    /// Coordinates below which a thread is not worth waking: handing a chunk to another thread costs
-    /// microseconds, a few thousand coordinates of one layer about as much.
+    /// Coordinates below which a thread is not worth waking. Handing a chunk to the kernel's team
+    /// (spinning workers) costs a few microseconds, about what one layer of 256 coordinates takes.
+    /// The weight gradients' float32 rounding depends on the split, so on n, the thread count and
+    /// this value (`L2L_MIN_CHUNK`).
     /// </summary>
-    public static long MinChunk { get; set; } = 2048;
+    public static long MinChunk { get; set; } = DefaultMinChunk;
+
+    /// <summary>The default of <see cref="MinChunk"/>.</summary>
+    public const long DefaultMinChunk = 256;
 
     private static int Chunks(long n, int threads, long blocks) =>
         (int)Math.Max(1, Math.Min(Math.Min(Math.Max(1, threads), blocks), n / Math.Max(1, MinChunk)));

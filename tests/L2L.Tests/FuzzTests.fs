@@ -258,5 +258,5 @@ let tests =
             finally
                 Runtime.configureOrFail (Some 1) None |> ignore
                 L2L.Kernels.CoordinatewiseLstm.UseTeam <- true
-                L2L.Kernels.CoordinatewiseLstm.MinChunk <- 2048L
+                L2L.Kernels.CoordinatewiseLstm.MinChunk <- L2L.Kernels.CoordinatewiseLstm.DefaultMinChunk
     ]
