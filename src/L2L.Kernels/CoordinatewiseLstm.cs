@@ -62,7 +62,13 @@ public static unsafe class CoordinatewiseLstm
     /// <summary>Forward: hOut, cOut [hidden; n] = the cell at (x, h, c).</summary>
     public static void Forward(in LstmLayer layer, float* hOut, float* cOut, int threads)
     {
-        var a = new Args(layer, hOut, cOut, null, null, null, null, null);
+        float* wb = null;
+        if (Width == 8)
+        {
+            wb = ThreadScratch.Weights(BroadcastFloats(layer.Inputs, layer.Hidden));
+            BroadcastWeights(layer, wb);
+        }
+        var a = new Args(layer, hOut, cOut, null, null, null, null, null, wb);
         Run<ForwardOp>(a, threads);
     }
 
@@ -137,15 +143,24 @@ public static unsafe class CoordinatewiseLstm
             || hOut.Length != layers || cOut.Length != layers)
             throw new ArgumentException("one pointer per layer is needed in every array");
         var args = new Args[layers];
+        int width = Width;
+        float* wb = null;
+        if (width == 8)
+        {
+            long total = 0;
+            for (int l = 0; l < layers; l++) total += BroadcastFloats(l == 0 ? features : hidden, hidden);
+            wb = ThreadScratch.Weights(total);
+        }
         for (int l = 0; l < layers; l++)
         {
             float* input = l == 0 ? x : (float*)hOut[l - 1];
             var layer = new LstmLayer(n, l == 0 ? features : hidden, hidden, input, (float*)h[l], (float*)c[l],
                 (float*)wih[l], (float*)whh[l], (float*)b[l]);
-            args[l] = new Args(layer, (float*)hOut[l], (float*)cOut[l], null, null, null, null, null);
+            if (wb != null) BroadcastWeights(layer, wb);
+            args[l] = new Args(layer, (float*)hOut[l], (float*)cOut[l], null, null, null, null, null, wb);
+            if (wb != null) wb += BroadcastFloats(layer.Inputs, hidden);
         }
         var s = new StepArgs(args, n, hidden, features, p, grad, x, wout, *bout, outScale, g);
-        int width = Width;
         ForChunks(n, width, threads, (start, end) =>
         {
             switch (width)
@@ -239,9 +254,11 @@ public static unsafe class CoordinatewiseLstm
     {
         public readonly LstmLayer L;
         public readonly float* HOut, COut, DhOut, DcOut, Dx, Dh, Dc;
-        public Args(in LstmLayer l, float* hOut, float* cOut, float* dhOut, float* dcOut, float* dx, float* dh, float* dc)
+        /// <summary>The layer's pre-broadcast weights where the register type reads them, else null.</summary>
+        public readonly float* Wb;
+        public Args(in LstmLayer l, float* hOut, float* cOut, float* dhOut, float* dcOut, float* dx, float* dh, float* dc, float* wb = null)
         {
-            L = l; HOut = hOut; COut = cOut; DhOut = dhOut; DcOut = dcOut; Dx = dx; Dh = dh; Dc = dc;
+            L = l; HOut = hOut; COut = cOut; DhOut = dhOut; DcOut = dcOut; Dx = dx; Dh = dh; Dc = dc; Wb = wb;
         }
     }
 
@@ -348,9 +365,77 @@ public static unsafe class CoordinatewiseLstm
         return V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, V.Exp(V.Add(z, z)))));
     }
 
-    /// <summary>The four gate pre-activations of hidden unit u for two registers of coordinates.</summary>
+    /// <summary>
+    /// φ's weights of a layer, each repeated across a 256-bit register, in the order the gate loop
+    /// reads them: [hidden unit u][gate][input k (x, then h)][8]. AVX2 has no broadcasting operand, so
+    /// the loop would otherwise spend a broadcast instruction (and, as the JIT allocates registers, a
+    /// move) on every weight; read from here, each weight is the memory operand of its FMA.
+    /// </summary>
+    internal static long BroadcastFloats(int inputs, int hidden) => 4L * hidden * (inputs + hidden) * 16;
+
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
+    internal static void BroadcastWeights(in LstmLayer l, float* dst)
+    {
+        int hd = l.Hidden, ni = l.Inputs, kk = ni + hd;
+        for (int u = 0; u < hd; u++)
+            for (int q = 0; q < 4; q++)
+            {
+                int r = q * hd + u;
+                float* o = dst + ((long)(u * 4 + q) * kk) * 16;
+                for (int k = 0; k < kk; k++)
+                {
+                    var v = Vector256.Create(k < ni ? l.Wih[(long)r * ni + k] : l.Whh[(long)r * hd + k - ni]);
+                    v.Store(o + (long)k * 16);
+                    v.Store(o + (long)k * 16 + 8);
+                }
+            }
+    }
+
+    /// <summary>Whether the gate loop of register type V reads pre-broadcast weights.</summary>
+    internal static bool UsesBroadcast<V>() where V : struct, IVec<V> => typeof(V) == typeof(V256);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Gates<V>(in LstmLayer l, int u, long ja, long jb,
+    private static void GatesAvx2(in LstmLayer l, float* wb, int u, long ja, long jb,
+        ref Vector256<float> ai0, ref Vector256<float> af0, ref Vector256<float> ag0, ref Vector256<float> ao0,
+        ref Vector256<float> ai1, ref Vector256<float> af1, ref Vector256<float> ag1, ref Vector256<float> ao1)
+    {
+        int hd = l.Hidden, ni = l.Inputs, kk = ni + hd;
+        long n = l.N;
+        Vector256<float> zi0 = ai0, zf0 = af0, zg0 = ag0, zo0 = ao0, zi1 = ai1, zf1 = af1, zg1 = ag1, zo1 = ao1;
+        for (int seg = 0; seg < 2; seg++)
+        {
+            int cols = seg == 0 ? ni : hd;
+            float* wi = (seg == 0 ? l.Wih : l.Whh) + (long)u * cols;
+            float* wf = wi + (long)hd * cols, wg = wf + (long)hd * cols, wo = wg + (long)hd * cols;
+            float* row = seg == 0 ? l.X : l.H;
+            for (int k = 0; k < cols; k++, row += n)
+            {
+                var v0 = System.Runtime.Intrinsics.X86.Avx.LoadVector256(row + ja);
+                var v1 = System.Runtime.Intrinsics.X86.Avx.LoadVector256(row + jb);
+                var s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wi + k);
+                zi0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zi0);
+                zi1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zi1);
+                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wf + k);
+                zf0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zf0);
+                zf1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zf1);
+                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wg + k);
+                zg0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zg0);
+                zg1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zg1);
+                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wo + k);
+                zo0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zo0);
+                zo1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zo1);
+            }
+        }
+        ai0 = zi0; af0 = zf0; ag0 = zg0; ao0 = zo0; ai1 = zi1; af1 = zf1; ag1 = zg1; ao1 = zo1;
+    }
+
+    /// <summary>
+    /// The four gate pre-activations of hidden unit u for two registers of coordinates. wb: the
+    /// layer's pre-broadcast weights (BroadcastWeights) where UsesBroadcast&lt;V&gt;, else unused. The sums
+    /// are the same, term by term, either way.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Gates<V>(in LstmLayer l, float* wb, int u, long ja, long jb,
         out V zi0, out V zf0, out V zg0, out V zo0, out V zi1, out V zf1, out V zg1, out V zo1)
         where V : struct, IVec<V>
     {
@@ -360,6 +445,15 @@ public static unsafe class CoordinatewiseLstm
         zf0 = V.Broadcast(l.B[hd + u]); zf1 = zf0;
         zg0 = V.Broadcast(l.B[2 * hd + u]); zg1 = zg0;
         zo0 = V.Broadcast(l.B[3 * hd + u]); zo1 = zo0;
+        if (UsesBroadcast<V>() && wb != null)
+        {
+            GatesAvx2(l, wb, u, ja, jb,
+                ref Unsafe.As<V, Vector256<float>>(ref zi0), ref Unsafe.As<V, Vector256<float>>(ref zf0),
+                ref Unsafe.As<V, Vector256<float>>(ref zg0), ref Unsafe.As<V, Vector256<float>>(ref zo0),
+                ref Unsafe.As<V, Vector256<float>>(ref zi1), ref Unsafe.As<V, Vector256<float>>(ref zf1),
+                ref Unsafe.As<V, Vector256<float>>(ref zg1), ref Unsafe.As<V, Vector256<float>>(ref zo1));
+            return;
+        }
         // two segments of the same sum: the inputs x with Wih, then the hidden state h with Whh
         for (int seg = 0; seg < 2; seg++)
         {
@@ -370,26 +464,45 @@ public static unsafe class CoordinatewiseLstm
             for (int k = 0; k < cols; k++, row += n)
             {
                 V v0 = V.Load(row + ja), v1 = V.Load(row + jb);
-                V s = V.Broadcast(wi[k]); zi0 = V.Fma(s, v0, zi0); zi1 = V.Fma(s, v1, zi1);
-                s = V.Broadcast(wf[k]); zf0 = V.Fma(s, v0, zf0); zf1 = V.Fma(s, v1, zf1);
-                s = V.Broadcast(wg[k]); zg0 = V.Fma(s, v0, zg0); zg1 = V.Fma(s, v1, zg1);
-                s = V.Broadcast(wo[k]); zo0 = V.Fma(s, v0, zo0); zo1 = V.Fma(s, v1, zo1);
+                V s = V.Broadcast(wi[k]); zi0 = V.Fma(v0, s, zi0); zi1 = V.Fma(v1, s, zi1);
+                s = V.Broadcast(wf[k]); zf0 = V.Fma(v0, s, zf0); zf1 = V.Fma(v1, s, zf1);
+                s = V.Broadcast(wg[k]); zg0 = V.Fma(v0, s, zg0); zg1 = V.Fma(v1, s, zg1);
+                s = V.Broadcast(wo[k]); zo0 = V.Fma(v0, s, zo0); zo1 = V.Fma(v1, s, zo1);
             }
         }
     }
 
     private readonly struct ForwardOp : IOp
     {
+        /// <summary>Hidden units whose gates are computed before their activations.</summary>
+        internal const int Group = 10;
+
+        // The gates of Group units are computed first (into a small stack buffer), then their 2·Group
+        // cells, which are independent of each other: the activations (five exp chains a cell, each
+        // dozens of cycles long) overlap in the out-of-order window instead of each unit's waiting on
+        // its own. Same operations, same values as one unit at a time.
         [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
         public static void Block<V>(in Args a, long ja, long jb, bool second) where V : struct, IVec<V>
         {
             long n = a.L.N;
-            for (int u = 0; u < a.L.Hidden; u++)
+            int hd = a.L.Hidden, w = V.Count;
+            float* z = stackalloc float[Group * 8 * 16];
+            for (int u0 = 0; u0 < hd; u0 += Group)
             {
-                Gates<V>(a.L, u, ja, jb, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
-                long r = (long)u * n;
-                Cell(zi0, zf0, zg0, zo0, a.L.C + r + ja, a.HOut + r + ja, a.COut + r + ja);
-                Cell(zi1, zf1, zg1, zo1, a.L.C + r + jb, a.HOut + r + jb, a.COut + r + jb);
+                int units = Math.Min(Group, hd - u0);
+                for (int g = 0; g < units; g++)
+                {
+                    Gates<V>(a.L, a.Wb, u0 + g, ja, jb, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
+                    float* zu = z + g * 8 * w;
+                    V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
+                    V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);
+                }
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    float* zc = z + e * 4 * w;
+                    long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
+                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), a.L.C + at, a.HOut + at, a.COut + at);
+                }
             }
         }
 
@@ -470,12 +583,25 @@ public static unsafe class CoordinatewiseLstm
             where V : struct, IVec<V>
         {
             int hd = tile.Hidden, w = V.Count;
-            for (int u = 0; u < hd; u++)
+            // as in the forward pass: a group's gates first, then its independent cells
+            const int group = ForwardOp.Group;
+            float* z = stackalloc float[group * 8 * 16];
+            for (int u0 = 0; u0 < hd; u0 += group)
             {
-                Gates<V>(tile, u, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
-                long at = (long)u * T + j;
-                Cell(zi0, zf0, zg0, zo0, cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
-                Cell(zi1, zf1, zg1, zo1, cT + at + w, dhT + at + w, dcOutT + at + w, dzT + at + w, (long)hd * T, dcT + at + w);
+                int units = Math.Min(group, hd - u0);
+                for (int g = 0; g < units; g++)
+                {
+                    Gates<V>(tile, null, u0 + g, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
+                    float* zu = z + g * 8 * w;
+                    V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
+                    V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);
+                }
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    float* zc = z + e * 4 * w;
+                    long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
+                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
+                }
             }
         }
 
@@ -502,6 +628,27 @@ public static unsafe class CoordinatewiseLstm
         private static void InputGrad<V>(float* wt, int cols, int rows, float* dz, float* dOut, int w) where V : struct, IVec<V>
         {
             int k = 0;
+            // four inputs at a time: eight independent sums, enough to keep both FMA units busy
+            // (each sum is a chain of dependent FMAs); each sum runs over r in order as below
+            for (; k + 4 <= cols; k += 4)
+            {
+                V a0 = V.Broadcast(0f), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+                float* wr = wt + k;
+                float* dr = dz;
+                for (int r = 0; r < rows; r++, wr += cols, dr += T)
+                {
+                    V d0 = V.Load(dr), d1 = V.Load(dr + w);
+                    V s = V.Broadcast(wr[0]); a0 = V.Fma(s, d0, a0); a1 = V.Fma(s, d1, a1);
+                    s = V.Broadcast(wr[1]); b0 = V.Fma(s, d0, b0); b1 = V.Fma(s, d1, b1);
+                    s = V.Broadcast(wr[2]); c0 = V.Fma(s, d0, c0); c1 = V.Fma(s, d1, c1);
+                    s = V.Broadcast(wr[3]); e0 = V.Fma(s, d0, e0); e1 = V.Fma(s, d1, e1);
+                }
+                float* o = dOut + (long)k * T;
+                V.Store(a0, o); V.Store(a1, o + w);
+                V.Store(b0, o + T); V.Store(b1, o + T + w);
+                V.Store(c0, o + 2 * T); V.Store(c1, o + 2 * T + w);
+                V.Store(e0, o + 3 * T); V.Store(e1, o + 3 * T + w);
+            }
             for (; k + 2 <= cols; k += 2)
             {
                 V a0 = V.Broadcast(0f), a1 = a0, b0 = a0, b1 = a0;
@@ -575,6 +722,27 @@ internal static unsafe class TileOps
         {
             float* d0 = dz + (long)r * T, d1 = d0 + T, d2 = d1 + T, d3 = d2 + T;
             int k = 0;
+            // 16 registers (AVX2) hold a 4×2 tile's accumulators and operands; a 4×4 tile spills
+            // its accumulators to the stack inside the loop. Each sum is the same either way.
+            if (typeof(V) == typeof(V256))
+                for (; k + 2 <= kk; k += 2)
+                {
+                    float* x0 = inT + (long)k * T, x1 = x0 + T;
+                    V z = V.Broadcast(0f);
+                    V a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+                    for (int j = 0; j < padded; j += w)
+                    {
+                        V v0 = V.Load(x0 + j), v1 = V.Load(x1 + j);
+                        V g = V.Load(d0 + j); a00 = V.Fma(g, v0, a00); a01 = V.Fma(g, v1, a01);
+                        g = V.Load(d1 + j); a10 = V.Fma(g, v0, a10); a11 = V.Fma(g, v1, a11);
+                        g = V.Load(d2 + j); a20 = V.Fma(g, v0, a20); a21 = V.Fma(g, v1, a21);
+                        g = V.Load(d3 + j); a30 = V.Fma(g, v0, a30); a31 = V.Fma(g, v1, a31);
+                    }
+                    AddOne(part, r, k, kk, a00); AddOne(part, r, k + 1, kk, a01);
+                    AddOne(part, r + 1, k, kk, a10); AddOne(part, r + 1, k + 1, kk, a11);
+                    AddOne(part, r + 2, k, kk, a20); AddOne(part, r + 2, k + 1, kk, a21);
+                    AddOne(part, r + 3, k, kk, a30); AddOne(part, r + 3, k + 1, kk, a31);
+                }
             for (; k + 4 <= kk; k += 4)
             {
                 float* x0 = inT + (long)k * T, x1 = x0 + T, x2 = x1 + T, x3 = x2 + T;
