@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace L2L.Kernels;
 
@@ -62,13 +63,7 @@ public static unsafe class CoordinatewiseLstm
     /// <summary>Forward: hOut, cOut [hidden; n] = the cell at (x, h, c).</summary>
     public static void Forward(in LstmLayer layer, float* hOut, float* cOut, int threads)
     {
-        float* wb = null;
-        if (Width == 8)
-        {
-            wb = ThreadScratch.Weights(BroadcastFloats(layer.Inputs, layer.Hidden));
-            BroadcastWeights(layer, wb);
-        }
-        var a = new Args(layer, hOut, cOut, null, null, null, null, null, wb);
+        var a = new Args(layer, hOut, cOut, null, null, null, null, null);
         Run<ForwardOp>(a, threads);
     }
 
@@ -144,21 +139,12 @@ public static unsafe class CoordinatewiseLstm
             throw new ArgumentException("one pointer per layer is needed in every array");
         var args = new Args[layers];
         int width = Width;
-        float* wb = null;
-        if (width == 8)
-        {
-            long total = 0;
-            for (int l = 0; l < layers; l++) total += BroadcastFloats(l == 0 ? features : hidden, hidden);
-            wb = ThreadScratch.Weights(total);
-        }
         for (int l = 0; l < layers; l++)
         {
             float* input = l == 0 ? x : (float*)hOut[l - 1];
             var layer = new LstmLayer(n, l == 0 ? features : hidden, hidden, input, (float*)h[l], (float*)c[l],
                 (float*)wih[l], (float*)whh[l], (float*)b[l]);
-            if (wb != null) BroadcastWeights(layer, wb);
-            args[l] = new Args(layer, (float*)hOut[l], (float*)cOut[l], null, null, null, null, null, wb);
-            if (wb != null) wb += BroadcastFloats(layer.Inputs, hidden);
+            args[l] = new Args(layer, (float*)hOut[l], (float*)cOut[l], null, null, null, null, null);
         }
         var s = new StepArgs(args, n, hidden, features, p, grad, x, wout, *bout, outScale, g);
         ForChunks(n, width, threads, (start, end) =>
@@ -254,11 +240,9 @@ public static unsafe class CoordinatewiseLstm
     {
         public readonly LstmLayer L;
         public readonly float* HOut, COut, DhOut, DcOut, Dx, Dh, Dc;
-        /// <summary>The layer's pre-broadcast weights where the register type reads them, else null.</summary>
-        public readonly float* Wb;
-        public Args(in LstmLayer l, float* hOut, float* cOut, float* dhOut, float* dcOut, float* dx, float* dh, float* dc, float* wb = null)
+        public Args(in LstmLayer l, float* hOut, float* cOut, float* dhOut, float* dcOut, float* dx, float* dh, float* dc)
         {
-            L = l; HOut = hOut; COut = cOut; DhOut = dhOut; DcOut = dcOut; Dx = dx; Dh = dh; Dc = dc; Wb = wb;
+            L = l; HOut = hOut; COut = cOut; DhOut = dhOut; DcOut = dcOut; Dx = dx; Dh = dh; Dc = dc;
         }
     }
 
@@ -366,36 +350,12 @@ public static unsafe class CoordinatewiseLstm
     }
 
     /// <summary>
-    /// φ's weights of a layer, each repeated across a 256-bit register, in the order the gate loop
-    /// reads them: [hidden unit u][gate][input k (x, then h)][8]. AVX2 has no broadcasting operand, so
-    /// the loop would otherwise spend a broadcast instruction (and, as the JIT allocates registers, a
-    /// move) on every weight; read from here, each weight is the memory operand of its FMA.
+    /// The gate loop on 256-bit registers, in the intrinsics themselves: through the generic register
+    /// type the JIT gives each FMA whose weight is broadcast for two registers the weight's register as
+    /// destination and adds a move (five instructions per weight instead of three).
     /// </summary>
-    internal static long BroadcastFloats(int inputs, int hidden) => 4L * hidden * (inputs + hidden) * 16;
-
-    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
-    internal static void BroadcastWeights(in LstmLayer l, float* dst)
-    {
-        int hd = l.Hidden, ni = l.Inputs, kk = ni + hd;
-        for (int u = 0; u < hd; u++)
-            for (int q = 0; q < 4; q++)
-            {
-                int r = q * hd + u;
-                float* o = dst + ((long)(u * 4 + q) * kk) * 16;
-                for (int k = 0; k < kk; k++)
-                {
-                    var v = Vector256.Create(k < ni ? l.Wih[(long)r * ni + k] : l.Whh[(long)r * hd + k - ni]);
-                    v.Store(o + (long)k * 16);
-                    v.Store(o + (long)k * 16 + 8);
-                }
-            }
-    }
-
-    /// <summary>Whether the gate loop of register type V reads pre-broadcast weights.</summary>
-    internal static bool UsesBroadcast<V>() where V : struct, IVec<V> => typeof(V) == typeof(V256);
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void GatesAvx2(in LstmLayer l, float* wb, int u, long ja, long jb,
+    private static void GatesAvx2(in LstmLayer l, int u, long ja, long jb,
         ref Vector256<float> ai0, ref Vector256<float> af0, ref Vector256<float> ag0, ref Vector256<float> ao0,
         ref Vector256<float> ai1, ref Vector256<float> af1, ref Vector256<float> ag1, ref Vector256<float> ao1)
     {
@@ -410,32 +370,28 @@ public static unsafe class CoordinatewiseLstm
             float* row = seg == 0 ? l.X : l.H;
             for (int k = 0; k < cols; k++, row += n)
             {
-                var v0 = System.Runtime.Intrinsics.X86.Avx.LoadVector256(row + ja);
-                var v1 = System.Runtime.Intrinsics.X86.Avx.LoadVector256(row + jb);
-                var s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wi + k);
-                zi0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zi0);
-                zi1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zi1);
-                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wf + k);
-                zf0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zf0);
-                zf1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zf1);
-                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wg + k);
-                zg0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zg0);
-                zg1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zg1);
-                s = System.Runtime.Intrinsics.X86.Avx.BroadcastScalarToVector256(wo + k);
-                zo0 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v0, s, zo0);
-                zo1 = System.Runtime.Intrinsics.X86.Fma.MultiplyAdd(v1, s, zo1);
+                var v0 = Avx.LoadVector256(row + ja);
+                var v1 = Avx.LoadVector256(row + jb);
+                var s = Avx.BroadcastScalarToVector256(wi + k);
+                zi0 = Fma.MultiplyAdd(v0, s, zi0);
+                zi1 = Fma.MultiplyAdd(v1, s, zi1);
+                s = Avx.BroadcastScalarToVector256(wf + k);
+                zf0 = Fma.MultiplyAdd(v0, s, zf0);
+                zf1 = Fma.MultiplyAdd(v1, s, zf1);
+                s = Avx.BroadcastScalarToVector256(wg + k);
+                zg0 = Fma.MultiplyAdd(v0, s, zg0);
+                zg1 = Fma.MultiplyAdd(v1, s, zg1);
+                s = Avx.BroadcastScalarToVector256(wo + k);
+                zo0 = Fma.MultiplyAdd(v0, s, zo0);
+                zo1 = Fma.MultiplyAdd(v1, s, zo1);
             }
         }
         ai0 = zi0; af0 = zf0; ag0 = zg0; ao0 = zo0; ai1 = zi1; af1 = zf1; ag1 = zg1; ao1 = zo1;
     }
 
-    /// <summary>
-    /// The four gate pre-activations of hidden unit u for two registers of coordinates. wb: the
-    /// layer's pre-broadcast weights (BroadcastWeights) where UsesBroadcast&lt;V&gt;, else unused. The sums
-    /// are the same, term by term, either way.
-    /// </summary>
+    /// <summary>The four gate pre-activations of hidden unit u for two registers of coordinates.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Gates<V>(in LstmLayer l, float* wb, int u, long ja, long jb,
+    private static void Gates<V>(in LstmLayer l, int u, long ja, long jb,
         out V zi0, out V zf0, out V zg0, out V zo0, out V zi1, out V zf1, out V zg1, out V zo1)
         where V : struct, IVec<V>
     {
@@ -445,9 +401,9 @@ public static unsafe class CoordinatewiseLstm
         zf0 = V.Broadcast(l.B[hd + u]); zf1 = zf0;
         zg0 = V.Broadcast(l.B[2 * hd + u]); zg1 = zg0;
         zo0 = V.Broadcast(l.B[3 * hd + u]); zo1 = zo0;
-        if (UsesBroadcast<V>() && wb != null)
+        if (typeof(V) == typeof(V256) && Fma.IsSupported)
         {
-            GatesAvx2(l, wb, u, ja, jb,
+            GatesAvx2(l, u, ja, jb,
                 ref Unsafe.As<V, Vector256<float>>(ref zi0), ref Unsafe.As<V, Vector256<float>>(ref zf0),
                 ref Unsafe.As<V, Vector256<float>>(ref zg0), ref Unsafe.As<V, Vector256<float>>(ref zo0),
                 ref Unsafe.As<V, Vector256<float>>(ref zi1), ref Unsafe.As<V, Vector256<float>>(ref zf1),
@@ -492,7 +448,7 @@ public static unsafe class CoordinatewiseLstm
                 int units = Math.Min(Group, hd - u0);
                 for (int g = 0; g < units; g++)
                 {
-                    Gates<V>(a.L, a.Wb, u0 + g, ja, jb, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
+                    Gates<V>(a.L, u0 + g, ja, jb, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
                     float* zu = z + g * 8 * w;
                     V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
                     V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);
@@ -591,7 +547,7 @@ public static unsafe class CoordinatewiseLstm
                 int units = Math.Min(group, hd - u0);
                 for (int g = 0; g < units; g++)
                 {
-                    Gates<V>(tile, null, u0 + g, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
+                    Gates<V>(tile, u0 + g, j, j + w, out var zi0, out var zf0, out var zg0, out var zo0, out var zi1, out var zf1, out var zg1, out var zo1);
                     float* zu = z + g * 8 * w;
                     V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
                     V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);

@@ -10,26 +10,15 @@ internal static unsafe class ThreadScratch
     [ThreadStatic] private static float* _scratch;
     [ThreadStatic] private static long _floats;
 
-    [ThreadStatic] private static float* _weights;
-    [ThreadStatic] private static long _weightFloats;
-
     /// <summary>This thread's buffer of at least `floats` floats, 64-byte aligned (contents undefined).</summary>
-    public static float* Floats(long floats) => Grow(ref _scratch, ref _floats, floats);
-
-    /// <summary>
-    /// A second buffer of the calling thread, for what a call prepares once and its workers only read
-    /// (φ's weights broadcast), apart from the one each thread's share of the work uses.
-    /// </summary>
-    public static float* Weights(long floats) => Grow(ref _weights, ref _weightFloats, floats);
-
-    private static float* Grow(ref float* buffer, ref long size, long floats)
+    public static float* Floats(long floats)
     {
-        if (size < floats)
+        if (_floats < floats)
         {
-            if (buffer != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(buffer);
-            buffer = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            size = floats;
+            if (_scratch != null) System.Runtime.InteropServices.NativeMemory.AlignedFree(_scratch);
+            _scratch = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+            _floats = floats;
         }
-        return buffer;
+        return _scratch;
     }
 }
