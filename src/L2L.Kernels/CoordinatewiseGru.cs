@@ -116,12 +116,26 @@ public static unsafe class CoordinatewiseGru
     private static void ForwardBlock<V>(in GruLayer l, float* hOut, long ja, long jb) where V : struct, IVec<V>
     {
         long n = l.N;
-        for (int u = 0; u < l.Hidden; u++)
+        int hd = l.Hidden, w = V.Count;
+        // as the LSTM's: a group of units' pre-activations first, then their independent cells
+        const int group = CoordinatewiseLstm.CellGroup;
+        float* zs = stackalloc float[group * 8 * 16];
+        for (int u0 = 0; u0 < hd; u0 += group)
         {
-            Gates<V>(l, u, ja, jb, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
-            long r = (long)u * n;
-            Cell(zr0, zz0, zi0, zh0, l.H + r + ja, hOut + r + ja);
-            Cell(zr1, zz1, zi1, zh1, l.H + r + jb, hOut + r + jb);
+            int units = Math.Min(group, hd - u0);
+            for (int g = 0; g < units; g++)
+            {
+                Gates<V>(l, u0 + g, ja, jb, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
+                float* zu = zs + g * 8 * w;
+                V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
+                V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
+            }
+            for (int e = 0; e < 2 * units; e++)
+            {
+                float* zc = zs + e * 4 * w;
+                long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
+                Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), l.H + at, hOut + at);
+            }
         }
     }
 
@@ -241,12 +255,24 @@ public static unsafe class CoordinatewiseGru
         {
             int hd = tile.Hidden, w = V.Count;
             long gate = (long)hd * T;
-            for (int u = 0; u < hd; u++)
+            const int group = CoordinatewiseLstm.CellGroup;
+            float* zs = stackalloc float[group * 8 * 16];
+            for (int u0 = 0; u0 < hd; u0 += group)
             {
-                Gates<V>(tile, u, j, j + w, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
-                long at = (long)u * T + j;
-                Cell(zr0, zz0, zi0, zh0, tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
-                Cell(zr1, zz1, zi1, zh1, tile.H + at + w, dhOutT + at + w, dRZN + at + w, gate, dNH + at + w, dhT + at + w);
+                int units = Math.Min(group, hd - u0);
+                for (int g = 0; g < units; g++)
+                {
+                    Gates<V>(tile, u0 + g, j, j + w, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
+                    float* zu = zs + g * 8 * w;
+                    V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
+                    V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
+                }
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    float* zc = zs + e * 4 * w;
+                    long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
+                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
+                }
             }
         }
 

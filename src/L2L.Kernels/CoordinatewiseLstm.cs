@@ -57,6 +57,12 @@ public static unsafe class CoordinatewiseLstm
     private static int Chunks(long n, int threads, long blocks) =>
         (int)Math.Max(1, Math.Min(Math.Min(Math.Max(1, threads), blocks), n / Math.Max(1, MinChunk)));
 
+    /// <summary>
+    /// Hidden units whose gates are computed before their cells (the cells of a group are independent,
+    /// so their activations overlap). 4 and 10 measured alike at 256 bits.
+    /// </summary>
+    internal const int CellGroup = 10;
+
     /// <summary>Floats per partial-sum slot (the widest register).</summary>
     internal const int Lanes = 16;
 
@@ -430,8 +436,7 @@ public static unsafe class CoordinatewiseLstm
 
     private readonly struct ForwardOp : IOp
     {
-        /// <summary>Hidden units whose gates are computed before their activations.</summary>
-        internal const int Group = 10;
+        internal const int Group = CellGroup;
 
         // The gates of Group units are computed first (into a small stack buffer), then their 2·Group
         // cells, which are independent of each other: the activations (five exp chains a cell, each
