@@ -365,7 +365,7 @@ public static unsafe class CoordinatewiseLstm
         ref Vector256<float> ai0, ref Vector256<float> af0, ref Vector256<float> ag0, ref Vector256<float> ao0,
         ref Vector256<float> ai1, ref Vector256<float> af1, ref Vector256<float> ag1, ref Vector256<float> ao1)
     {
-        int hd = l.Hidden, ni = l.Inputs, kk = ni + hd;
+        int hd = l.Hidden, ni = l.Inputs;
         long n = l.N;
         Vector256<float> zi0 = ai0, zf0 = af0, zg0 = ag0, zo0 = ao0, zi1 = ai1, zf1 = af1, zg1 = ag1, zo1 = ao1;
         for (int seg = 0; seg < 2; seg++)
