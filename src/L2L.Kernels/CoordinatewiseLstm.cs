@@ -458,22 +458,22 @@ public static unsafe class CoordinatewiseLstm
                     V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
                     V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);
                 }
+                // c' first (o kept in the buffer), then h' = o·tanh(c'): the second exp chain of a cell
+                // waits on the first, and apart they overlap across cells
                 for (int e = 0; e < 2 * units; e++)
                 {
                     float* zc = z + e * 4 * w;
                     long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), a.L.C + at, a.HOut + at, a.COut + at);
+                    V i = Sigmoid(V.Load(zc)), f = Sigmoid(V.Load(zc + w)), g = Tanh(V.Load(zc + 2 * w)), o = Sigmoid(V.Load(zc + 3 * w));
+                    V.Store(V.Fma(f, V.Load(a.L.C + at), V.Mul(i, g)), a.COut + at);
+                    V.Store(o, zc);
+                }
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
+                    V.Store(V.Mul(V.Load(z + e * 4 * w), Tanh(V.Load(a.COut + at))), a.HOut + at);
                 }
             }
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Cell<V>(V zi, V zf, V zg, V zo, float* cPrev, float* hOut, float* cOut) where V : struct, IVec<V>
-        {
-            V i = Sigmoid(zi), f = Sigmoid(zf), g = Tanh(zg), o = Sigmoid(zo);
-            V c = V.Fma(f, V.Load(cPrev), V.Mul(i, g));
-            V.Store(c, cOut);
-            V.Store(V.Mul(o, Tanh(c)), hOut);
         }
     }
 
@@ -547,6 +547,7 @@ public static unsafe class CoordinatewiseLstm
             // as in the forward pass: a group's gates first, then its independent cells
             const int group = ForwardOp.Group;
             float* z = stackalloc float[group * 8 * 16];
+            float* act = stackalloc float[group * 10 * 16];
             for (int u0 = 0; u0 < hd; u0 += group)
             {
                 int units = Math.Min(group, hd - u0);
@@ -557,23 +558,31 @@ public static unsafe class CoordinatewiseLstm
                     V.Store(zi0, zu); V.Store(zf0, zu + w); V.Store(zg0, zu + 2 * w); V.Store(zo0, zu + 3 * w);
                     V.Store(zi1, zu + 4 * w); V.Store(zf1, zu + 5 * w); V.Store(zg1, zu + 6 * w); V.Store(zo1, zu + 7 * w);
                 }
+                // the gates' activations and c' first, then tanh c' and the gradients (as forward)
                 for (int e = 0; e < 2 * units; e++)
                 {
-                    float* zc = z + e * 4 * w;
+                    float* zc = z + e * 4 * w, ac = act + e * 5 * w;
                     long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
+                    V i = Sigmoid(V.Load(zc)), f = Sigmoid(V.Load(zc + w)), g = Tanh(V.Load(zc + 2 * w)), o = Sigmoid(V.Load(zc + 3 * w));
+                    V.Store(i, ac); V.Store(f, ac + w); V.Store(g, ac + 2 * w); V.Store(o, ac + 3 * w);
+                    V.Store(V.Fma(f, V.Load(cT + at), V.Mul(i, g)), ac + 4 * w);
+                }
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    float* ac = act + e * 5 * w;
+                    long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
+                    Cell(V.Load(ac), V.Load(ac + w), V.Load(ac + 2 * w), V.Load(ac + 3 * w), Tanh(V.Load(ac + 4 * w)),
+                        cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
                 }
             }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Cell<V>(V zi, V zf, V zg, V zo, float* cPrev, float* dhOut, float* dcOut, float* dz, long gate, float* dc)
+        private static void Cell<V>(V i, V f, V g, V o, V tc, float* cPrev, float* dhOut, float* dcOut, float* dz, long gate, float* dc)
             where V : struct, IVec<V>
         {
             V one = V.Broadcast(1f);
-            V i = Sigmoid(zi), f = Sigmoid(zf), g = Tanh(zg), o = Sigmoid(zo);
             V cp = V.Load(cPrev);
-            V tc = Tanh(V.Fma(f, cp, V.Mul(i, g)));
             V dh = V.Load(dhOut);
             // dc = dc' + dh'·o·(1 − tanh²c')
             V dcTot = V.Fma(V.Mul(dh, o), V.Sub(one, V.Mul(tc, tc)), V.Load(dcOut));
