@@ -130,22 +130,24 @@ public static unsafe class CoordinatewiseGru
                 V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
                 V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
             }
+            // r, z and n's pre-activation first, then n = tanh of it and h' (as the LSTM's two passes)
+            for (int e = 0; e < 2 * units; e++)
+            {
+                float* zc = zs + e * 4 * w;
+                V r = CoordinatewiseLstm.Sigmoid(V.Load(zc));
+                V.Store(CoordinatewiseLstm.Sigmoid(V.Load(zc + w)), zc + w);
+                V.Store(V.Fma(r, V.Load(zc + 3 * w), V.Load(zc + 2 * w)), zc + 2 * w);
+            }
             for (int e = 0; e < 2 * units; e++)
             {
                 float* zc = zs + e * 4 * w;
                 long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), l.H + at, hOut + at);
+                V nn = CoordinatewiseLstm.Tanh(V.Load(zc + 2 * w));
+                V.Store(V.Fma(V.Load(zc + w), V.Sub(V.Load(l.H + at), nn), nn), hOut + at);
             }
         }
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Cell<V>(V zr, V zz, V zi, V zh, float* hPrev, float* hOut) where V : struct, IVec<V>
-    {
-        V r = CoordinatewiseLstm.Sigmoid(zr), z = CoordinatewiseLstm.Sigmoid(zz);
-        V nn = CoordinatewiseLstm.Tanh(V.Fma(r, zh, zi));
-        V.Store(V.Fma(z, V.Sub(V.Load(hPrev), nn), nn), hOut);
-    }
 
     /// <summary>
     /// Backward: from dhOut [hidden; n] (the gradient of h') computes the gradients of the cell's
@@ -267,22 +269,30 @@ public static unsafe class CoordinatewiseGru
                     V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
                     V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
                 }
+                // r, z and n's pre-activation first, then n and the gradients (as forward)
+                for (int e = 0; e < 2 * units; e++)
+                {
+                    float* zc = zs + e * 4 * w;
+                    V r = CoordinatewiseLstm.Sigmoid(V.Load(zc));
+                    V.Store(r, zc);
+                    V.Store(CoordinatewiseLstm.Sigmoid(V.Load(zc + w)), zc + w);
+                    V.Store(V.Fma(r, V.Load(zc + 3 * w), V.Load(zc + 2 * w)), zc + 2 * w);
+                }
                 for (int e = 0; e < 2 * units; e++)
                 {
                     float* zc = zs + e * 4 * w;
                     long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    Cell(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
+                    Cell(V.Load(zc), V.Load(zc + w), CoordinatewiseLstm.Tanh(V.Load(zc + 2 * w)), V.Load(zc + 3 * w),
+                        tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
                 }
             }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static void Cell<V>(V zr, V zz, V zi, V zh, float* hPrev, float* dhOut, float* dRZN, long gate, float* dNH, float* dh)
+        private static void Cell<V>(V r, V z, V nn, V zh, float* hPrev, float* dhOut, float* dRZN, long gate, float* dNH, float* dh)
             where V : struct, IVec<V>
         {
             V one = V.Broadcast(1f);
-            V r = CoordinatewiseLstm.Sigmoid(zr), z = CoordinatewiseLstm.Sigmoid(zz);
-            V nn = CoordinatewiseLstm.Tanh(V.Fma(r, zh, zi));
             V d = V.Load(dhOut);
             // h' = n + z·(h − n): dn = d·(1 − z), dz = d·(h − n), dh (direct) = d·z
             V dan = V.Mul(V.Mul(d, V.Sub(one, z)), V.Sub(one, V.Mul(nn, nn)));
