@@ -66,7 +66,10 @@ let private secondsPerCall (f: unit -> unit) =
 /// How close m_φ comes to the arithmetic floor on n coordinates: achieved GFLOP/s of its forward
 /// pass (under no_grad) and of its backward pass (the fused kernel's recomputed gates, input and
 /// weight gradients: three times the forward's multiply-adds), against the machine's GEMM rate
-/// (a 2048² float32 matrix product through libtorch on the kernel's thread count).
+/// (a 2048² float32 matrix product through libtorch on the kernel's thread count). The backward is
+/// timed twice: through autograd (a differentiable step and `autograd.grad`, less the forward
+/// without autograd: what a model's own meta-training pays), and the fused backward alone, as the
+/// closed-form meta-gradient calls it (`m_phi_backward_kernel_*`; the paper's LSTM only).
 let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
     let c = phi.Config
     let h = c.Hidden
@@ -90,6 +93,30 @@ let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
             let objective = g.sum().Add(s.H |> List.reduce (fun a b -> a.Add(b)) |> fun t -> t.sum())
             torch.autograd.grad([| objective |], List.toArray (Phi.tensors phiLeaves)) |> ignore)
     let backward = max (forwardBackward - forward) 1e-9
+    // the backward as the closed-form meta-gradient runs it: the fused kernels into buffers reused
+    // from call to call, without autograd, after a forward pass that saved what they read
+    let backwardKernel =
+        match c.Preprocessing with
+        | NormalizedMoments _ -> None
+        | _ when backend.Cell <> Fused || not (PhiKernel.wholeStep phi) || not (LstmKernel.available ()) -> None
+        | _ ->
+            let threads = Backend.kernelThreads backend
+            let layers = PhiKernel.layers phi
+            let g, hOut, cOut, x =
+                use _ = torch.no_grad()
+                LstmKernel.stepSaving threads layers phi.WOut phi.BOut c.OutScale (PhiKernel.logSignP phi) state.H state.C grad
+            let buffers () = [ for _ in 1 .. c.Layers -> torch.zeros([| int64 h; int64 n |]) ]
+            let dhOut, dcOut, dh, dc = buffers (), buffers (), buffers (), buffers ()
+            let scratch = torch.zeros([| int64 h; int64 n |])
+            let dg = torch.randn([| int64 n |], generator = gen).Mul(1e-3)
+            let seconds =
+                secondsPerCall (fun () ->
+                    use _ = torch.NewDisposeScope()
+                    use _ = torch.no_grad()
+                    LstmKernel.stepBackwardInto threads layers phi.WOut c.OutScale x state.H state.C hOut dg dhOut dcOut dh dc scratch |> ignore)
+            for t in g :: x :: dg :: scratch :: hOut @ cOut @ dhOut @ dcOut @ dh @ dc do
+                t.Dispose()
+            Some seconds
     // the GEMM rate on as many threads as the kernel has (libtorch's own count is 1 by default)
     let a = torch.randn([| 2048L; 2048L |], generator = gen)
     let torchThreads = torch.get_num_threads ()
@@ -108,6 +135,10 @@ let kernelProfile (backend: Backend) (phi: Phi) (n: int) : JsonObject =
     o["m_phi_forward_gflops"] <- JsonValue.Create(forwardFlop / forward / 1e9)
     o["m_phi_backward_ms"] <- JsonValue.Create(backward * 1e3)
     o["m_phi_backward_gflops"] <- JsonValue.Create(3.0 * forwardFlop / backward / 1e9)
+    backwardKernel
+    |> Option.iter (fun b ->
+        o["m_phi_backward_kernel_ms"] <- JsonValue.Create(b * 1e3)
+        o["m_phi_backward_kernel_gflops"] <- JsonValue.Create(3.0 * forwardFlop / b / 1e9))
     o["gemm_peak_gflops"] <- JsonValue.Create(gemmGflops)
     o
 
@@ -485,6 +516,17 @@ let private medianOf (runs: JsonNode list) =
         o[k] <- JsonValue.Create(median [ for r in runs -> (r[k]).GetValue<float>() ])
     o
 
+/// Field by field, the median of profiles of the same shape (numbers; anything else as in the first).
+let private medianProfile (profiles: JsonNode list) =
+    let o = JsonObject()
+    for KeyValue(k, v) in (List.head profiles).AsObject() do
+        o[k] <-
+            match v with
+            | :? JsonValue as x when x.GetValueKind() = JsonValueKind.Number ->
+                JsonValue.Create(median [ for p in profiles -> (p[k]).GetValue<float>() ]) :> JsonNode
+            | x -> JsonNode.Parse(x.ToJsonString())
+    o
+
 /// Measures each task (and with `peer`, the reference script on the same settings, alternating run by
 /// run), prints a table with the ratios ours / peer, and writes the JSON.
 let run (runtime: RuntimeSettings) (choice: IsaChoice) (tasks: string list) (reps: int) (peerScript: string option) (out: string) =
@@ -521,13 +563,15 @@ let run (runtime: RuntimeSettings) (choice: IsaChoice) (tasks: string list) (rep
                     |> List.map (fun (us, them) ->
                         let r = JsonObject()
                         r["ours"] <- medianOf [ us ]
+                        r["ours_profile"] <- JsonNode.Parse((us["kernel"]).ToJsonString())
                         r["peer"] <- JsonNode.Parse(them.ToJsonString())
                         r :> JsonNode)
                     |> Array.ofList)
-            // the profile of our first run: m_φ against the GEMM rate, memory by stage
+            // m_φ against the GEMM rate: the median over our runs (each run's in `runs`); the memory
+            // by stage and the meta-training profile of our first run
             let first = fst pairs.Head
             entry["isa"] <- JsonNode.Parse((first["isa"]).ToJsonString())
-            entry["profile"] <- JsonNode.Parse((first["kernel"]).ToJsonString())
+            entry["profile"] <- medianProfile [ for us, _ in pairs -> us["kernel"] ]
             entry["rss_mib_by_stage"] <- JsonNode.Parse((first["rss_mib_by_stage"]).ToJsonString())
             entry["meta_train_profile"] <- JsonNode.Parse((first["meta_train_profile"]).ToJsonString())
             match first["module_step"] with
@@ -561,6 +605,19 @@ let run (runtime: RuntimeSettings) (choice: IsaChoice) (tasks: string list) (rep
             | o ->
                 let v (k: string) = (o[k]).GetValue<float>()
                 printfn "%-10s %-6s %s" task who (String.Format(Globalization.CultureInfo.InvariantCulture, (if who = "ratio" then "{0,22:F2} {1,18:F2} {2,14:F2}" else "{0,22:F1} {1,18:F1} {2,14:F0}"), v "meta_train_steps_per_s", v "eval_steps_per_s", v "peak_rss_mib"))
+    for task in tasks do
+        let profile =
+            match results[task]["profile"] with
+            | null -> (match results[task]["ours"] with null -> null | o -> o["kernel"])
+            | p -> p
+        if not (isNull profile) then
+            let v (k: string) = match profile[k] with null -> nan | x -> x.GetValue<float>()
+            let gemm = v "gemm_peak_gflops"
+            printfn "%s"
+                (String.Format(Globalization.CultureInfo.InvariantCulture,
+                               "{0,-10} m_φ on {1:F0} coordinates against the GEMM ({2:F0} GFLOP/s): forward {3:F0} ({4:F2}), backward kernel {5:F0} ({6:F2}), backward through autograd {7:F0} ({8:F2})",
+                               task, v "coordinates", gemm, v "m_phi_forward_gflops", v "m_phi_forward_gflops" / gemm,
+                               v "m_phi_backward_kernel_gflops", v "m_phi_backward_kernel_gflops" / gemm, v "m_phi_backward_gflops", v "m_phi_backward_gflops" / gemm))
     for task in tasks do
         let m =
             match results[task]["module_step"] with

@@ -246,8 +246,8 @@ let beyondOptimizers =
       "general-quadratic", beyondQuadraticConfig, None ]
 
 /// The tasks of `paper beyond`: (results folder, title, settings, the optimizer that runs it). The
-/// MLPs twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps with them tuned
-/// at step 1000.
+/// networks twice: steps 100 and 200 with the baselines tuned at step 100, and 1000 steps with them
+/// tuned at step 1000.
 let beyondTasks =
     let relu = Mlp { Hidden = [ 20 ]; Activation = Relu; Batch = 128 }
     let long (s: EvalSettings) = { s with Steps = 1000; TuneSteps = 1000 }
@@ -257,6 +257,7 @@ let beyondTasks =
       "mnist-sigmoid", "MNIST 784-20-10 sigmoid, 10 fresh runs", { mnistEval mnistTask with TuneSteps = 100 }, "general"
       "mnist-sigmoid-1000", "MNIST 784-20-10 sigmoid, 1000 steps (baselines tuned at step 1000)", long (mnistEval mnistTask), "general"
       "mnist-conv", "MNIST conv net, general fine-tuned on it (two φ), 10 fresh runs", { mnistEval convTask with TuneSteps = 100 }, "general-conv"
+      "mnist-conv-1000", "MNIST conv net, general-conv, 1000 steps (baselines tuned at step 1000)", long (mnistEval convTask), "general-conv"
       "quadratic-10", "Quadratics (10-d), 1000 fresh functions", quad 10, "general-quadratic"
       "quadratic-50", "Quadratics (50-d), 1000 fresh functions", quad 50, "general-quadratic" ]
 

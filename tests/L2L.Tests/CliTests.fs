@@ -241,6 +241,11 @@ let tests =
                 let v = doc.RootElement.GetProperty(key).GetDouble()
                 Expect.isTrue (Double.IsFinite v && v > 0.0) (sprintf "%s = %g" key v)
             Expect.equal (doc.RootElement.GetProperty("meta_train_coordinates").GetInt32()) 1280 "128 functions × 10"
+            // m_φ against the GEMM: the forward, the backward through autograd and the fused backward alone
+            let kernel = doc.RootElement.GetProperty("kernel")
+            for key in [ "m_phi_forward_gflops"; "m_phi_backward_gflops"; "m_phi_backward_kernel_gflops"; "gemm_peak_gflops" ] do
+                let v = kernel.GetProperty(key).GetDouble()
+                Expect.isTrue (Double.IsFinite v && v > 0.0) (sprintf "kernel.%s = %g" key v)
 
         testCase "bench names the instruction sets it ran: the kernels' width, libtorch's capability" <| fun () ->
             let o = L2L.Cli.Bench.isa ()

@@ -1,3 +1,5 @@
+#nowarn "9" // the exp test hands pinned arrays to the kernel
+
 /// The fused coordinatewise LSTM kernel against the straightforward TorchSharp cell: the same g_t,
 /// states and gradients (meta-gradient included) to float32 tolerance, on every register width and
 /// tail length, any thread count.
@@ -191,6 +193,51 @@ let tests =
                 let bound = exact.abs().masked_select(taken).Mul(3.0 * 1.19e-7).Add(1e-7)
                 Expect.isGreaterThan (taken.sum().ToInt64()) 2000L "most coordinates take the logarithm"
                 Expect.isTrue (err.le(bound).all().ToBoolean()) (sprintf "max error %g" (err.max().ToDouble())))
+
+        testCase "the exp's scaling by 2^k through the exponent field is the product by 2^k, bit for bit, on every float" <| fun () ->
+            // the product's formula, scalar: MathF's FMA and round-half-even are the registers' lanes'
+            let byProduct (a: float32) =
+                let x = if Single.IsNaN a then a else min (max a ExpF.Lo) ExpF.Hi
+                let k = MathF.Round(x * ExpF.Log2E)
+                let r = MathF.FusedMultiplyAdd(k, -ExpF.Ln2Hi, x)
+                let r = MathF.FusedMultiplyAdd(k, -ExpF.Ln2Lo, r)
+                let p = MathF.FusedMultiplyAdd(ExpF.P0, r, ExpF.P1)
+                let p = MathF.FusedMultiplyAdd(p, r, ExpF.P2)
+                let p = MathF.FusedMultiplyAdd(p, r, ExpF.P3)
+                let p = MathF.FusedMultiplyAdd(p, r, ExpF.P4)
+                let p = MathF.FusedMultiplyAdd(p, r, ExpF.P5)
+                let p = MathF.FusedMultiplyAdd(p, r * r, r + 1.0f)
+                p * BitConverter.Int32BitsToSingle((int k + 127) <<< 23)
+            // every 251st bit pattern (both signs, every exponent, NaNs and infinities among them), and
+            // every float within 2^16 patterns of the clamps and of where k reaches −126 and 127
+            let near (v: float32) = let b = BitConverter.SingleToInt32Bits v in [| b - 65536 .. b + 65536 |]
+            let special =
+                Array.concat
+                    [ near ExpF.Lo; near ExpF.Hi; near -87.0f; near 87.68f; near -86.99f
+                      [| 0; Int32.MinValue; BitConverter.SingleToInt32Bits Single.PositiveInfinity; BitConverter.SingleToInt32Bits Single.NegativeInfinity |] ]
+            let chunks =
+                seq {
+                    yield special
+                    for c in 0L .. (1L <<< 20) * 251L .. 0xFFFFFFFFL ->
+                        [| for i in c .. 251L .. min 0xFFFFFFFFL (c + (1L <<< 20) * 251L - 1L) -> int (uint32 i) |] }
+            let widths = [ 16; 8 ] |> List.filter (fun w -> w = 8 || Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
+            let mutable checkedCount = 0L
+            for chunk in chunks do
+                let xs = Array.append (chunk |> Array.map BitConverter.Int32BitsToSingle) (Array.zeroCreate ((16 - chunk.Length % 16) % 16))
+                let expected = xs |> Array.map byProduct
+                for w in widths do
+                    let ys = Array.zeroCreate<float32> xs.Length
+                    use px = fixed xs
+                    use py = fixed ys
+                    ExpF.Vector(px, py, int64 xs.Length, w)
+                    for i in 0 .. xs.Length - 1 do
+                        let e, y = expected[i], ys[i]
+                        if not (Single.IsNaN e && Single.IsNaN y) && BitConverter.SingleToInt32Bits e <> BitConverter.SingleToInt32Bits y then
+                            failtestf "width %d: e^%g (0x%08x) = %g, the product gives %g" w xs[i] (BitConverter.SingleToInt32Bits xs[i]) y e
+                        if not (Single.IsNaN y || (Single.IsNormal y && y > 0.0f)) then
+                            failtestf "width %d: e^%g = %g, not a positive normal float" w xs[i] y
+                checkedCount <- checkedCount + int64 chunk.Length
+            Expect.isGreaterThan checkedCount 17_000_000L "floats checked"
 
         testCase "the thread count changes nothing elementwise and the weight gradients only by rounding" <| fun () ->
             scoped (fun () ->
