@@ -134,16 +134,18 @@ public static unsafe class CoordinatewiseGru
             for (int e = 0; e < 2 * units; e++)
             {
                 float* zc = zs + e * 4 * w;
-                V r = CoordinatewiseLstm.Sigmoid(V.Load(zc));
-                V.Store(CoordinatewiseLstm.Sigmoid(V.Load(zc + w)), zc + w);
+                CoordinatewiseLstm.Sigmoid2(V.Load(zc), V.Load(zc + w), out V r, out V z);
+                V.Store(z, zc + w);
                 V.Store(V.Fma(r, V.Load(zc + 3 * w), V.Load(zc + 2 * w)), zc + 2 * w);
             }
-            for (int e = 0; e < 2 * units; e++)
+            // a unit's two registers side by side (2·units is even)
+            for (int e = 0; e < 2 * units; e += 2)
             {
-                float* zc = zs + e * 4 * w;
-                long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                V nn = CoordinatewiseLstm.Tanh(V.Load(zc + 2 * w));
-                V.Store(V.Fma(V.Load(zc + w), V.Sub(V.Load(l.H + at), nn), nn), hOut + at);
+                float* zc = zs + e * 4 * w, zc1 = zc + 4 * w;
+                long at = (long)(u0 + (e >> 1)) * n;
+                CoordinatewiseLstm.Tanh2(V.Load(zc + 2 * w), V.Load(zc1 + 2 * w), out V n0, out V n1);
+                V.Store(V.Fma(V.Load(zc + w), V.Sub(V.Load(l.H + at + ja), n0), n0), hOut + at + ja);
+                V.Store(V.Fma(V.Load(zc1 + w), V.Sub(V.Load(l.H + at + jb), n1), n1), hOut + at + jb);
             }
         }
     }
@@ -273,17 +275,19 @@ public static unsafe class CoordinatewiseGru
                 for (int e = 0; e < 2 * units; e++)
                 {
                     float* zc = zs + e * 4 * w;
-                    V r = CoordinatewiseLstm.Sigmoid(V.Load(zc));
+                    CoordinatewiseLstm.Sigmoid2(V.Load(zc), V.Load(zc + w), out V r, out V z);
                     V.Store(r, zc);
-                    V.Store(CoordinatewiseLstm.Sigmoid(V.Load(zc + w)), zc + w);
+                    V.Store(z, zc + w);
                     V.Store(V.Fma(r, V.Load(zc + 3 * w), V.Load(zc + 2 * w)), zc + 2 * w);
                 }
-                for (int e = 0; e < 2 * units; e++)
+                // a unit's two registers side by side (2·units is even)
+                for (int e = 0; e < 2 * units; e += 2)
                 {
-                    float* zc = zs + e * 4 * w;
-                    long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    Cell(V.Load(zc), V.Load(zc + w), CoordinatewiseLstm.Tanh(V.Load(zc + 2 * w)), V.Load(zc + 3 * w),
-                        tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
+                    float* zc = zs + e * 4 * w, zc1 = zc + 4 * w;
+                    long at = (long)(u0 + (e >> 1)) * T + j, at1 = at + w;
+                    CoordinatewiseLstm.Tanh2(V.Load(zc + 2 * w), V.Load(zc1 + 2 * w), out V n0, out V n1);
+                    Cell(V.Load(zc), V.Load(zc + w), n0, V.Load(zc + 3 * w), tile.H + at, dhOutT + at, dRZN + at, gate, dNH + at, dhT + at);
+                    Cell(V.Load(zc1), V.Load(zc1 + w), n1, V.Load(zc1 + 3 * w), tile.H + at1, dhOutT + at1, dRZN + at1, gate, dNH + at1, dhT + at1);
                 }
             }
         }

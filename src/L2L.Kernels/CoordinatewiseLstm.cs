@@ -341,19 +341,39 @@ public static unsafe class CoordinatewiseLstm
         if (j < end) TOp.Block<V1>(a, j, j, false);
     }
 
+    // The activations take two registers at a time, their exps interleaved (`IVec.Exp2`): an exp is
+    // some twenty dependent operations, and one chain after another left the out-of-order core too
+    // few independent operations in reach. σ(z) = 1/(1 + e^{−z}); tanh z = 1 − 2/(1 + e^{2z}), exact
+    // limits ±1 when e^{2z} saturates.
+
+    /// <summary>Sigmoid of two registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static V Sigmoid<V>(V z) where V : struct, IVec<V>
+    internal static void Sigmoid2<V>(V z0, V z1, out V s0, out V s1) where V : struct, IVec<V>
     {
         var one = V.Broadcast(1f);
-        return V.Div(one, V.Add(one, V.Exp(V.Sub(V.Broadcast(0f), z))));
+        V.Exp2(V.Sub(V.Broadcast(0f), z0), V.Sub(V.Broadcast(0f), z1), out var e0, out var e1);
+        s0 = V.Div(one, V.Add(one, e0));
+        s1 = V.Div(one, V.Add(one, e1));
     }
 
+    /// <summary>Tanh of two registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static V Tanh<V>(V z) where V : struct, IVec<V>
+    internal static void Tanh2<V>(V z0, V z1, out V t0, out V t1) where V : struct, IVec<V>
     {
-        // 1 − 2/(1 + e^{2z}): exact limits ±1 when e^{2z} saturates
         var one = V.Broadcast(1f);
-        return V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, V.Exp(V.Add(z, z)))));
+        V.Exp2(V.Add(z0, z0), V.Add(z1, z1), out var e0, out var e1);
+        t0 = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, e0)));
+        t1 = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, e1)));
+    }
+
+    /// <summary>Tanh of one register and sigmoid of another.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void TanhSigmoid<V>(V zt, V zs, out V t, out V s) where V : struct, IVec<V>
+    {
+        var one = V.Broadcast(1f);
+        V.Exp2(V.Add(zt, zt), V.Sub(V.Broadcast(0f), zs), out var et, out var es);
+        t = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, et)));
+        s = V.Div(one, V.Add(one, es));
     }
 
     /// <summary>
@@ -465,14 +485,18 @@ public static unsafe class CoordinatewiseLstm
                 {
                     float* zc = z + e * 4 * w;
                     long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                    V i = Sigmoid(V.Load(zc)), f = Sigmoid(V.Load(zc + w)), g = Tanh(V.Load(zc + 2 * w)), o = Sigmoid(V.Load(zc + 3 * w));
+                    Sigmoid2(V.Load(zc), V.Load(zc + w), out V i, out V f);
+                    TanhSigmoid(V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V g, out V o);
                     V.Store(V.Fma(f, V.Load(a.L.C + at), V.Mul(i, g)), a.COut + at);
                     V.Store(o, zc);
                 }
-                for (int e = 0; e < 2 * units; e++)
+                // a unit's two registers side by side (2·units is even)
+                for (int e = 0; e < 2 * units; e += 2)
                 {
-                    long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                    V.Store(V.Mul(V.Load(z + e * 4 * w), Tanh(V.Load(a.COut + at))), a.HOut + at);
+                    long at = (long)(u0 + (e >> 1)) * n;
+                    Tanh2(V.Load(a.COut + at + ja), V.Load(a.COut + at + jb), out V t0, out V t1);
+                    V.Store(V.Mul(V.Load(z + e * 4 * w), t0), a.HOut + at + ja);
+                    V.Store(V.Mul(V.Load(z + (e + 1) * 4 * w), t1), a.HOut + at + jb);
                 }
             }
         }
@@ -564,16 +588,21 @@ public static unsafe class CoordinatewiseLstm
                 {
                     float* zc = z + e * 4 * w, ac = act + e * 5 * w;
                     long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    V i = Sigmoid(V.Load(zc)), f = Sigmoid(V.Load(zc + w)), g = Tanh(V.Load(zc + 2 * w)), o = Sigmoid(V.Load(zc + 3 * w));
+                    Sigmoid2(V.Load(zc), V.Load(zc + w), out V i, out V f);
+                    TanhSigmoid(V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V g, out V o);
                     V.Store(i, ac); V.Store(f, ac + w); V.Store(g, ac + 2 * w); V.Store(o, ac + 3 * w);
                     V.Store(V.Fma(f, V.Load(cT + at), V.Mul(i, g)), ac + 4 * w);
                 }
-                for (int e = 0; e < 2 * units; e++)
+                // a unit's two registers side by side (2·units is even)
+                for (int e = 0; e < 2 * units; e += 2)
                 {
-                    float* ac = act + e * 5 * w;
-                    long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    Cell(V.Load(ac), V.Load(ac + w), V.Load(ac + 2 * w), V.Load(ac + 3 * w), Tanh(V.Load(ac + 4 * w)),
+                    float* ac = act + e * 5 * w, ac1 = ac + 5 * w;
+                    long at = (long)(u0 + (e >> 1)) * T + j, at1 = at + w;
+                    Tanh2(V.Load(ac + 4 * w), V.Load(ac1 + 4 * w), out V tc0, out V tc1);
+                    Cell(V.Load(ac), V.Load(ac + w), V.Load(ac + 2 * w), V.Load(ac + 3 * w), tc0,
                         cT + at, dhT + at, dcOutT + at, dzT + at, (long)hd * T, dcT + at);
+                    Cell(V.Load(ac1), V.Load(ac1 + w), V.Load(ac1 + 2 * w), V.Load(ac1 + 3 * w), tc1,
+                        cT + at1, dhT + at1, dcOutT + at1, dzT + at1, (long)hd * T, dcT + at1);
                 }
             }
         }

@@ -20,6 +20,8 @@ internal unsafe interface IVec<TSelf> where TSelf : struct, IVec<TSelf>
     static abstract TSelf Mul(TSelf a, TSelf b);
     static abstract TSelf Div(TSelf a, TSelf b);
     static abstract TSelf Exp(TSelf a);
+    /// <summary>Exp of two registers, their operations interleaved (the same values as Exp of each).</summary>
+    static abstract void Exp2(TSelf a, TSelf b, out TSelf ea, out TSelf eb);
     static abstract TSelf Log(TSelf a);
     static abstract TSelf Abs(TSelf a);
     /// <summary>a ≥ b ? x : y, lane by lane.</summary>
@@ -89,15 +91,34 @@ internal static class ExpF
     public const float P0 = 1.9875691500e-4f, P1 = 1.3981999507e-3f, P2 = 8.3334519073e-3f;
     public const float P3 = 4.1665795894e-2f, P4 = 1.6666665459e-1f, P5 = 5.0000001201e-1f;
 
-    /// <summary>y[i] = the kernels' e^x[i] on registers of `width` floats (16 or 8; n a multiple of it).</summary>
-    internal static unsafe void Vector(float* x, float* y, long n, int width)
+    /// <summary>
+    /// y[i] = the kernels' e^x[i] on registers of `width` floats (16 or 8; n a multiple of twice it):
+    /// one register at a time (Exp), or two (Exp2).
+    /// </summary>
+    internal static unsafe void Vector(float* x, float* y, long n, int width, bool paired)
     {
-        if (width == 16)
-            for (long i = 0; i < n; i += 16) V512.Store(V512.Exp(V512.Load(x + i)), y + i);
-        else if (width == 8)
-            for (long i = 0; i < n; i += 8) V256.Store(V256.Exp(V256.Load(x + i)), y + i);
-        else
-            throw new ArgumentOutOfRangeException(nameof(width), width, "16 or 8");
+        if (width == 16) Run<V512>(x, y, n, paired);
+        else if (width == 8) Run<V256>(x, y, n, paired);
+        else throw new ArgumentOutOfRangeException(nameof(width), width, "16 or 8");
+    }
+
+    private static unsafe void Run<V>(float* x, float* y, long n, bool paired) where V : struct, IVec<V>
+    {
+        int w = V.Count;
+        for (long i = 0; i < n; i += 2 * w)
+        {
+            if (paired)
+            {
+                V.Exp2(V.Load(x + i), V.Load(x + i + w), out var a, out var b);
+                V.Store(a, y + i);
+                V.Store(b, y + i + w);
+            }
+            else
+            {
+                V.Store(V.Exp(V.Load(x + i)), y + i);
+                V.Store(V.Exp(V.Load(x + i + w)), y + i + w);
+            }
+        }
     }
 }
 
@@ -157,6 +178,34 @@ internal readonly unsafe struct V512 : IVec<V512>
         p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
         return new((p.AsInt32() + Vector512.ShiftLeft(Vector512.ConvertToInt32Native(k), 23)).AsSingle());
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Exp2(V512 a, V512 b, out V512 ea, out V512 eb)
+    {
+        // Exp's operations, the two chains' in alternation: each chain is some twenty dependent
+        // operations, and side by side the out-of-order core finds the second's next one ready
+        var xa = Vector512.Min(Vector512.Max(a._v, Vector512.Create(ExpF.Lo)), Vector512.Create(ExpF.Hi));
+        var xb = Vector512.Min(Vector512.Max(b._v, Vector512.Create(ExpF.Lo)), Vector512.Create(ExpF.Hi));
+        var ka = Vector512.Round(xa * Vector512.Create(ExpF.Log2E));
+        var kb = Vector512.Round(xb * Vector512.Create(ExpF.Log2E));
+        var ra = Vector512.FusedMultiplyAdd(ka, Vector512.Create(-ExpF.Ln2Hi), xa);
+        var rb = Vector512.FusedMultiplyAdd(kb, Vector512.Create(-ExpF.Ln2Hi), xb);
+        ra = Vector512.FusedMultiplyAdd(ka, Vector512.Create(-ExpF.Ln2Lo), ra);
+        rb = Vector512.FusedMultiplyAdd(kb, Vector512.Create(-ExpF.Ln2Lo), rb);
+        var pa = Vector512.FusedMultiplyAdd(Vector512.Create(ExpF.P0), ra, Vector512.Create(ExpF.P1));
+        var pb = Vector512.FusedMultiplyAdd(Vector512.Create(ExpF.P0), rb, Vector512.Create(ExpF.P1));
+        pa = Vector512.FusedMultiplyAdd(pa, ra, Vector512.Create(ExpF.P2));
+        pb = Vector512.FusedMultiplyAdd(pb, rb, Vector512.Create(ExpF.P2));
+        pa = Vector512.FusedMultiplyAdd(pa, ra, Vector512.Create(ExpF.P3));
+        pb = Vector512.FusedMultiplyAdd(pb, rb, Vector512.Create(ExpF.P3));
+        pa = Vector512.FusedMultiplyAdd(pa, ra, Vector512.Create(ExpF.P4));
+        pb = Vector512.FusedMultiplyAdd(pb, rb, Vector512.Create(ExpF.P4));
+        pa = Vector512.FusedMultiplyAdd(pa, ra, Vector512.Create(ExpF.P5));
+        pb = Vector512.FusedMultiplyAdd(pb, rb, Vector512.Create(ExpF.P5));
+        pa = Vector512.FusedMultiplyAdd(pa, ra * ra, ra + Vector512<float>.One);
+        pb = Vector512.FusedMultiplyAdd(pb, rb * rb, rb + Vector512<float>.One);
+        ea = new((pa.AsInt32() + Vector512.ShiftLeft(Vector512.ConvertToInt32Native(ka), 23)).AsSingle());
+        eb = new((pb.AsInt32() + Vector512.ShiftLeft(Vector512.ConvertToInt32Native(kb), 23)).AsSingle());
+    }
 }
 
 internal readonly unsafe struct V256 : IVec<V256>
@@ -215,6 +264,34 @@ internal readonly unsafe struct V256 : IVec<V256>
         p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
         return new((p.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(k), 23)).AsSingle());
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Exp2(V256 a, V256 b, out V256 ea, out V256 eb)
+    {
+        // Exp's operations, the two chains' in alternation: each chain is some twenty dependent
+        // operations, and side by side the out-of-order core finds the second's next one ready
+        var xa = Vector256.Min(Vector256.Max(a._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var xb = Vector256.Min(Vector256.Max(b._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var ka = Vector256.Round(xa * Vector256.Create(ExpF.Log2E));
+        var kb = Vector256.Round(xb * Vector256.Create(ExpF.Log2E));
+        var ra = Vector256.FusedMultiplyAdd(ka, Vector256.Create(-ExpF.Ln2Hi), xa);
+        var rb = Vector256.FusedMultiplyAdd(kb, Vector256.Create(-ExpF.Ln2Hi), xb);
+        ra = Vector256.FusedMultiplyAdd(ka, Vector256.Create(-ExpF.Ln2Lo), ra);
+        rb = Vector256.FusedMultiplyAdd(kb, Vector256.Create(-ExpF.Ln2Lo), rb);
+        var pa = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), ra, Vector256.Create(ExpF.P1));
+        var pb = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), rb, Vector256.Create(ExpF.P1));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P2));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P2));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P3));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P3));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P4));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P4));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P5));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P5));
+        pa = Vector256.FusedMultiplyAdd(pa, ra * ra, ra + Vector256<float>.One);
+        pb = Vector256.FusedMultiplyAdd(pb, rb * rb, rb + Vector256<float>.One);
+        ea = new((pa.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(ka), 23)).AsSingle());
+        eb = new((pb.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(kb), 23)).AsSingle());
+    }
 }
 
 /// <summary>One float: the tail of a row that does not fill a register.</summary>
@@ -236,4 +313,5 @@ internal readonly unsafe struct V1 : IVec<V1>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreaterOrEqual(V1 a, V1 b, V1 x, V1 y) => a._v >= b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreater(V1 a, V1 b, V1 x, V1 y) => a._v > b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Exp(V1 a) => new(MathF.Exp(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Exp2(V1 a, V1 b, out V1 ea, out V1 eb) { ea = Exp(a); eb = Exp(b); }
 }
