@@ -112,6 +112,23 @@ public static unsafe class CoordinatewiseGru
         }
     }
 
+    /// <summary>
+    /// The pre-activations of units u0 … u0 + units − 1 for two registers of coordinates into zs: per
+    /// unit, r, z, n's input part and n's hidden part of the first register, then of the second.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void GroupGates<V>(in GruLayer l, int u0, int units, long ja, long jb, float* zs) where V : struct, IVec<V>
+    {
+        int w = V.Count;
+        for (int g = 0; g < units; g++)
+        {
+            Gates<V>(l, u0 + g, ja, jb, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
+            float* zu = zs + g * 8 * w;
+            V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
+            V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
+        }
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void ForwardBlock<V>(in GruLayer l, float* hOut, long ja, long jb) where V : struct, IVec<V>
     {
@@ -123,13 +140,7 @@ public static unsafe class CoordinatewiseGru
         for (int u0 = 0; u0 < hd; u0 += group)
         {
             int units = Math.Min(group, hd - u0);
-            for (int g = 0; g < units; g++)
-            {
-                Gates<V>(l, u0 + g, ja, jb, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
-                float* zu = zs + g * 8 * w;
-                V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
-                V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
-            }
+            GroupGates<V>(l, u0, units, ja, jb, zs);
             // r, z and n's pre-activation first, then n = tanh of it and h' (as the LSTM's two passes)
             for (int e = 0; e < 2 * units; e++)
             {
@@ -264,13 +275,7 @@ public static unsafe class CoordinatewiseGru
             for (int u0 = 0; u0 < hd; u0 += group)
             {
                 int units = Math.Min(group, hd - u0);
-                for (int g = 0; g < units; g++)
-                {
-                    Gates<V>(tile, u0 + g, j, j + w, out var zr0, out var zz0, out var zi0, out var zh0, out var zr1, out var zz1, out var zi1, out var zh1);
-                    float* zu = zs + g * 8 * w;
-                    V.Store(zr0, zu); V.Store(zz0, zu + w); V.Store(zi0, zu + 2 * w); V.Store(zh0, zu + 3 * w);
-                    V.Store(zr1, zu + 4 * w); V.Store(zz1, zu + 5 * w); V.Store(zi1, zu + 6 * w); V.Store(zh1, zu + 7 * w);
-                }
+                GroupGates<V>(tile, u0, units, j, j + w, zs);
                 // r, z and n's pre-activation first, then n and the gradients (as forward)
                 for (int e = 0; e < 2 * units; e++)
                 {
