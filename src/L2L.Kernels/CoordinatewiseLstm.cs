@@ -341,10 +341,10 @@ public static unsafe class CoordinatewiseLstm
         if (j < end) TOp.Block<V1>(a, j, j, false);
     }
 
-    // The activations take two registers at a time, their exps interleaved (`IVec.Exp2`): an exp is
-    // some twenty dependent operations, and one chain after another left the out-of-order core too
-    // few independent operations in reach. σ(z) = 1/(1 + e^{−z}); tanh z = 1 − 2/(1 + e^{2z}), exact
-    // limits ±1 when e^{2z} saturates.
+    // The activations take two or four registers at a time, their exps interleaved (`IVec.Exp2`,
+    // `IVec.Exp4`): an exp is some twenty dependent operations, and one chain after another left the
+    // out-of-order core too few independent operations in reach. σ(z) = 1/(1 + e^{−z}); tanh z =
+    // 1 − 2/(1 + e^{2z}), exact limits ±1 when e^{2z} saturates.
 
     /// <summary>Sigmoid of two registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -356,6 +356,18 @@ public static unsafe class CoordinatewiseLstm
         s1 = V.Div(one, V.Add(one, e1));
     }
 
+    /// <summary>σ(i), σ(f), tanh g, σ(o) of one cell, the four exps interleaved.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void Gates4<V>(V zi, V zf, V zg, V zo, out V i, out V f, out V g, out V o) where V : struct, IVec<V>
+    {
+        var one = V.Broadcast(1f);
+        V.Exp4(V.Sub(V.Broadcast(0f), zi), V.Sub(V.Broadcast(0f), zf), V.Add(zg, zg), V.Sub(V.Broadcast(0f), zo), out var ei, out var ef, out var eg, out var eo);
+        i = V.Div(one, V.Add(one, ei));
+        f = V.Div(one, V.Add(one, ef));
+        g = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, eg)));
+        o = V.Div(one, V.Add(one, eo));
+    }
+
     /// <summary>Tanh of two registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static void Tanh2<V>(V z0, V z1, out V t0, out V t1) where V : struct, IVec<V>
@@ -364,16 +376,6 @@ public static unsafe class CoordinatewiseLstm
         V.Exp2(V.Add(z0, z0), V.Add(z1, z1), out var e0, out var e1);
         t0 = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, e0)));
         t1 = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, e1)));
-    }
-
-    /// <summary>Tanh of one register and sigmoid of another.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void TanhSigmoid<V>(V zt, V zs, out V t, out V s) where V : struct, IVec<V>
-    {
-        var one = V.Broadcast(1f);
-        V.Exp2(V.Add(zt, zt), V.Sub(V.Broadcast(0f), zs), out var et, out var es);
-        t = V.Sub(one, V.Div(V.Broadcast(2f), V.Add(one, et)));
-        s = V.Div(one, V.Add(one, es));
     }
 
     /// <summary>
@@ -485,8 +487,7 @@ public static unsafe class CoordinatewiseLstm
                 {
                     float* zc = z + e * 4 * w;
                     long at = (long)(u0 + (e >> 1)) * n + ((e & 1) == 0 ? ja : jb);
-                    Sigmoid2(V.Load(zc), V.Load(zc + w), out V i, out V f);
-                    TanhSigmoid(V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V g, out V o);
+                    Gates4(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V i, out V f, out V g, out V o);
                     V.Store(V.Fma(f, V.Load(a.L.C + at), V.Mul(i, g)), a.COut + at);
                     V.Store(o, zc);
                 }
@@ -588,8 +589,7 @@ public static unsafe class CoordinatewiseLstm
                 {
                     float* zc = z + e * 4 * w, ac = act + e * 5 * w;
                     long at = (long)(u0 + (e >> 1)) * T + j + (e & 1) * w;
-                    Sigmoid2(V.Load(zc), V.Load(zc + w), out V i, out V f);
-                    TanhSigmoid(V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V g, out V o);
+                    Gates4(V.Load(zc), V.Load(zc + w), V.Load(zc + 2 * w), V.Load(zc + 3 * w), out V i, out V f, out V g, out V o);
                     V.Store(i, ac); V.Store(f, ac + w); V.Store(g, ac + 2 * w); V.Store(o, ac + 3 * w);
                     V.Store(V.Fma(f, V.Load(cT + at), V.Mul(i, g)), ac + 4 * w);
                 }

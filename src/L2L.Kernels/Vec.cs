@@ -22,6 +22,8 @@ internal unsafe interface IVec<TSelf> where TSelf : struct, IVec<TSelf>
     static abstract TSelf Exp(TSelf a);
     /// <summary>Exp of two registers, their operations interleaved (the same values as Exp of each).</summary>
     static abstract void Exp2(TSelf a, TSelf b, out TSelf ea, out TSelf eb);
+    /// <summary>Exp of four registers, their operations interleaved.</summary>
+    static abstract void Exp4(TSelf a, TSelf b, TSelf c, TSelf d, out TSelf ea, out TSelf eb, out TSelf ec, out TSelf ed);
     static abstract TSelf Log(TSelf a);
     static abstract TSelf Abs(TSelf a);
     /// <summary>a ≥ b ? x : y, lane by lane.</summary>
@@ -92,32 +94,34 @@ internal static class ExpF
     public const float P3 = 4.1665795894e-2f, P4 = 1.6666665459e-1f, P5 = 5.0000001201e-1f;
 
     /// <summary>
-    /// y[i] = the kernels' e^x[i] on registers of `width` floats (16 or 8; n a multiple of twice it):
-    /// one register at a time (Exp), or two (Exp2).
+    /// y[i] = the kernels' e^x[i] on registers of `width` floats (16 or 8; n a multiple of four times
+    /// it), `chains` registers at a time: 1 (Exp), 2 (Exp2) or 4 (Exp4).
     /// </summary>
-    internal static unsafe void Vector(float* x, float* y, long n, int width, bool paired)
+    internal static unsafe void Vector(float* x, float* y, long n, int width, int chains)
     {
-        if (width == 16) Run<V512>(x, y, n, paired);
-        else if (width == 8) Run<V256>(x, y, n, paired);
+        if (chains is not (1 or 2 or 4)) throw new ArgumentOutOfRangeException(nameof(chains), chains, "1, 2 or 4");
+        if (width == 16) Run<V512>(x, y, n, chains);
+        else if (width == 8) Run<V256>(x, y, n, chains);
         else throw new ArgumentOutOfRangeException(nameof(width), width, "16 or 8");
     }
 
-    private static unsafe void Run<V>(float* x, float* y, long n, bool paired) where V : struct, IVec<V>
+    private static unsafe void Run<V>(float* x, float* y, long n, int chains) where V : struct, IVec<V>
     {
         int w = V.Count;
-        for (long i = 0; i < n; i += 2 * w)
+        for (long i = 0; i < n; i += chains * w)
         {
-            if (paired)
+            if (chains == 4)
+            {
+                V.Exp4(V.Load(x + i), V.Load(x + i + w), V.Load(x + i + 2 * w), V.Load(x + i + 3 * w), out var a, out var b, out var c, out var d);
+                V.Store(a, y + i); V.Store(b, y + i + w); V.Store(c, y + i + 2 * w); V.Store(d, y + i + 3 * w);
+            }
+            else if (chains == 2)
             {
                 V.Exp2(V.Load(x + i), V.Load(x + i + w), out var a, out var b);
-                V.Store(a, y + i);
-                V.Store(b, y + i + w);
+                V.Store(a, y + i); V.Store(b, y + i + w);
             }
             else
-            {
                 V.Store(V.Exp(V.Load(x + i)), y + i);
-                V.Store(V.Exp(V.Load(x + i + w)), y + i + w);
-            }
         }
     }
 }
@@ -178,6 +182,15 @@ internal readonly unsafe struct V512 : IVec<V512>
         p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
         return new((p.AsInt32() + Vector512.ShiftLeft(Vector512.ConvertToInt32Native(k), 23)).AsSingle());
     }
+
+    /// <summary>Exp4 as two Exp2 (a four-way interleave is measured at 256 bits only).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Exp4(V512 a, V512 b, V512 c, V512 d, out V512 ea, out V512 eb, out V512 ec, out V512 ed)
+    {
+        Exp2(a, b, out ea, out eb);
+        Exp2(c, d, out ec, out ed);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Exp2(V512 a, V512 b, out V512 ea, out V512 eb)
     {
@@ -264,6 +277,56 @@ internal readonly unsafe struct V256 : IVec<V256>
         p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
         return new((p.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(k), 23)).AsSingle());
     }
+
+    /// <summary>Exp2's interleaving over four chains (a cell's four gates): measured faster than two pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Exp4(V256 a, V256 b, V256 c, V256 d, out V256 ea, out V256 eb, out V256 ec, out V256 ed)
+    {
+        var xa = Vector256.Min(Vector256.Max(a._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var xb = Vector256.Min(Vector256.Max(b._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var xc = Vector256.Min(Vector256.Max(c._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var xd = Vector256.Min(Vector256.Max(d._v, Vector256.Create(ExpF.Lo)), Vector256.Create(ExpF.Hi));
+        var ka = Vector256.Round(xa * Vector256.Create(ExpF.Log2E));
+        var kb = Vector256.Round(xb * Vector256.Create(ExpF.Log2E));
+        var kc = Vector256.Round(xc * Vector256.Create(ExpF.Log2E));
+        var kd = Vector256.Round(xd * Vector256.Create(ExpF.Log2E));
+        var ra = Vector256.FusedMultiplyAdd(ka, Vector256.Create(-ExpF.Ln2Hi), xa);
+        var rb = Vector256.FusedMultiplyAdd(kb, Vector256.Create(-ExpF.Ln2Hi), xb);
+        var rc = Vector256.FusedMultiplyAdd(kc, Vector256.Create(-ExpF.Ln2Hi), xc);
+        var rd = Vector256.FusedMultiplyAdd(kd, Vector256.Create(-ExpF.Ln2Hi), xd);
+        ra = Vector256.FusedMultiplyAdd(ka, Vector256.Create(-ExpF.Ln2Lo), ra);
+        rb = Vector256.FusedMultiplyAdd(kb, Vector256.Create(-ExpF.Ln2Lo), rb);
+        rc = Vector256.FusedMultiplyAdd(kc, Vector256.Create(-ExpF.Ln2Lo), rc);
+        rd = Vector256.FusedMultiplyAdd(kd, Vector256.Create(-ExpF.Ln2Lo), rd);
+        var pa = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), ra, Vector256.Create(ExpF.P1));
+        var pb = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), rb, Vector256.Create(ExpF.P1));
+        var pc = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), rc, Vector256.Create(ExpF.P1));
+        var pd = Vector256.FusedMultiplyAdd(Vector256.Create(ExpF.P0), rd, Vector256.Create(ExpF.P1));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P2));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P2));
+        pc = Vector256.FusedMultiplyAdd(pc, rc, Vector256.Create(ExpF.P2));
+        pd = Vector256.FusedMultiplyAdd(pd, rd, Vector256.Create(ExpF.P2));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P3));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P3));
+        pc = Vector256.FusedMultiplyAdd(pc, rc, Vector256.Create(ExpF.P3));
+        pd = Vector256.FusedMultiplyAdd(pd, rd, Vector256.Create(ExpF.P3));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P4));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P4));
+        pc = Vector256.FusedMultiplyAdd(pc, rc, Vector256.Create(ExpF.P4));
+        pd = Vector256.FusedMultiplyAdd(pd, rd, Vector256.Create(ExpF.P4));
+        pa = Vector256.FusedMultiplyAdd(pa, ra, Vector256.Create(ExpF.P5));
+        pb = Vector256.FusedMultiplyAdd(pb, rb, Vector256.Create(ExpF.P5));
+        pc = Vector256.FusedMultiplyAdd(pc, rc, Vector256.Create(ExpF.P5));
+        pd = Vector256.FusedMultiplyAdd(pd, rd, Vector256.Create(ExpF.P5));
+        pa = Vector256.FusedMultiplyAdd(pa, ra * ra, ra + Vector256<float>.One);
+        pb = Vector256.FusedMultiplyAdd(pb, rb * rb, rb + Vector256<float>.One);
+        pc = Vector256.FusedMultiplyAdd(pc, rc * rc, rc + Vector256<float>.One);
+        pd = Vector256.FusedMultiplyAdd(pd, rd * rd, rd + Vector256<float>.One);
+        ea = new((pa.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(ka), 23)).AsSingle());
+        eb = new((pb.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(kb), 23)).AsSingle());
+        ec = new((pc.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(kc), 23)).AsSingle());
+        ed = new((pd.AsInt32() + Vector256.ShiftLeft(Vector256.ConvertToInt32Native(kd), 23)).AsSingle());
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Exp2(V256 a, V256 b, out V256 ea, out V256 eb)
     {
@@ -313,5 +376,11 @@ internal readonly unsafe struct V1 : IVec<V1>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreaterOrEqual(V1 a, V1 b, V1 x, V1 y) => a._v >= b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreater(V1 a, V1 b, V1 x, V1 y) => a._v > b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Exp(V1 a) => new(MathF.Exp(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Exp4(V1 a, V1 b, V1 c, V1 d, out V1 ea, out V1 eb, out V1 ec, out V1 ed)
+    {
+        Exp2(a, b, out ea, out eb);
+        Exp2(c, d, out ec, out ed);
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Exp2(V1 a, V1 b, out V1 ea, out V1 eb) { ea = Exp(a); eb = Exp(b); }
 }

@@ -194,7 +194,7 @@ let tests =
                 Expect.isGreaterThan (taken.sum().ToInt64()) 2000L "most coordinates take the logarithm"
                 Expect.isTrue (err.le(bound).all().ToBoolean()) (sprintf "max error %g" (err.max().ToDouble())))
 
-        testCase "the exp's scaling by 2^k through the exponent field is the product by 2^k, bit for bit, on every float, one register at a time or two interleaved" <| fun () ->
+        testCase "the exp's scaling by 2^k through the exponent field is the product by 2^k, bit for bit, on every float, one register at a time or two or four interleaved" <| fun () ->
             // the product's formula, scalar: MathF's FMA and round-half-even are the registers' lanes'
             let byProduct (a: float32) =
                 let x = if Single.IsNaN a then a else min (max a ExpF.Lo) ExpF.Hi
@@ -223,19 +223,19 @@ let tests =
             let widths = [ 16; 8 ] |> List.filter (fun w -> w = 8 || Runtime.Intrinsics.Vector512.IsHardwareAccelerated)
             let mutable checkedCount = 0L
             for chunk in chunks do
-                let xs = Array.append (chunk |> Array.map BitConverter.Int32BitsToSingle) (Array.zeroCreate ((32 - chunk.Length % 32) % 32))
+                let xs = Array.append (chunk |> Array.map BitConverter.Int32BitsToSingle) (Array.zeroCreate ((64 - chunk.Length % 64) % 64))
                 let expected = xs |> Array.map byProduct
-                for w, paired in List.allPairs widths [ false; true ] do
+                for w, chains in List.allPairs widths [ 1; 2; 4 ] do
                     let ys = Array.zeroCreate<float32> xs.Length
                     use px = fixed xs
                     use py = fixed ys
-                    ExpF.Vector(px, py, int64 xs.Length, w, paired)
+                    ExpF.Vector(px, py, int64 xs.Length, w, chains)
                     for i in 0 .. xs.Length - 1 do
                         let e, y = expected[i], ys[i]
                         if not (Single.IsNaN e && Single.IsNaN y) && BitConverter.SingleToInt32Bits e <> BitConverter.SingleToInt32Bits y then
-                            failtestf "width %d (paired %b): e^%g (0x%08x) = %g, the product gives %g" w paired xs[i] (BitConverter.SingleToInt32Bits xs[i]) y e
+                            failtestf "width %d, %d chains: e^%g (0x%08x) = %g, the product gives %g" w chains xs[i] (BitConverter.SingleToInt32Bits xs[i]) y e
                         if not (Single.IsNaN y || (Single.IsNormal y && y > 0.0f)) then
-                            failtestf "width %d (paired %b): e^%g = %g, not a positive normal float" w paired xs[i] y
+                            failtestf "width %d, %d chains: e^%g = %g, not a positive normal float" w chains xs[i] y
                 checkedCount <- checkedCount + int64 chunk.Length
             Expect.isGreaterThan checkedCount 17_000_000L "floats checked"
 
