@@ -21,9 +21,19 @@ internal unsafe interface IVec<TSelf> where TSelf : struct, IVec<TSelf>
     static abstract TSelf Div(TSelf a, TSelf b);
     static abstract TSelf Exp(TSelf a);
     /// <summary>Exp of two registers, their operations interleaved (the same values as Exp of each).</summary>
-    static abstract void Exp2(TSelf a, TSelf b, out TSelf ea, out TSelf eb);
-    /// <summary>Exp of four registers, their operations interleaved.</summary>
-    static abstract void Exp4(TSelf a, TSelf b, TSelf c, TSelf d, out TSelf ea, out TSelf eb, out TSelf ec, out TSelf ed);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static virtual void Exp2(TSelf a, TSelf b, out TSelf ea, out TSelf eb)
+    {
+        ea = TSelf.Exp(a);
+        eb = TSelf.Exp(b);
+    }
+    /// <summary>Exp of four registers, their operations interleaved (by default, as two pairs).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static virtual void Exp4(TSelf a, TSelf b, TSelf c, TSelf d, out TSelf ea, out TSelf eb, out TSelf ec, out TSelf ed)
+    {
+        TSelf.Exp2(a, b, out ea, out eb);
+        TSelf.Exp2(c, d, out ec, out ed);
+    }
     static abstract TSelf Log(TSelf a);
     static abstract TSelf Abs(TSelf a);
     /// <summary>a ≥ b ? x : y, lane by lane.</summary>
@@ -181,14 +191,6 @@ internal readonly unsafe struct V512 : IVec<V512>
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpF.P5));
         p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
         return new((p.AsInt32() + Vector512.ShiftLeft(Vector512.ConvertToInt32Native(k), 23)).AsSingle());
-    }
-
-    /// <summary>Exp4 as two Exp2 (a four-way interleave is measured at 256 bits only).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Exp4(V512 a, V512 b, V512 c, V512 d, out V512 ea, out V512 eb, out V512 ec, out V512 ed)
-    {
-        Exp2(a, b, out ea, out eb);
-        Exp2(c, d, out ec, out ed);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -376,11 +378,4 @@ internal readonly unsafe struct V1 : IVec<V1>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreaterOrEqual(V1 a, V1 b, V1 x, V1 y) => a._v >= b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 IfGreater(V1 a, V1 b, V1 x, V1 y) => a._v > b._v ? x : y;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static V1 Exp(V1 a) => new(MathF.Exp(a._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Exp4(V1 a, V1 b, V1 c, V1 d, out V1 ea, out V1 eb, out V1 ec, out V1 ed)
-    {
-        Exp2(a, b, out ea, out eb);
-        Exp2(c, d, out ec, out ed);
-    }
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Exp2(V1 a, V1 b, out V1 ea, out V1 eb) { ea = Exp(a); eb = Exp(b); }
 }
